@@ -1,0 +1,245 @@
+//! The network configuration on stdin, as far as the host acts on it. The
+//! plugin's own keys stay in the raw JSON that the guest reads.
+
+use super::error::CniError;
+use super::result::CniResult;
+use super::version::CniVersion;
+use serde_json::{Map, Value};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone)]
+pub struct NetConf {
+    pub cni_version: CniVersion,
+    /// The network name: scopes IPAM state and firewall rules.
+    pub name: String,
+    /// `type`: the plugin the runtime thinks it is calling.
+    pub plugin_type: String,
+    /// `plugin`: the wasm module to run when called as `wasm-cni` itself.
+    pub plugin: Option<String>,
+    pub ipam: Option<IpamRef>,
+    pub prev_result: Option<CniResult>,
+    /// stdin exactly as received: handed to guests and IPAM delegates.
+    pub raw: String,
+}
+
+/// The `ipam` section, as far as the host needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpamRef {
+    /// `ipam.type`; empty means no IPAM (L2 only).
+    pub plugin_type: String,
+    /// `ipam.dataDir`: the root of the IPAM state store.
+    pub data_dir: Option<PathBuf>,
+}
+
+impl NetConf {
+    pub fn parse(stdin: &[u8]) -> Result<Self, CniError> {
+        let raw = std::str::from_utf8(stdin)
+            .map_err(|_| CniError::decode("network config on stdin is not UTF-8"))?
+            .to_string();
+        let value: Value = serde_json::from_str(&raw).map_err(|e| {
+            CniError::decode(format!("network config on stdin is not valid JSON: {e}"))
+        })?;
+        let Value::Object(obj) = value else {
+            return Err(CniError::decode(
+                "network config on stdin is not a JSON object",
+            ));
+        };
+        let version = string_field(&obj, "cniVersion")?
+            .ok_or_else(|| CniError::config("network config is missing \"cniVersion\""))?;
+        let cni_version = CniVersion::require(&version)?;
+        let name = string_field(&obj, "name")?
+            .ok_or_else(|| CniError::config("network config is missing \"name\""))?;
+        validate_network_name(&name)?;
+        let plugin_type = string_field(&obj, "type")?.unwrap_or_default();
+        let plugin = string_field(&obj, "plugin")?.filter(|p| !p.is_empty());
+        let ipam = match obj.get("ipam") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(ipam)) => Some(IpamRef::parse(ipam)?),
+            Some(_) => {
+                return Err(CniError::config(
+                    "network config field \"ipam\" must be an object",
+                ));
+            }
+        };
+        let prev_result = match obj.get("prevResult") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(CniResult::from_json(v).map_err(|e| CniError {
+                msg: format!("prevResult: {}", e.msg),
+                ..e
+            })?),
+        };
+        Ok(NetConf {
+            cni_version,
+            name,
+            plugin_type,
+            plugin,
+            ipam,
+            prev_result,
+            raw,
+        })
+    }
+
+    /// `ipam.type`, when the config names one.
+    pub fn ipam_type(&self) -> Option<&str> {
+        self.ipam
+            .as_ref()
+            .map(|i| i.plugin_type.as_str())
+            .filter(|t| !t.is_empty())
+    }
+}
+
+impl IpamRef {
+    fn parse(ipam: &Map<String, Value>) -> Result<Self, CniError> {
+        let plugin_type = string_field(ipam, "type")
+            .map_err(|e| prefixed(e, "ipam."))?
+            .unwrap_or_default();
+        let data_dir = string_field(ipam, "dataDir")
+            .map_err(|e| prefixed(e, "ipam."))?
+            .filter(|d| !d.is_empty())
+            .map(|d| {
+                if d.starts_with('/') {
+                    Ok(PathBuf::from(d))
+                } else {
+                    Err(CniError::config(format!(
+                        "\"ipam.dataDir\" must be an absolute path, got {d:?}"
+                    )))
+                }
+            })
+            .transpose()?;
+        Ok(IpamRef {
+            plugin_type,
+            data_dir,
+        })
+    }
+}
+
+fn prefixed(e: CniError, prefix: &str) -> CniError {
+    CniError {
+        msg: e.msg.replacen("field \"", &format!("field \"{prefix}"), 1),
+        ..e
+    }
+}
+
+fn string_field(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, CniError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(CniError::config(format!(
+            "network config field \"{key}\" must be a string, got {other}"
+        ))),
+    }
+}
+
+/// libcni's rule for network names (`^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`). It
+/// matters here: the name becomes a directory under the IPAM data dir.
+pub fn validate_network_name(name: &str) -> Result<(), CniError> {
+    let mut chars = name.chars();
+    let ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(CniError::config(format!(
+            "invalid network name {name:?}: must match ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cni::error::code;
+
+    const CLASSIC: &str = r#"{"cniVersion":"0.3.1","name":"mynet","type":"bridge","bridge":"mybridge",
+ "isGateway":true,"ipMasq":true,
+ "ipam":{"type":"host-local","subnet":"10.244.0.0/16","routes":[{"dst":"0.0.0.0/0"}]}}"#;
+
+    #[test]
+    fn classic_config() {
+        let c = NetConf::parse(CLASSIC.as_bytes()).unwrap();
+        assert_eq!(c.cni_version, CniVersion::V0_3_1);
+        assert_eq!(
+            (c.name.as_str(), c.plugin_type.as_str()),
+            ("mynet", "bridge")
+        );
+        assert_eq!(c.ipam_type(), Some("host-local"));
+        assert_eq!(c.raw, CLASSIC);
+        assert!(c.prev_result.is_none());
+    }
+
+    #[test]
+    fn prev_result_and_data_dir() {
+        let c = NetConf::parse(
+            br#"{"cniVersion":"1.0.0","name":"n","type":"wasm-cni","plugin":"bridge",
+                 "ipam":{"type":"host-local","dataDir":"/run/ipam"},
+                 "prevResult":{"cniVersion":"1.0.0","ips":[{"address":"10.0.0.2/24"}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.plugin.as_deref(), Some("bridge"));
+        assert_eq!(c.ipam.unwrap().data_dir, Some(PathBuf::from("/run/ipam")));
+        assert_eq!(
+            c.prev_result.unwrap().ips[0].address.to_string(),
+            "10.0.0.2/24"
+        );
+    }
+
+    #[test]
+    fn each_bad_input_has_its_code_and_names_the_field() {
+        let cases: &[(&str, u32, &str)] = &[
+            ("not json", code::DECODE_FAILURE, "not valid JSON"),
+            ("[1,2]", code::DECODE_FAILURE, "not a JSON object"),
+            (r#"{"name":"n"}"#, code::INVALID_CONFIG, "\"cniVersion\""),
+            (
+                r#"{"cniVersion":"9.9.9","name":"n"}"#,
+                code::INCOMPATIBLE_VERSION,
+                "incompatible",
+            ),
+            (
+                r#"{"cniVersion":"1.0.0"}"#,
+                code::INVALID_CONFIG,
+                "\"name\"",
+            ),
+            (
+                r#"{"cniVersion":"1.0.0","name":"../etc"}"#,
+                code::INVALID_CONFIG,
+                "invalid network name",
+            ),
+            (
+                r#"{"cniVersion":"1.0.0","name":7}"#,
+                code::INVALID_CONFIG,
+                "\"name\" must be a string",
+            ),
+            (
+                r#"{"cniVersion":"1.0.0","name":"n","ipam":[]}"#,
+                code::INVALID_CONFIG,
+                "\"ipam\"",
+            ),
+            (
+                r#"{"cniVersion":"1.0.0","name":"n","ipam":{"type":3}}"#,
+                code::INVALID_CONFIG,
+                "\"ipam.type\"",
+            ),
+            (
+                r#"{"cniVersion":"1.0.0","name":"n","ipam":{"dataDir":"rel"}}"#,
+                code::INVALID_CONFIG,
+                "ipam.dataDir",
+            ),
+            (
+                r#"{"cniVersion":"1.0.0","name":"n","prevResult":{"ips":[{"address":"x"}]}}"#,
+                code::DECODE_FAILURE,
+                "prevResult",
+            ),
+        ];
+        for (input, want_code, want_text) in cases {
+            let e = NetConf::parse(input.as_bytes()).unwrap_err();
+            assert_eq!(e.code, *want_code, "{input}: {e}");
+            assert!(e.to_string().contains(want_text), "{input}: {e}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_tolerated() {
+        let c = NetConf::parse(br#"{"cniVersion":"1.1.0","name":"n","capabilities":{"portMappings":true},"x":{"y":1}}"#);
+        assert!(c.is_ok());
+    }
+}

@@ -1,0 +1,4 @@
+//! wasm-cni: a CNI runtime whose privileged part is this small, fixed host
+//! and whose network policy lives in sandboxed WebAssembly components.
+
+pub mod cni;
