@@ -1,1 +1,80 @@
-fn main() {}
+//! `wasm-cni`: install as `/opt/cni/bin/wasm-cni`, and link plugin names to
+//! it (`/opt/cni/bin/bridge -> wasm-cni`) for configs that name `"type"`.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::process::ExitCode;
+use wasm_cni::invoke::{self, invoke};
+
+const HELP: &str = "wasm-cni: a WebAssembly-pluggable CNI runtime
+
+Container runtimes call it as a CNI plugin: CNI_COMMAND and the other CNI_*
+variables in the environment, the network config on stdin, one JSON result
+or error on stdout.
+
+  /opt/cni/bin/wasm-cni          runs the module named by the config's \"plugin\"
+  /opt/cni/bin/bridge -> wasm-cni runs the module named like the link
+
+Environment:
+  WASM_CNI_MODULE_PATH  directories with <name>.wasm modules (default /opt/cni/wasm)
+  WASM_CNI_CACHE_DIR    compiled-module cache (default /var/lib/wasm-cni/cache)
+  WASM_CNI_LOG          error | warn | info | debug (default warn), to stderr
+  WASM_CNI_LOG_FILE     also append the log to this file
+  WASM_CNI_NFT          the nft binary (default /usr/sbin/nft)
+";
+
+fn main() -> ExitCode {
+    // A bug must still answer in CNI's terms: one JSON error, exit 1.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = format!("wasm-cni internal error: {info}");
+        let doc = serde_json::json!({"cniVersion": wasm_cni::cni::version::LATEST, "code": 102, "msg": msg});
+        let _ = writeln!(std::io::stdout(), "{doc}");
+        let _ = writeln!(std::io::stderr(), "{msg}");
+        std::process::exit(1);
+    }));
+
+    let mut args = std::env::args();
+    let argv0 = args.next().unwrap_or_else(|| invoke::SELF_NAME.to_string());
+    let vars: HashMap<String, String> = std::env::vars().collect();
+    if let Some(flag) = args.next().filter(|_| !vars.contains_key("CNI_COMMAND")) {
+        return match flag.as_str() {
+            "--version" | "-V" => {
+                println!(
+                    "wasm-cni {} (CNI {})",
+                    env!("CARGO_PKG_VERSION"),
+                    wasm_cni::cni::version::SUPPORTED.join(", ")
+                );
+                ExitCode::SUCCESS
+            }
+            _ => {
+                print!("{HELP}");
+                if flag == "--help" || flag == "-h" {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(2)
+                }
+            }
+        };
+    }
+
+    let mut stdin = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut stdin) {
+        let e = wasm_cni::cni::CniError::new(
+            wasm_cni::cni::error::code::IO_FAILURE,
+            format!("cannot read stdin: {e}"),
+        );
+        println!("{}", e.to_json(wasm_cni::cni::version::LATEST));
+        return ExitCode::FAILURE;
+    }
+    let out = invoke(&argv0, &vars, &stdin);
+    let mut stdout = std::io::stdout().lock();
+    if !out.stdout.is_empty() {
+        let _ = writeln!(stdout, "{}", out.stdout);
+    }
+    let _ = stdout.flush();
+    if out.exit_code == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

@@ -1,1 +1,139 @@
+//! host-local IPAM as a wasm-cni guest: addresses from range sets, state
+//! in the host's per-network store, byte-compatible with the reference
+//! plugin's `/var/lib/cni/networks/<net>/` so a node can switch either way.
 
+mod allocator;
+mod config;
+mod range;
+
+use allocator::Disk;
+use config::IpamConf;
+use wasm_cni_sdk::store::{self, Lock};
+use wasm_cni_sdk::{CapResultExt, CniError, CniResult, Dns, IpConfig, IpPrefix, Plugin, Request};
+
+struct HostLocal;
+
+/// The host's store, locked for as long as this value lives.
+struct LockedStore {
+    _lock: Lock,
+}
+
+impl LockedStore {
+    fn acquire() -> Result<Self, CniError> {
+        Ok(LockedStore {
+            _lock: store::acquire_lock().context("lock the IPAM store")?,
+        })
+    }
+}
+
+fn msg(e: wasm_cni_sdk::types::Error) -> String {
+    e.describe()
+}
+
+impl Disk for LockedStore {
+    fn entries(&self) -> Result<Vec<(String, String)>, String> {
+        Ok(store::entries()
+            .map_err(msg)?
+            .into_iter()
+            .map(|e| (e.key, e.value))
+            .collect())
+    }
+    fn get(&self, key: &str) -> Result<Option<String>, String> {
+        store::get(key).map_err(msg)
+    }
+    fn create(&mut self, key: &str, value: &str) -> Result<bool, String> {
+        store::create(key, value).map_err(msg)
+    }
+    fn put(&mut self, key: &str, value: &str) -> Result<(), String> {
+        store::put(key, value).map_err(msg)
+    }
+    fn delete(&mut self, key: &str) -> Result<bool, String> {
+        store::delete(key).map_err(msg)
+    }
+}
+
+impl Plugin for HostLocal {
+    fn add(req: Request) -> Result<CniResult, CniError> {
+        let conf = IpamConf::load(&req)?;
+        let mut disk = LockedStore::acquire()?;
+        let mut requested = conf.requested.clone();
+        let mut ips = Vec::new();
+        let mut taken: Vec<String> = Vec::new();
+        let undo = |disk: &mut LockedStore, taken: &[String]| {
+            for key in taken {
+                let _ = disk.delete(key);
+            }
+        };
+        for (idx, set) in conf.ranges.iter().enumerate() {
+            let want = requested
+                .iter()
+                .position(|ip| set.contains(*ip))
+                .map(|i| requested.remove(i));
+            match allocator::allocate(&mut disk, idx, set, &req.container_id, &req.ifname, want) {
+                Ok(a) => {
+                    taken.push(a.address.ip().to_string());
+                    ips.push(IpConfig {
+                        address: IpPrefix::from(a.address),
+                        gateway: Some(a.gateway.into()),
+                        interface: None,
+                    });
+                }
+                Err(e) => {
+                    undo(&mut disk, &taken);
+                    return Err(CniError::failed(format!(
+                        "failed to allocate for range {idx}: {e}"
+                    )));
+                }
+            }
+        }
+        if !requested.is_empty() {
+            undo(&mut disk, &taken);
+            let list: Vec<String> = requested.iter().map(|ip| ip.to_string()).collect();
+            return Err(CniError::failed(format!(
+                "failed to allocate all requested IPs: {}",
+                list.join(" ")
+            )));
+        }
+        Ok(CniResult {
+            interfaces: Vec::new(),
+            ips,
+            routes: conf.routes,
+            dns: Dns {
+                nameservers: Vec::new(),
+                domain: None,
+                search: Vec::new(),
+                options: Vec::new(),
+            },
+        })
+    }
+
+    /// Release by container id and ifname. Needs no valid ranges: a broken
+    /// or changed config must not keep addresses allocated forever.
+    fn del(req: Request) -> Result<(), CniError> {
+        let mut disk = LockedStore::acquire()?;
+        let released = allocator::release(&mut disk, &req.container_id, &req.ifname)
+            .map_err(CniError::failed)?;
+        wasm_cni_sdk::debug!(
+            "released {released} address(es) of {} {}",
+            req.container_id,
+            req.ifname
+        );
+        Ok(())
+    }
+
+    fn check(req: Request) -> Result<(), CniError> {
+        IpamConf::load(&req)?;
+        let disk = LockedStore::acquire()?;
+        let held =
+            allocator::held_by(&disk, &req.container_id, &req.ifname).map_err(CniError::failed)?;
+        if held.is_empty() {
+            return Err(CniError::failed(format!(
+                "host-local: Failed to find address added by container {}",
+                req.container_id
+            )));
+        }
+        Ok(())
+    }
+}
+
+wasm_cni_sdk::register!(HostLocal);

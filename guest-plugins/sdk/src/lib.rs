@@ -1,1 +1,76 @@
+//! The wasm-cni guest SDK: write a CNI plugin as a WebAssembly component.
+//!
+//! ```ignore
+//! use wasm_cni_sdk::{Plugin, Request, CniResult, CniError};
+//!
+//! struct MyPlugin;
+//! impl Plugin for MyPlugin {
+//!     fn add(req: Request) -> Result<CniResult, CniError> { /* ... */ }
+//!     fn del(req: Request) -> Result<(), CniError> { /* ... */ }
+//! }
+//! wasm_cni_sdk::register!(MyPlugin);
+//! ```
+//!
+//! Build it with `cargo build --target wasm32-wasip2 --release` and drop
+//! the `.wasm` into a directory of `WASM_CNI_MODULE_PATH`. The host decides
+//! the world from what the module imports: a module that uses only `store`
+//! and `log` runs with the ipam-plugin world, any other with the
+//! interface-plugin world. Calling a capability your world lacks makes the
+//! host refuse to load the module, so import only what you need.
 
+pub mod bindings {
+    // One union of both worlds: the component's final imports are only what
+    // the plugin's code calls (wit-component drops unused imports), so an
+    // IPAM plugin built with this SDK still targets the ipam-plugin world.
+    wit_bindgen::generate!({
+        inline: r#"
+            package wasm-cni:sdk;
+            world sdk {
+                include wasm-cni:plugin/interface-plugin@0.1.0;
+                include wasm-cni:plugin/ipam-plugin@0.1.0;
+            }
+        "#,
+        path: "../../wit/v0.1.0",
+        pub_export_macro: true,
+        export_macro_name: "export_plugin",
+        default_bindings_module: "wasm_cni_sdk::bindings",
+        generate_all,
+        additional_derives: [PartialEq, Eq],
+    });
+}
+
+mod error;
+mod net;
+mod plugin;
+mod request;
+
+pub use bindings::wasm_cni::plugin::{
+    address, firewall, ipam, link, log as logging, netns, route, store, sysctl, types,
+};
+pub use error::{CapResultExt, codes};
+pub use net::{mac_string, random_mac};
+pub use plugin::Plugin;
+pub use request::Args;
+pub use types::{
+    CniError, CniResult, Command, Dns, InterfaceInfo, IpAddress, IpConfig, IpPrefix, Request, Route,
+};
+
+/// Log through the host (stderr and the host's log file, never stdout).
+pub fn log(level: logging::Level, message: &str) {
+    logging::log(level, message)
+}
+
+#[macro_export]
+macro_rules! info {
+    ($($t:tt)*) => { $crate::log($crate::logging::Level::Info, &format!($($t)*)) };
+}
+
+#[macro_export]
+macro_rules! warn {
+    ($($t:tt)*) => { $crate::log($crate::logging::Level::Warn, &format!($($t)*)) };
+}
+
+#[macro_export]
+macro_rules! debug {
+    ($($t:tt)*) => { $crate::log($crate::logging::Level::Debug, &format!($($t)*)) };
+}

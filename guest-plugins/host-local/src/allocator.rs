@@ -1,0 +1,266 @@
+//! Allocation over the on-disk layout of the reference host-local
+//! (backend/disk): `<ip>` holds `<container id>\r\n<ifname>`,
+//! `last_reserved_ip.<set index>` the last address handed out.
+
+use crate::range::RangeSet;
+use ipnetwork::IpNetwork;
+use std::net::IpAddr;
+
+/// What the allocator needs of the store (the host's `store` interface in
+/// production, a map in tests). Callers hold the lock.
+pub trait Disk {
+    fn entries(&self) -> Result<Vec<(String, String)>, String>;
+    fn get(&self, key: &str) -> Result<Option<String>, String>;
+    /// Create only if absent: false when taken.
+    fn create(&mut self, key: &str, value: &str) -> Result<bool, String>;
+    fn put(&mut self, key: &str, value: &str) -> Result<(), String>;
+    fn delete(&mut self, key: &str) -> Result<bool, String>;
+}
+
+pub const LAST_RESERVED_PREFIX: &str = "last_reserved_ip.";
+
+/// The bytes an allocation file holds.
+pub fn owner(id: &str, ifname: &str) -> String {
+    format!("{}\r\n{ifname}", id.trim())
+}
+
+/// Addresses held by `id` + `ifname`.
+pub fn held_by(disk: &dyn Disk, id: &str, ifname: &str) -> Result<Vec<IpAddr>, String> {
+    let want = owner(id, ifname);
+    Ok(disk
+        .entries()?
+        .into_iter()
+        .filter(|(_, v)| v.trim() == want)
+        .filter_map(|(k, _)| k.parse().ok())
+        .collect())
+}
+
+/// An allocated address with its prefix, and its range's gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allocation {
+    pub address: IpNetwork,
+    pub gateway: IpAddr,
+}
+
+/// Allocate one address of `set` (index `set_index`) to `id` + `ifname`:
+/// `requested`, or the next free one after the last reserved.
+pub fn allocate(
+    disk: &mut dyn Disk,
+    set_index: usize,
+    set: &RangeSet,
+    id: &str,
+    ifname: &str,
+    requested: Option<IpAddr>,
+) -> Result<Allocation, String> {
+    let value = owner(id, ifname);
+    let last_key = format!("{LAST_RESERVED_PREFIX}{set_index}");
+    let reserve = |disk: &mut dyn Disk, ip: IpAddr| -> Result<bool, String> {
+        if !disk.create(&ip.to_string(), &value)? {
+            return Ok(false);
+        }
+        disk.put(&last_key, &ip.to_string())?;
+        Ok(true)
+    };
+    if let Some(ip) = requested {
+        let r = set
+            .range_for(ip)
+            .ok_or_else(|| format!("{ip} not in range set {set}"))?;
+        if ip == r.gateway {
+            return Err(format!("requested ip {ip} is subnet's gateway"));
+        }
+        if !reserve(disk, ip)? {
+            return Err(format!(
+                "requested IP address {ip} is not available in range set {set}"
+            ));
+        }
+        return Ok(Allocation {
+            address: IpNetwork::new(ip, r.subnet.prefix()).expect("prefix"),
+            gateway: r.gateway,
+        });
+    }
+    if let Some(ip) = held_by(disk, id, ifname)?
+        .into_iter()
+        .find(|ip| set.contains(*ip))
+    {
+        return Err(format!(
+            "{ip} has been allocated to {id}, duplicate allocation is not allowed"
+        ));
+    }
+    let last = disk.get(&last_key)?.and_then(|s| s.trim().parse().ok());
+    for (address, gateway) in set.iter_from(last) {
+        if reserve(disk, address.ip())? {
+            return Ok(Allocation { address, gateway });
+        }
+    }
+    Err(format!("no IP addresses available in range set: {set}"))
+}
+
+/// Release what `id` + `ifname` holds; entries from before ifnames were
+/// recorded (the id alone) are released when nothing else matched.
+pub fn release(disk: &mut dyn Disk, id: &str, ifname: &str) -> Result<usize, String> {
+    let entries = disk.entries()?;
+    let mine = |want: &str| -> Vec<String> {
+        entries
+            .iter()
+            .filter(|(k, v)| v.trim() == want && !k.starts_with(LAST_RESERVED_PREFIX))
+            .map(|(k, _)| k.clone())
+            .collect()
+    };
+    let mut keys = mine(&owner(id, ifname));
+    if keys.is_empty() {
+        keys = mine(id.trim());
+    }
+    for k in &keys {
+        disk.delete(k)?;
+    }
+    Ok(keys.len())
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+    use crate::range::{RangeSet, RawRange};
+    use std::collections::BTreeMap;
+
+    #[derive(Default)]
+    pub struct MemDisk(pub BTreeMap<String, String>);
+
+    impl Disk for MemDisk {
+        fn entries(&self) -> Result<Vec<(String, String)>, String> {
+            Ok(self.0.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        }
+        fn get(&self, key: &str) -> Result<Option<String>, String> {
+            Ok(self.0.get(key).cloned())
+        }
+        fn create(&mut self, key: &str, value: &str) -> Result<bool, String> {
+            if self.0.contains_key(key) {
+                return Ok(false);
+            }
+            self.0.insert(key.into(), value.into());
+            Ok(true)
+        }
+        fn put(&mut self, key: &str, value: &str) -> Result<(), String> {
+            self.0.insert(key.into(), value.into());
+            Ok(())
+        }
+        fn delete(&mut self, key: &str) -> Result<bool, String> {
+            Ok(self.0.remove(key).is_some())
+        }
+    }
+
+    fn small_set() -> RangeSet {
+        // .1 is the gateway, so .2 and .3 are all there is.
+        RangeSet::parse(&[RawRange {
+            subnet: "10.1.0.0/29".into(),
+            range_end: Some("10.1.0.3".into()),
+            ..Default::default()
+        }])
+        .unwrap()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn allocations_skip_the_gateway_and_use_the_reference_format() {
+        let mut d = MemDisk::default();
+        let a = allocate(&mut d, 0, &small_set(), "c1", "eth0", None).unwrap();
+        assert_eq!(
+            (a.address.to_string(), a.gateway.to_string()),
+            ("10.1.0.2/29".into(), "10.1.0.1".into())
+        );
+        assert_eq!(d.0["10.1.0.2"], "c1\r\neth0");
+        assert_eq!(d.0["last_reserved_ip.0"], "10.1.0.2");
+    }
+
+    #[test]
+    fn exhaustion_names_the_range() {
+        let mut d = MemDisk::default();
+        allocate(&mut d, 0, &small_set(), "c1", "eth0", None).unwrap();
+        allocate(&mut d, 0, &small_set(), "c2", "eth0", None).unwrap();
+        let e = allocate(&mut d, 0, &small_set(), "c3", "eth0", None).unwrap_err();
+        assert_eq!(
+            e,
+            "no IP addresses available in range set: 10.1.0.1-10.1.0.3"
+        );
+    }
+
+    #[test]
+    fn round_robin_wraps_and_reuses_released_addresses_last() {
+        let mut d = MemDisk::default();
+        let set = small_set();
+        allocate(&mut d, 0, &set, "c1", "eth0", None).unwrap(); // .2
+        allocate(&mut d, 0, &set, "c2", "eth0", None).unwrap(); // .3
+        assert_eq!(release(&mut d, "c1", "eth0").unwrap(), 1);
+        // After .3 the walk wraps past the gateway to .2, now free.
+        let a = allocate(&mut d, 0, &set, "c3", "eth0", None).unwrap();
+        assert_eq!(a.address.ip(), ip("10.1.0.2"));
+        release(&mut d, "c2", "eth0").unwrap();
+        // Last reserved is .2, so the walk starts at .3, free again.
+        let b = allocate(&mut d, 0, &set, "c4", "eth0", None).unwrap();
+        assert_eq!(b.address.ip(), ip("10.1.0.3"));
+    }
+
+    #[test]
+    fn requested_addresses_and_duplicates() {
+        let mut d = MemDisk::default();
+        let set = small_set();
+        let a = allocate(&mut d, 0, &set, "c1", "eth0", Some(ip("10.1.0.3"))).unwrap();
+        assert_eq!(a.address.to_string(), "10.1.0.3/29");
+        assert!(
+            allocate(&mut d, 0, &set, "c2", "eth0", Some(ip("10.1.0.3")))
+                .unwrap_err()
+                .contains("not available")
+        );
+        assert!(
+            allocate(&mut d, 0, &set, "c2", "eth0", Some(ip("10.1.0.1")))
+                .unwrap_err()
+                .contains("gateway")
+        );
+        assert!(
+            allocate(&mut d, 0, &set, "c2", "eth0", Some(ip("10.9.0.1")))
+                .unwrap_err()
+                .contains("not in range set")
+        );
+        assert!(
+            allocate(&mut d, 0, &set, "c1", "eth0", None)
+                .unwrap_err()
+                .contains("duplicate allocation")
+        );
+        // Same container, another interface: fine.
+        assert!(allocate(&mut d, 0, &set, "c1", "eth1", None).is_ok());
+    }
+
+    #[test]
+    fn release_matches_id_and_ifname_then_legacy_id_alone() {
+        let mut d = MemDisk::default();
+        d.0.insert("10.1.0.2".into(), "c1\r\neth0".into());
+        d.0.insert("10.1.0.3".into(), "c1\r\neth1".into());
+        d.0.insert("10.1.0.4".into(), "legacy\n".into());
+        d.0.insert("last_reserved_ip.0".into(), "10.1.0.4".into());
+        assert_eq!(release(&mut d, "c1", "eth0").unwrap(), 1);
+        assert!(d.0.contains_key("10.1.0.3"));
+        assert_eq!(release(&mut d, "legacy", "eth0").unwrap(), 1);
+        assert_eq!(
+            release(&mut d, "unknown", "eth0").unwrap(),
+            0,
+            "unknown ids release nothing, successfully"
+        );
+        assert!(d.0.contains_key("last_reserved_ip.0"));
+    }
+
+    #[test]
+    fn ipv6_addresses_are_written_canonically() {
+        let mut d = MemDisk::default();
+        let set = RangeSet::parse(&[RawRange {
+            subnet: "fd00:0:0:0::/64".into(),
+            ..Default::default()
+        }])
+        .unwrap();
+        let a = allocate(&mut d, 1, &set, "c1", "eth0", None).unwrap();
+        assert_eq!(a.address.to_string(), "fd00::2/64");
+        assert_eq!(d.0["last_reserved_ip.1"], "fd00::2");
+        assert!(d.0.contains_key("fd00::2"));
+    }
+}

@@ -1,0 +1,190 @@
+//! host-local's configuration: the `ipam` section, plus the requested
+//! addresses from `CNI_ARGS`, `args.cni.ips` and `runtimeConfig`.
+
+use crate::range::{RangeSet, RawRange};
+use serde::Deserialize;
+use std::net::IpAddr;
+use wasm_cni_sdk::{CniError, IpPrefix, Request, Route, codes};
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RawConf {
+    #[serde(default)]
+    ipam: RawIpam,
+    #[serde(default)]
+    args: Option<RawArgs>,
+    #[serde(default)]
+    runtime_config: Option<RawRuntimeConfig>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RawIpam {
+    #[serde(flatten)]
+    range: Option<LegacyRange>,
+    #[serde(default)]
+    ranges: Vec<Vec<RawRange>>,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+    #[serde(default)]
+    resolv_conf: Option<String>,
+}
+
+/// The top-level `subnet`/`rangeStart`/`rangeEnd`/`gateway` of old configs.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct LegacyRange {
+    subnet: Option<String>,
+    range_start: Option<String>,
+    range_end: Option<String>,
+    gateway: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawRoute {
+    dst: String,
+    #[serde(default)]
+    gw: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawArgs {
+    #[serde(default)]
+    cni: Option<RawCniArgs>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawCniArgs {
+    #[serde(default)]
+    ips: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RawRuntimeConfig {
+    #[serde(default)]
+    ips: Vec<String>,
+    #[serde(default)]
+    ip_ranges: Vec<Vec<RawRange>>,
+}
+
+pub struct IpamConf {
+    pub ranges: Vec<RangeSet>,
+    pub routes: Vec<Route>,
+    /// Addresses asked for, each to be placed in the set that holds it.
+    pub requested: Vec<IpAddr>,
+}
+
+fn invalid(msg: impl Into<String>) -> CniError {
+    CniError::config(msg)
+}
+
+impl IpamConf {
+    pub fn load(req: &Request) -> Result<IpamConf, CniError> {
+        let raw: RawConf = req.config()?;
+        if raw
+            .ipam
+            .resolv_conf
+            .as_deref()
+            .is_some_and(|r| !r.is_empty())
+        {
+            return Err(CniError::new(codes::UNSUPPORTED_FIELD, "unsupported field \"ipam.resolvConf\"")
+                .with_details("a wasm IPAM plugin reads no host files; put the DNS settings in the interface plugin's \"dns\""));
+        }
+        let mut requested = Vec::new();
+        let args = req.cni_args(&["IP"])?;
+        if let Some(ip) = args.get("IP") {
+            requested.push(parse_requested(ip)?);
+        }
+        if let Some(cni) = raw.args.and_then(|a| a.cni) {
+            for ip in &cni.ips {
+                requested.push(parse_requested(ip)?);
+            }
+        }
+        let runtime = raw.runtime_config.unwrap_or_default();
+        for ip in &runtime.ips {
+            requested.push(parse_requested(ip)?);
+        }
+
+        let mut raw_sets: Vec<Vec<RawRange>> = runtime.ip_ranges;
+        if let Some(legacy) = raw
+            .ipam
+            .range
+            .filter(|l| l.subnet.as_deref().is_some_and(|s| !s.is_empty()))
+        {
+            raw_sets.push(vec![RawRange {
+                subnet: legacy.subnet.unwrap_or_default(),
+                range_start: legacy.range_start,
+                range_end: legacy.range_end,
+                gateway: legacy.gateway,
+            }]);
+        }
+        raw_sets.extend(raw.ipam.ranges);
+        if raw_sets.is_empty() {
+            return Err(invalid(
+                "no IP ranges specified: set \"ipam.subnet\" or \"ipam.ranges\"",
+            ));
+        }
+        let ranges = raw_sets
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                RangeSet::parse(s).map_err(|e| invalid(format!("invalid range set {i}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        for (i, a) in ranges.iter().enumerate() {
+            for (j, b) in ranges.iter().enumerate().skip(i + 1) {
+                if a.overlaps(b) {
+                    return Err(invalid(format!("range set {i} overlaps with {j}")));
+                }
+            }
+        }
+        let routes = raw
+            .ipam
+            .routes
+            .iter()
+            .map(route)
+            .collect::<Result<_, _>>()?;
+        Ok(IpamConf {
+            ranges,
+            routes,
+            requested,
+        })
+    }
+}
+
+fn parse_requested(s: &str) -> Result<IpAddr, CniError> {
+    s.split('/')
+        .next()
+        .unwrap_or(s)
+        .parse()
+        .map_err(|_| invalid(format!("cannot understand requested ip {s:?}")))
+}
+
+fn route(r: &RawRoute) -> Result<Route, CniError> {
+    let dst: ipnetwork::IpNetwork = match r.dst.parse() {
+        Ok(d) if r.dst.contains('/') => d,
+        _ => {
+            return Err(invalid(format!(
+                "invalid route dst {:?} in \"ipam.routes\"",
+                r.dst
+            )));
+        }
+    };
+    let gw = match r.gw.as_deref().filter(|g| !g.is_empty()) {
+        Some(g) => Some(
+            g.parse::<IpAddr>()
+                .map_err(|_| invalid(format!("invalid route gw {g:?} in \"ipam.routes\"")))?,
+        ),
+        None => None,
+    };
+    Ok(Route {
+        dst: IpPrefix::from(dst),
+        gw: gw.map(Into::into),
+        mtu: None,
+        advmss: None,
+        priority: None,
+        table: None,
+        scope: None,
+    })
+}

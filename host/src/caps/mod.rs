@@ -1,0 +1,121 @@
+//! The capabilities guests import, one module per WIT interface. Each
+//! capability owns its slice of the store's state (a `*Ctx` type) and is
+//! linked through a `HasData` projection onto that slice, as wasmtime-wasi
+//! does, so no capability can reach another's state.
+
+pub mod address;
+pub mod firewall;
+pub mod grant;
+pub mod ipam;
+pub mod link;
+pub mod log;
+pub mod netns;
+pub mod route;
+pub mod store;
+pub mod sysctl;
+
+use crate::runtime::bindings::wasm_cni::plugin::types;
+use std::fmt;
+use std::io;
+
+/// What a capability call returns on failure: an error the guest sees
+/// (`types::Error`), or a trap that ends the guest.
+#[derive(Debug)]
+pub enum CapError {
+    Guest(types::Error),
+    Trap(wasmtime::Error),
+}
+
+pub type CapResult<T> = Result<T, CapError>;
+
+impl CapError {
+    pub fn not_found(msg: impl fmt::Display) -> Self {
+        CapError::Guest(types::Error::NotFound(msg.to_string()))
+    }
+    pub fn exists(msg: impl fmt::Display) -> Self {
+        CapError::Guest(types::Error::AlreadyExists(msg.to_string()))
+    }
+    pub fn denied(msg: impl fmt::Display) -> Self {
+        CapError::Guest(types::Error::Denied(msg.to_string()))
+    }
+    pub fn invalid(msg: impl fmt::Display) -> Self {
+        CapError::Guest(types::Error::Invalid(msg.to_string()))
+    }
+    pub fn other(msg: impl fmt::Display) -> Self {
+        CapError::Guest(types::Error::Other(msg.to_string()))
+    }
+
+    /// A kernel or disk failure, classified by errno so the guest can act
+    /// on it (`not-found` on ENODEV/ENOENT/ESRCH/EADDRNOTAVAIL, `already-exists`
+    /// on EEXIST, `invalid` on EINVAL/ERANGE).
+    pub fn io(what: impl fmt::Display, e: io::Error) -> Self {
+        use rustix::io::Errno;
+        let msg = format!("{what}: {e}");
+        match e.raw_os_error().map(Errno::from_raw_os_error) {
+            Some(Errno::NODEV | Errno::NOENT | Errno::SRCH | Errno::ADDRNOTAVAIL) => {
+                CapError::not_found(msg)
+            }
+            Some(Errno::EXIST) => CapError::exists(msg),
+            Some(Errno::INVAL | Errno::RANGE) => CapError::invalid(msg),
+            _ if e.kind() == io::ErrorKind::NotFound => CapError::not_found(msg),
+            _ => CapError::other(msg),
+        }
+    }
+
+    /// The guest-visible error, if this is one.
+    pub fn guest(&self) -> Option<&types::Error> {
+        match self {
+            CapError::Guest(e) => Some(e),
+            CapError::Trap(_) => None,
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, CapError::Guest(types::Error::NotFound(_)))
+    }
+}
+
+impl fmt::Display for CapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CapError::Guest(types::Error::NotFound(m))
+            | CapError::Guest(types::Error::AlreadyExists(m))
+            | CapError::Guest(types::Error::Denied(m))
+            | CapError::Guest(types::Error::Invalid(m))
+            | CapError::Guest(types::Error::Other(m)) => f.write_str(m),
+            CapError::Trap(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<wasmtime::Error> for CapError {
+    fn from(e: wasmtime::Error) -> Self {
+        CapError::Trap(e)
+    }
+}
+
+/// Every capability context converts its errors the same way: guest errors
+/// are returned, traps trap.
+macro_rules! convert_cap_errors {
+    ($($ctx:ty),* $(,)?) => {$(
+        impl crate::runtime::bindings::wasm_cni::plugin::types::Host for $ctx {
+            fn convert_error(
+                &mut self,
+                err: crate::caps::CapError,
+            ) -> wasmtime::Result<crate::runtime::bindings::wasm_cni::plugin::types::Error> {
+                match err {
+                    crate::caps::CapError::Guest(e) => Ok(e),
+                    crate::caps::CapError::Trap(e) => Err(e),
+                }
+            }
+        }
+    )*};
+}
+
+convert_cap_errors!(
+    netns::NetCtx,
+    firewall::FirewallCtx,
+    ipam::IpamCtx,
+    store::StoreCtx,
+    log::LogCtx
+);

@@ -1,0 +1,339 @@
+//! `wasm-cni:plugin/store`: an IPAM plugin's state, one file per entry in
+//! `<dataDir>/<network>`, exactly as the reference host-local lays it out
+//! (so a node can switch between it and wasm-cni either way): values are
+//! written byte for byte, files are 0644, the directory 0755, and the lock
+//! is `flock(LOCK_EX)` on the file `lock` (0600).
+
+use super::{CapError, CapResult};
+use crate::runtime::bindings::wasm_cni::plugin::store::{self, Entry};
+use rustix::fs::{FlockOperation, flock};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use wasmtime::component::Resource;
+
+/// The WIT `lock` resource; the held lock itself lives in `StoreCtx`.
+pub struct LockHandle;
+
+/// Where host-local keeps state when the config names no `dataDir`.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/networks";
+const LOCK_FILE: &str = "lock";
+
+pub struct StoreCtx {
+    dir: PathBuf,
+    lock: Option<File>,
+    /// Entries created in this call, to remove if the ADD fails.
+    created: Vec<(String, String)>,
+}
+
+impl StoreCtx {
+    /// The store of `network` under `data_dir` (already validated: an
+    /// absolute path, and a network name with no `/`).
+    pub fn new(data_dir: Option<&Path>, network: &str) -> Self {
+        let root = data_dir.unwrap_or(Path::new(DEFAULT_DATA_DIR));
+        StoreCtx {
+            dir: root.join(network),
+            lock: None,
+            created: Vec::new(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, key: &str) -> CapResult<PathBuf> {
+        let bad = |why: &str| Err(CapError::invalid(format!("store key {key:?}: {why}")));
+        if key.is_empty() || key.len() > 255 {
+            return bad("must be 1 to 255 bytes");
+        }
+        if key.contains('/') || key.contains('\0') {
+            return bad("must not contain '/' or NUL");
+        }
+        if key.starts_with('.') || key == LOCK_FILE {
+            return bad("reserved");
+        }
+        Ok(self.dir.join(key))
+    }
+
+    fn require_lock(&self, what: &str) -> CapResult<()> {
+        if self.lock.is_some() {
+            Ok(())
+        } else {
+            Err(CapError::denied(format!(
+                "{what} needs the store lock: call acquire-lock first"
+            )))
+        }
+    }
+
+    fn io(&self, what: &str, e: io::Error) -> CapError {
+        CapError::io(format!("{what} in {}", self.dir.display()), e)
+    }
+
+    /// Undo a failed ADD: remove the entries it created, if they still
+    /// hold what it wrote.
+    pub fn rollback(&mut self) -> Vec<String> {
+        let created = std::mem::take(&mut self.created);
+        if created.is_empty() {
+            return Vec::new();
+        }
+        let mut failures = Vec::new();
+        let held = self.lock.is_some();
+        if !held {
+            if let Err(e) = self.lock_dir() {
+                failures.push(format!("lock {}: {e}", self.dir.display()));
+            }
+        }
+        for (key, value) in created {
+            let path = self.dir.join(&key);
+            if fs::read_to_string(&path).is_ok_and(|v| v == value) {
+                if let Err(e) = fs::remove_file(&path) {
+                    failures.push(format!("remove {}: {e}", path.display()));
+                }
+            }
+        }
+        if !held {
+            self.lock = None;
+        }
+        failures
+    }
+
+    fn lock_dir(&mut self) -> io::Result<()> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&self.dir)?;
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .mode(0o600)
+            .open(self.dir.join(LOCK_FILE))?;
+        flock(&f, FlockOperation::LockExclusive)?;
+        self.lock = Some(f);
+        Ok(())
+    }
+}
+
+impl store::HostLock for StoreCtx {
+    async fn drop(&mut self, _lock: Resource<LockHandle>) -> wasmtime::Result<()> {
+        // Closing the descriptor releases the flock.
+        self.lock = None;
+        Ok(())
+    }
+}
+
+impl store::Host for StoreCtx {
+    async fn acquire_lock(&mut self) -> CapResult<Resource<LockHandle>> {
+        if self.lock.is_some() {
+            // A second flock on a new descriptor would wait for ourselves.
+            return Err(CapError::invalid(
+                "the store lock is already held by this plugin",
+            ));
+        }
+        self.lock_dir().map_err(|e| self.io("lock", e))?;
+        Ok(Resource::new_own(0))
+    }
+
+    async fn get(&mut self, key: String) -> CapResult<Option<String>> {
+        let path = self.path(&key)?;
+        match fs::read(&path) {
+            Ok(bytes) => String::from_utf8(bytes).map(Some).map_err(|_| {
+                CapError::other(format!(
+                    "entry {key:?} in {} is not UTF-8",
+                    self.dir.display()
+                ))
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.io(&format!("read {key}"), e)),
+        }
+    }
+
+    async fn entries(&mut self) -> CapResult<Vec<Entry>> {
+        let dir = match fs::read_dir(&self.dir) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.io("list", e)),
+        };
+        let mut out = Vec::new();
+        for ent in dir {
+            let ent = ent.map_err(|e| self.io("list", e))?;
+            let Ok(key) = ent.file_name().into_string() else {
+                continue;
+            };
+            if key.starts_with('.')
+                || key == LOCK_FILE
+                || !ent.file_type().is_ok_and(|t| t.is_file())
+            {
+                continue;
+            }
+            let mut value = String::new();
+            // An entry removed meanwhile, or not text, is not ours to list.
+            if File::open(ent.path())
+                .and_then(|mut f| f.read_to_string(&mut value))
+                .is_ok()
+            {
+                out.push(Entry { key, value });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn create(&mut self, key: String, value: String) -> CapResult<bool> {
+        let path = self.path(&key)?;
+        self.require_lock("create")?;
+        let mut f = match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+            Err(e) => return Err(self.io(&format!("create {key}"), e)),
+        };
+        if let Err(e) = f.write_all(value.as_bytes()) {
+            let _ = fs::remove_file(&path);
+            return Err(self.io(&format!("write {key}"), e));
+        }
+        self.created.push((key, value));
+        Ok(true)
+    }
+
+    async fn put(&mut self, key: String, value: String) -> CapResult<()> {
+        let path = self.path(&key)?;
+        self.require_lock("put")?;
+        let write = || -> io::Result<()> {
+            let mut tmp = tempfile::Builder::new()
+                .prefix(".wasm-cni-")
+                .tempfile_in(&self.dir)?;
+            tmp.write_all(value.as_bytes())?;
+            tmp.as_file()
+                .set_permissions(fs::Permissions::from_mode(0o644))?;
+            tmp.persist(&path).map_err(|e| e.error)?;
+            Ok(())
+        };
+        write().map_err(|e| self.io(&format!("write {key}"), e))
+    }
+
+    async fn delete(&mut self, key: String) -> CapResult<bool> {
+        let path = self.path(&key)?;
+        self.require_lock("delete")?;
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                self.created.retain(|(k, _)| *k != key);
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(self.io(&format!("delete {key}"), e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::bindings::wasm_cni::plugin::store::Host;
+    use crate::runtime::bindings::wasm_cni::plugin::store::HostLock;
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn entries_are_the_reference_files_byte_for_byte() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = StoreCtx::new(Some(tmp.path()), "mynet");
+        block_on(async {
+            assert!(
+                s.create("10.244.0.2".into(), "c1\r\neth0".into())
+                    .await
+                    .is_err(),
+                "needs the lock"
+            );
+            let lock = s.acquire_lock().await.unwrap();
+            assert!(
+                s.create("10.244.0.2".into(), "c1\r\neth0".into())
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                !s.create("10.244.0.2".into(), "c2\r\neth0".into())
+                    .await
+                    .unwrap(),
+                "taken"
+            );
+            s.put("last_reserved_ip.0".into(), "10.244.0.2".into())
+                .await
+                .unwrap();
+            s.drop(lock).await.unwrap();
+        });
+        let dir = tmp.path().join("mynet");
+        assert_eq!(fs::read(dir.join("10.244.0.2")).unwrap(), b"c1\r\neth0");
+        assert_eq!(
+            fs::read(dir.join("last_reserved_ip.0")).unwrap(),
+            b"10.244.0.2"
+        );
+        let mode = |p: &str| fs::metadata(dir.join(p)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            (mode("10.244.0.2"), mode("last_reserved_ip.0"), mode("lock")),
+            (0o644, 0o644, 0o600)
+        );
+        let mut names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["10.244.0.2", "last_reserved_ip.0", "lock"],
+            "no temporary files left"
+        );
+        let entries = block_on(s.entries()).unwrap();
+        assert_eq!(entries.len(), 2, "the lock file is not an entry");
+    }
+
+    #[test]
+    fn keys_cannot_escape_the_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = StoreCtx::new(Some(tmp.path()), "n");
+        for bad in ["", "../x", "a/b", ".", "..", "lock", ".hidden", "a\0b"] {
+            assert!(block_on(s.get(bad.into())).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn rollback_removes_only_what_this_call_wrote() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = StoreCtx::new(Some(tmp.path()), "n");
+        block_on(async {
+            let _lock = s.acquire_lock().await.unwrap();
+            s.create("10.0.0.2".into(), "c1\r\neth0".into())
+                .await
+                .unwrap();
+            s.create("10.0.0.3".into(), "c1\r\neth1".into())
+                .await
+                .unwrap();
+        });
+        fs::write(tmp.path().join("n/10.0.0.3"), "someone else").unwrap();
+        assert!(s.rollback().is_empty());
+        assert!(!tmp.path().join("n/10.0.0.2").exists());
+        assert!(tmp.path().join("n/10.0.0.3").exists());
+    }
+
+    #[test]
+    fn the_lock_excludes_other_processes_holders() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut a = StoreCtx::new(Some(tmp.path()), "n");
+        block_on(a.acquire_lock()).unwrap();
+        // Another open file description (another process) cannot take it.
+        let f = File::open(tmp.path().join("n/lock")).unwrap();
+        assert!(flock(&f, FlockOperation::NonBlockingLockExclusive).is_err());
+        a.lock = None;
+        assert!(flock(&f, FlockOperation::NonBlockingLockExclusive).is_ok());
+    }
+}

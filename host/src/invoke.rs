@@ -1,0 +1,114 @@
+//! One CNI invocation, from the process's name, environment and stdin to
+//! the one JSON document on stdout and the exit code.
+
+use crate::cni::error::code;
+use crate::cni::version::{self, LATEST};
+use crate::cni::{Call, CniEnv, CniError, Command, NetConf};
+use crate::runtime::Runtime;
+use crate::runtime::cache::DEFAULT_CACHE_DIR;
+use crate::runtime::resolve::ModulePath;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The name this binary is installed under; called by it, the config's
+/// `plugin` key names the module. Called through a link with another name
+/// (`/opt/cni/bin/bridge -> wasm-cni`), that name is the module.
+pub const SELF_NAME: &str = "wasm-cni";
+
+/// What to print on stdout and the exit code.
+pub struct Output {
+    pub stdout: String,
+    pub exit_code: i32,
+}
+
+pub fn invoke(argv0: &str, vars: &HashMap<String, String>, stdin: &[u8]) -> Output {
+    let mut cni_version = LATEST;
+    match run(argv0, vars, stdin, &mut cni_version) {
+        Ok(stdout) => Output {
+            stdout,
+            exit_code: 0,
+        },
+        Err(e) => {
+            crate::log::error(&e.to_string());
+            Output {
+                stdout: e.to_json(cni_version),
+                exit_code: 1,
+            }
+        }
+    }
+}
+
+fn run(
+    argv0: &str,
+    vars: &HashMap<String, String>,
+    stdin: &[u8],
+    cni_version: &mut &'static str,
+) -> Result<String, CniError> {
+    let env = CniEnv::from_vars(vars)?;
+    if env.command == Command::Version {
+        return Ok(version::version_reply(stdin));
+    }
+    let conf = NetConf::parse(stdin)?;
+    *cni_version = conf.cni_version.as_str();
+    match env.command {
+        Command::Gc | Command::Status => {
+            return Err(CniError::env(format!(
+                "CNI_COMMAND {} is not supported yet by wasm-cni",
+                env.command.as_str()
+            )));
+        }
+        Command::Check if !conf.cni_version.has_check() => {
+            return Err(CniError::new(
+                code::INCOMPATIBLE_VERSION,
+                format!(
+                    "config version {} does not allow CHECK (it needs 0.4.0 or later)",
+                    conf.cni_version.as_str()
+                ),
+            ));
+        }
+        _ => {}
+    }
+    let plugin = plugin_name(argv0, &conf)?;
+    let modules = ModulePath::from_env(vars.get("WASM_CNI_MODULE_PATH").map(String::as_str));
+    let cache_dir = vars
+        .get("WASM_CNI_CACHE_DIR")
+        .filter(|d| !d.is_empty())
+        .map_or(PathBuf::from(DEFAULT_CACHE_DIR), PathBuf::from);
+    let command = env.command;
+    let call = Arc::new(Call { env, conf });
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(|e| CniError::host(format!("cannot start the I/O runtime: {e}")))?;
+    rt.block_on(async {
+        let runtime = Runtime::new(modules, &cache_dir)?;
+        let module = runtime.load(&plugin)?.ok_or_else(|| {
+            CniError::config(format!(
+                "no wasm module {plugin:?}: looked for {plugin}.wasm in {}",
+                runtime.modules().describe()
+            ))
+            .with_details("install the module there or set WASM_CNI_MODULE_PATH")
+        })?;
+        let result = runtime.run(&module, &call, command).await?;
+        Ok(result
+            .map(|r| r.to_json(call.conf.cni_version))
+            .unwrap_or_default())
+    })
+}
+
+fn plugin_name(argv0: &str, conf: &NetConf) -> Result<String, CniError> {
+    let called_as = Path::new(argv0)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(SELF_NAME);
+    if called_as != SELF_NAME {
+        return Ok(called_as.to_string());
+    }
+    conf.plugin.clone().ok_or_else(|| {
+        CniError::config("network config has no \"plugin\" key naming the wasm module to run")
+            .with_details("wasm-cni was called by its own name: set \"plugin\" to a module name such as \"bridge\" or an absolute path to a .wasm file, or call it through a link named like the module")
+    })
+}

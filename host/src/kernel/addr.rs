@@ -1,0 +1,82 @@
+//! Interface addresses.
+
+use super::netlink::{Netlink, to_io};
+use futures::TryStreamExt;
+use netlink_packet_route::address::{AddressAttribute, AddressFlags};
+use std::io;
+use std::net::IpAddr;
+
+impl Netlink {
+    /// Addresses on the link with this index, both families.
+    pub async fn addr_list(&self, index: u32) -> io::Result<Vec<(IpAddr, u8)>> {
+        let msgs: Vec<_> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(to_io)?;
+        Ok(msgs
+            .into_iter()
+            .filter(|m| m.header.index == index)
+            .filter_map(|m| {
+                // IFA_LOCAL is the interface's own address (IFA_ADDRESS is
+                // the peer's on point-to-point links); fall back to it.
+                let local = m.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Local(ip) => Some(*ip),
+                    _ => None,
+                });
+                let addr = m.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Address(ip) => Some(*ip),
+                    _ => None,
+                });
+                local.or(addr).map(|ip| (ip, m.header.prefix_len))
+            })
+            .collect())
+    }
+
+    /// Add an address; `no_dad` marks an IPv6 address usable at once.
+    pub async fn addr_add(
+        &self,
+        index: u32,
+        ip: IpAddr,
+        prefix_len: u8,
+        no_dad: bool,
+    ) -> io::Result<()> {
+        let mut req = self.handle.address().add(index, ip, prefix_len);
+        if no_dad && ip.is_ipv6() {
+            req.message_mut()
+                .attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        req.execute().await.map_err(to_io)
+    }
+
+    pub async fn addr_del(&self, index: u32, ip: IpAddr, prefix_len: u8) -> io::Result<()> {
+        let msgs: Vec<_> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .set_address_filter(ip)
+            .set_prefix_length_filter(prefix_len)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(to_io)?;
+        let msg = msgs
+            .into_iter()
+            .find(|m| m.header.index == index)
+            .ok_or_else(|| {
+                io::Error::from_raw_os_error(rustix::io::Errno::ADDRNOTAVAIL.raw_os_error())
+            })?;
+        self.handle
+            .address()
+            .del(msg)
+            .execute()
+            .await
+            .map_err(to_io)
+    }
+}

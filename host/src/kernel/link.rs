@@ -1,0 +1,271 @@
+//! Links: read, create (bridge, veth pair across namespaces), change,
+//! delete, and wait for a port to forward.
+
+use super::netlink::{Netlink, Subscription, to_io};
+use futures::{StreamExt, TryStreamExt};
+use netlink_packet_route::link::{
+    BridgePortState, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth,
+    LinkAttribute, LinkFlags, LinkInfo, LinkMessage, State,
+};
+use rtnetlink::{LinkBridge, LinkMessageBuilder, LinkUnspec};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::time::Duration;
+
+/// RFC 2863 operational state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperState {
+    Unknown,
+    NotPresent,
+    Down,
+    LowerLayerDown,
+    Testing,
+    Dormant,
+    Up,
+}
+
+/// A link as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkState {
+    pub index: u32,
+    pub name: String,
+    /// "bridge", "veth", ...; empty when the kernel names no kind.
+    pub kind: String,
+    pub mac: Vec<u8>,
+    pub mtu: u32,
+    pub up: bool,
+    pub oper: OperState,
+    pub master: Option<u32>,
+    /// For a bridge port: its STP state.
+    pub port_forwarding: Option<bool>,
+}
+
+impl LinkState {
+    fn from_message(msg: LinkMessage) -> LinkState {
+        let mut s = LinkState {
+            index: msg.header.index,
+            name: String::new(),
+            kind: String::new(),
+            mac: Vec::new(),
+            mtu: 0,
+            up: msg.header.flags.contains(LinkFlags::Up),
+            oper: OperState::Unknown,
+            master: None,
+            port_forwarding: None,
+        };
+        for attr in msg.attributes {
+            match attr {
+                LinkAttribute::IfName(n) => s.name = n,
+                LinkAttribute::Address(a) => s.mac = a,
+                LinkAttribute::Mtu(m) => s.mtu = m,
+                LinkAttribute::Controller(m) => s.master = Some(m),
+                LinkAttribute::OperState(st) => s.oper = oper_state(st),
+                LinkAttribute::LinkInfo(infos) => {
+                    for info in infos {
+                        match info {
+                            LinkInfo::Kind(k) => s.kind = k.to_string(),
+                            LinkInfo::PortData(InfoPortData::BridgePort(attrs)) => {
+                                for a in attrs {
+                                    if let InfoBridgePort::State(st) = a {
+                                        s.port_forwarding = Some(st == BridgePortState::Forwarding);
+                                    }
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        s
+    }
+}
+
+fn oper_state(s: State) -> OperState {
+    match s {
+        State::NotPresent => OperState::NotPresent,
+        State::Down => OperState::Down,
+        State::LowerLayerDown => OperState::LowerLayerDown,
+        State::Testing => OperState::Testing,
+        State::Dormant => OperState::Dormant,
+        State::Up => OperState::Up,
+        _ => OperState::Unknown,
+    }
+}
+
+/// One change to an existing link.
+#[derive(Debug, Clone)]
+pub enum LinkChange {
+    Master(Option<u32>),
+    Up(bool),
+    Mtu(u32),
+    Mac(Vec<u8>),
+    Promiscuous(bool),
+}
+
+/// Where a new veth end goes: its name, and the namespace to move it into
+/// (`None`: stay in the namespace of the connection that creates it).
+pub struct VethEnd<'a> {
+    pub name: &'a str,
+    pub netns: Option<BorrowedFd<'a>>,
+}
+
+impl Netlink {
+    pub async fn link_get(&self, name: &str) -> io::Result<LinkState> {
+        let mut stream = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        match stream.try_next().await.map_err(to_io)? {
+            Some(msg) => Ok(LinkState::from_message(msg)),
+            None => Err(io::Error::from_raw_os_error(libc_enodev())),
+        }
+    }
+
+    pub async fn link_list(&self) -> io::Result<Vec<LinkState>> {
+        self.handle
+            .link()
+            .get()
+            .execute()
+            .map_ok(LinkState::from_message)
+            .try_collect()
+            .await
+            .map_err(to_io)
+    }
+
+    pub async fn bridge_add(&self, name: &str, mtu: Option<u32>) -> io::Result<()> {
+        let mut b = LinkBridge::new(name);
+        if let Some(mtu) = mtu {
+            b = b.mtu(mtu);
+        }
+        self.handle
+            .link()
+            .add(b.build())
+            .execute()
+            .await
+            .map_err(to_io)
+    }
+
+    /// Create a veth pair in one request; each end may be placed in another
+    /// namespace as it is born, so nothing half-made is ever visible.
+    pub async fn veth_add(
+        &self,
+        end: VethEnd<'_>,
+        peer: VethEnd<'_>,
+        mtu: Option<u32>,
+        mac: Option<Vec<u8>>,
+    ) -> io::Result<()> {
+        let mut peer_msg = LinkMessageBuilder::<LinkUnspec>::new().name(peer.name.to_string());
+        if let Some(fd) = peer.netns {
+            peer_msg = peer_msg.setns_by_fd(fd.as_raw_fd());
+        }
+        if let Some(mtu) = mtu {
+            peer_msg = peer_msg.mtu(mtu);
+        }
+        let mut msg = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth)
+            .name(end.name.to_string())
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg.build())));
+        if let Some(fd) = end.netns {
+            msg = msg.setns_by_fd(fd.as_raw_fd());
+        }
+        if let Some(mtu) = mtu {
+            msg = msg.mtu(mtu);
+        }
+        if let Some(mac) = mac {
+            msg = msg.address(mac);
+        }
+        self.handle
+            .link()
+            .add(msg.build())
+            .execute()
+            .await
+            .map_err(to_io)
+    }
+
+    pub async fn link_set(&self, name: &str, change: LinkChange) -> io::Result<()> {
+        let b = LinkUnspec::new_with_name(name);
+        let b = match change {
+            LinkChange::Master(Some(index)) => b.controller(index),
+            LinkChange::Master(None) => b.nocontroller(),
+            LinkChange::Up(true) => b.up(),
+            LinkChange::Up(false) => b.down(),
+            LinkChange::Mtu(mtu) => b.mtu(mtu),
+            LinkChange::Mac(mac) => b.address(mac),
+            LinkChange::Promiscuous(on) => b.promiscuous(on),
+        };
+        self.handle
+            .link()
+            .set(b.build())
+            .execute()
+            .await
+            .map_err(to_io)
+    }
+
+    /// Bridge port hairpin mode, through the port's bridge_slave data (what
+    /// `ip link set dev X type bridge_slave hairpin on` sends).
+    pub async fn port_set_hairpin(&self, name: &str, on: bool) -> io::Result<()> {
+        let msg = LinkUnspec::new_with_name(name)
+            .set_port_kind(InfoPortKind::Bridge)
+            .set_port_data(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(
+                on,
+            )]))
+            .build();
+        self.handle
+            .link()
+            .change(msg)
+            .execute()
+            .await
+            .map_err(to_io)
+    }
+
+    pub async fn link_del(&self, name: &str) -> io::Result<()> {
+        let msg = LinkUnspec::new_with_name(name).build();
+        self.handle
+            .link()
+            .del_with_message(msg)
+            .execute()
+            .await
+            .map_err(to_io)
+    }
+}
+
+impl Subscription {
+    /// Wait until `name` satisfies `ready`, re-reading it on every link
+    /// event; ETIMEDOUT after `timeout` with the last state seen.
+    pub async fn wait_link(
+        &mut self,
+        name: &str,
+        timeout: Duration,
+        ready: impl Fn(&LinkState) -> bool,
+    ) -> io::Result<LinkState> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let state = self.netlink.link_get(name).await?;
+            if ready(&state) {
+                return Ok(state);
+            }
+            match tokio::time::timeout_at(deadline, self.events.next()).await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return Err(io::Error::other("netlink event stream closed")),
+                Err(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "{name} not forwarding after {} ms (oper state {:?}, port forwarding {:?})",
+                            timeout.as_millis(),
+                            state.oper,
+                            state.port_forwarding
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn libc_enodev() -> i32 {
+    rustix::io::Errno::NODEV.raw_os_error()
+}

@@ -1,0 +1,175 @@
+//! Routes in one table.
+
+use super::netlink::{Netlink, to_io};
+use futures::TryStreamExt;
+use netlink_packet_route::AddressFamily;
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteMetric, RouteProtocol,
+    RouteScope, RouteType,
+};
+use std::io;
+use std::net::IpAddr;
+
+/// A unicast route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    pub dst: IpAddr,
+    pub dst_len: u8,
+    pub gw: Option<IpAddr>,
+    /// Output interface index.
+    pub oif: Option<u32>,
+    pub priority: Option<u32>,
+    pub mtu: Option<u32>,
+    pub advmss: Option<u32>,
+    pub table: u32,
+    pub scope: u8,
+}
+
+pub const RT_TABLE_MAIN: u32 = 254;
+pub const RT_SCOPE_UNIVERSE: u8 = 0;
+pub const RT_SCOPE_LINK: u8 = 253;
+
+impl RouteSpec {
+    fn to_message(&self) -> RouteMessage {
+        let mut m = RouteMessage::default();
+        m.header.address_family = if self.dst.is_ipv4() {
+            AddressFamily::Inet
+        } else {
+            AddressFamily::Inet6
+        };
+        m.header.destination_prefix_length = self.dst_len;
+        m.header.protocol = RouteProtocol::Boot;
+        m.header.scope = RouteScope::from(self.scope);
+        m.header.kind = RouteType::Unicast;
+        if self.table < 256 {
+            m.header.table = self.table as u8;
+        } else {
+            m.header.table = RouteHeader::RT_TABLE_UNSPEC;
+            m.attributes.push(RouteAttribute::Table(self.table));
+        }
+        if self.dst_len > 0 {
+            m.attributes
+                .push(RouteAttribute::Destination(route_addr(self.dst)));
+        }
+        if let Some(gw) = self.gw {
+            m.attributes.push(RouteAttribute::Gateway(route_addr(gw)));
+        }
+        if let Some(oif) = self.oif {
+            m.attributes.push(RouteAttribute::Oif(oif));
+        }
+        if let Some(p) = self.priority {
+            m.attributes.push(RouteAttribute::Priority(p));
+        }
+        let mut metrics = Vec::new();
+        if let Some(mtu) = self.mtu {
+            metrics.push(RouteMetric::Mtu(mtu));
+        }
+        if let Some(advmss) = self.advmss {
+            metrics.push(RouteMetric::Advmss(advmss));
+        }
+        if !metrics.is_empty() {
+            m.attributes.push(RouteAttribute::Metrics(metrics));
+        }
+        m
+    }
+
+    fn from_message(m: RouteMessage) -> Option<RouteSpec> {
+        let v4 = m.header.address_family == AddressFamily::Inet;
+        let mut r = RouteSpec {
+            dst: if v4 {
+                IpAddr::from([0u8; 4])
+            } else {
+                IpAddr::from([0u8; 16])
+            },
+            dst_len: m.header.destination_prefix_length,
+            gw: None,
+            oif: None,
+            priority: None,
+            mtu: None,
+            advmss: None,
+            table: u32::from(m.header.table),
+            scope: u8::from(m.header.scope),
+        };
+        if m.header.kind != RouteType::Unicast {
+            return None;
+        }
+        for a in m.attributes {
+            match a {
+                RouteAttribute::Destination(d) => r.dst = ip_of(d)?,
+                RouteAttribute::Gateway(g) => r.gw = Some(ip_of(g)?),
+                RouteAttribute::Oif(i) => r.oif = Some(i),
+                RouteAttribute::Priority(p) => r.priority = Some(p),
+                RouteAttribute::Table(t) => r.table = t,
+                RouteAttribute::Metrics(ms) => {
+                    for metric in ms {
+                        match metric {
+                            RouteMetric::Mtu(v) => r.mtu = Some(v),
+                            RouteMetric::Advmss(v) => r.advmss = Some(v),
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Some(r)
+    }
+}
+
+fn route_addr(ip: IpAddr) -> RouteAddress {
+    match ip {
+        IpAddr::V4(a) => RouteAddress::Inet(a),
+        IpAddr::V6(a) => RouteAddress::Inet6(a),
+    }
+}
+
+fn ip_of(a: RouteAddress) -> Option<IpAddr> {
+    match a {
+        RouteAddress::Inet(a) => Some(a.into()),
+        RouteAddress::Inet6(a) => Some(a.into()),
+        _ => None,
+    }
+}
+
+impl Netlink {
+    /// Unicast routes of both families in `table`.
+    pub async fn route_list(&self, table: u32) -> io::Result<Vec<RouteSpec>> {
+        let mut out = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut query = RouteMessage::default();
+            query.header.address_family = family;
+            let msgs: Vec<RouteMessage> = self
+                .handle
+                .route()
+                .get(query)
+                .execute()
+                .try_collect()
+                .await
+                .map_err(to_io)?;
+            out.extend(
+                msgs.into_iter()
+                    .filter_map(RouteSpec::from_message)
+                    .filter(|r| r.table == table),
+            );
+        }
+        Ok(out)
+    }
+
+    pub async fn route_add(&self, route: &RouteSpec) -> io::Result<()> {
+        self.handle
+            .route()
+            .add(route.to_message())
+            .execute()
+            .await
+            .map_err(to_io)
+    }
+
+    pub async fn route_del(&self, route: &RouteSpec) -> io::Result<()> {
+        self.handle
+            .route()
+            .del(route.to_message())
+            .execute()
+            .await
+            .map_err(to_io)
+    }
+}

@@ -1,0 +1,105 @@
+//! Per-namespace kernel parameters under `/proc/sys/net`.
+//!
+//! A `/proc/sys/net` file belongs to the namespace of the thread that opens
+//! it, so a container's keys are opened on a thread inside its namespace.
+
+use super::netns::Netns;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+
+/// A validated key under `net`: its components, as sysctl(8) splits them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SysctlKey(Vec<String>);
+
+impl SysctlKey {
+    /// `net.ipv4.ip_forward` or `net/ipv4/conf/eth0.100/arp_notify` (slashes
+    /// are needed when a link name contains a dot).
+    pub fn parse(key: &str) -> Result<SysctlKey, String> {
+        let sep = if key.contains('/') { '/' } else { '.' };
+        let parts: Vec<String> = key.split(sep).map(str::to_string).collect();
+        if parts.first().map(String::as_str) != Some("net") {
+            return Err(format!("sysctl key {key:?} is not under \"net\""));
+        }
+        if parts.len() < 2 {
+            return Err(format!("sysctl key {key:?} names no parameter"));
+        }
+        if let Some(bad) = parts
+            .iter()
+            .find(|p| p.is_empty() || *p == "." || *p == ".." || p.contains('\0'))
+        {
+            return Err(format!(
+                "sysctl key {key:?} has an invalid component {bad:?}"
+            ));
+        }
+        Ok(SysctlKey(parts))
+    }
+
+    pub fn components(&self) -> &[String] {
+        &self.0
+    }
+
+    fn path(&self) -> PathBuf {
+        let mut p = PathBuf::from("/proc/sys");
+        p.extend(&self.0);
+        p
+    }
+}
+
+impl std::fmt::Display for SysctlKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join("/"))
+    }
+}
+
+fn open(ns: Option<&Netns>, key: &SysctlKey, write: bool) -> io::Result<File> {
+    let path = key.path();
+    let open = move || OpenOptions::new().read(!write).write(write).open(&path);
+    match ns {
+        None => open(),
+        Some(ns) => ns.run(open),
+    }
+}
+
+/// Read a parameter, without the trailing newline.
+pub fn read(ns: Option<&Netns>, key: &SysctlKey) -> io::Result<String> {
+    let mut s = String::new();
+    open(ns, key, false)?.read_to_string(&mut s)?;
+    Ok(s.trim_end_matches('\n').to_string())
+}
+
+pub fn write(ns: Option<&Netns>, key: &SysctlKey, value: &str) -> io::Result<()> {
+    open(ns, key, true)?.write_all(value.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_dotted_or_slashed_and_stay_under_net() {
+        assert_eq!(
+            SysctlKey::parse("net.ipv4.ip_forward").unwrap().to_string(),
+            "net/ipv4/ip_forward"
+        );
+        let k = SysctlKey::parse("net/ipv4/conf/eth0.100/arp_notify").unwrap();
+        assert_eq!(k.components()[3], "eth0.100");
+        for bad in [
+            "kernel.panic",
+            "net",
+            "net..ipv4",
+            "net/ipv4/../../kernel/panic",
+            "net/./x",
+            "",
+            "vm/x",
+        ] {
+            assert!(SysctlKey::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn reads_a_real_parameter() {
+        let v = read(None, &SysctlKey::parse("net.ipv4.ip_forward").unwrap()).unwrap();
+        assert!(v == "0" || v == "1", "{v}");
+    }
+}

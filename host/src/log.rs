@@ -1,0 +1,79 @@
+//! The host's log: stderr, and `WASM_CNI_LOG_FILE` when set. stdout is the
+//! CNI result's alone. `WASM_CNI_LOG` sets the level (error, warn, info,
+//! debug; default warn).
+
+use std::io::Write;
+use std::sync::OnceLock;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+struct Logger {
+    level: Level,
+    file: Option<std::sync::Mutex<std::fs::File>>,
+}
+
+static LOGGER: OnceLock<Logger> = OnceLock::new();
+
+fn logger() -> &'static Logger {
+    LOGGER.get_or_init(|| {
+        let level = match std::env::var("WASM_CNI_LOG")
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "error" => Level::Error,
+            "info" => Level::Info,
+            "debug" => Level::Debug,
+            _ => Level::Warn,
+        };
+        let file = std::env::var_os("WASM_CNI_LOG_FILE").and_then(|p| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .ok()
+                .map(std::sync::Mutex::new)
+        });
+        Logger { level, file }
+    })
+}
+
+pub fn enabled(level: Level) -> bool {
+    level <= logger().level
+}
+
+pub fn emit(level: Level, msg: &str) {
+    if !enabled(level) {
+        return;
+    }
+    let line = format!("wasm-cni[{}] {level:?}: {msg}\n", std::process::id());
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    if let Some(file) = &logger().file {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        if let Ok(mut f) = file.lock() {
+            let _ = write!(f, "{secs:.3} {line}");
+        }
+    }
+}
+
+pub fn error(msg: &str) {
+    emit(Level::Error, msg)
+}
+pub fn warn(msg: &str) {
+    emit(Level::Warn, msg)
+}
+pub fn info(msg: &str) {
+    emit(Level::Info, msg)
+}
+pub fn debug(msg: &str) {
+    emit(Level::Debug, msg)
+}

@@ -1,0 +1,211 @@
+//! Compiled modules, cached on disk.
+//!
+//! Compiling a component costs ~150 ms, loading a precompiled one well
+//! under a millisecond, and every CNI call is a new process, so each module
+//! is compiled once. The artifact is keyed by the module's sha256 and the
+//! engine's compatibility hash (wasmtime version, target, settings), written
+//! atomically (temp file + rename, so concurrent first calls race safely:
+//! every writer produces the same bytes), and loaded only from a directory
+//! that is owned by us, not writable by group or others, under ancestors
+//! nobody else can rename: loading an artifact runs its machine code, so a
+//! writable cache would be a way to run code as root.
+
+use sha2::{Digest, Sha256};
+use std::fs;
+use std::hash::{Hash, Hasher};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+pub const DEFAULT_CACHE_DIR: &str = "/var/lib/wasm-cni/cache";
+
+pub struct Cache {
+    /// `None` when the directory is unusable: modules are then compiled in
+    /// memory on every call (slow, but correct), with a warning.
+    dir: Option<PathBuf>,
+    compat: String,
+}
+
+/// Feeds `Hash` output into sha256: a stable hash of the engine's
+/// compatibility value (std's hashers promise no stability).
+struct ShaHasher(Sha256);
+
+impl Hasher for ShaHasher {
+    fn finish(&self) -> u64 {
+        unreachable!("read with finalize")
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What loading a module did, for logs and benchmarks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Hit,
+    Compiled,
+    Uncached,
+}
+
+impl Cache {
+    pub fn open(engine: &Engine, dir: &Path) -> Self {
+        let mut h = ShaHasher(Sha256::new());
+        engine.precompile_compatibility_hash().hash(&mut h);
+        let compat = hex(&h.0.finalize()[..8]);
+        let dir = match prepare_dir(dir) {
+            Ok(()) => Some(dir.to_path_buf()),
+            Err(e) => {
+                crate::log::warn(&format!(
+                    "compiled-module cache disabled: {}: {e}",
+                    dir.display()
+                ));
+                None
+            }
+        };
+        Cache { dir, compat }
+    }
+
+    /// The component in `module`, from the cache when it is there.
+    pub fn load(&self, engine: &Engine, module: &Path) -> Result<(Component, Outcome), String> {
+        let bytes =
+            fs::read(module).map_err(|e| format!("cannot read {}: {e}", module.display()))?;
+        let Some(dir) = &self.dir else {
+            return compile(engine, &bytes, module).map(|c| (c, Outcome::Uncached));
+        };
+        let key = format!("{}-{}.cwasm", hex(&Sha256::digest(&bytes)), self.compat);
+        let artifact = dir.join(&key);
+        if trusted_file(&artifact) {
+            // SAFETY: the artifact was written by this program's own engine
+            // into a directory only we can write (checked in `prepare_dir`
+            // and `trusted_file`), keyed by the engine's compatibility hash.
+            match unsafe { Component::deserialize_file(engine, &artifact) } {
+                Ok(c) => return Ok((c, Outcome::Hit)),
+                Err(e) => {
+                    crate::log::warn(&format!("ignoring cached {}: {e:#}", artifact.display()))
+                }
+            }
+        }
+        let compiled = engine
+            .precompile_component(&bytes)
+            .map_err(|e| format!("cannot compile {}: {e:#}", module.display()))?;
+        if let Err(e) = write_atomic(dir, &artifact, &compiled) {
+            crate::log::warn(&format!("cannot write {}: {e}", artifact.display()));
+        }
+        // SAFETY: these bytes were just produced by `precompile_component`
+        // on this engine.
+        let c =
+            unsafe { Component::deserialize(engine, &compiled) }.map_err(|e| format!("{e:#}"))?;
+        Ok((c, Outcome::Compiled))
+    }
+}
+
+fn compile(engine: &Engine, bytes: &[u8], module: &Path) -> Result<Component, String> {
+    Component::from_binary(engine, bytes)
+        .map_err(|e| format!("cannot compile {}: {e:#}", module.display()))
+}
+
+fn write_atomic(dir: &Path, dest: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file()
+        .set_permissions(fs::Permissions::from_mode(0o644))?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(dest).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Create the directory (0700) if needed, then check that it and its
+/// ancestors are safe to load code from.
+fn prepare_dir(dir: &Path) -> io::Result<()> {
+    if !dir.is_absolute() {
+        return Err(io::Error::other("must be an absolute path"));
+    }
+    if !dir.exists() {
+        if let Some(parent) = dir.parent() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(parent)?;
+        }
+        match fs::DirBuilder::new().mode(0o700).create(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let me = rustix::process::geteuid().as_raw();
+    let meta = fs::symlink_metadata(dir)?;
+    if !meta.is_dir() {
+        return Err(io::Error::other("not a directory (symlinks are refused)"));
+    }
+    if meta.uid() != me || meta.mode() & 0o022 != 0 {
+        return Err(io::Error::other(format!(
+            "must be owned by uid {me} and not writable by group or others (owner {}, mode {:o})",
+            meta.uid(),
+            meta.mode() & 0o7777
+        )));
+    }
+    // Nobody else may replace the directory through its ancestors: each is
+    // ours or root's, and not writable by others unless sticky (/tmp).
+    for anc in dir.ancestors().skip(1) {
+        let m = fs::metadata(anc)?;
+        let owner_ok = m.uid() == 0 || m.uid() == me;
+        let writable_by_others = m.mode() & 0o022 != 0 && m.mode() & 0o1000 == 0;
+        if !owner_ok || writable_by_others {
+            return Err(io::Error::other(format!(
+                "ancestor {} can be changed by others",
+                anc.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A regular file (not a link), ours, not writable by others.
+fn trusted_file(path: &Path) -> bool {
+    let me = rustix::process::geteuid().as_raw();
+    fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && m.uid() == me && m.mode() & 0o022 == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directories_others_can_write_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let good = tmp.path().join("cache");
+        prepare_dir(&good).unwrap();
+        assert_eq!(fs::metadata(&good).unwrap().mode() & 0o777, 0o700);
+        let open = tmp.path().join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(prepare_dir(&open).is_err());
+        assert!(
+            prepare_dir(&open.join("below")).is_err(),
+            "a world-writable ancestor"
+        );
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&good, &link).unwrap();
+        assert!(prepare_dir(&link).is_err());
+        assert!(prepare_dir(Path::new("relative")).is_err());
+    }
+
+    #[test]
+    fn only_our_own_unwritable_files_are_trusted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = tmp.path().join("a.cwasm");
+        fs::write(&f, b"x").unwrap();
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(trusted_file(&f));
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(!trusted_file(&f));
+        assert!(!trusted_file(&tmp.path().join("missing")));
+    }
+}

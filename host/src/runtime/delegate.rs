@@ -1,0 +1,139 @@
+//! IPAM delegation: run the plugin named by `ipam.type` for this call. A
+//! wasm module runs in-process in its own store with the ipam world; any
+//! other type is executed from `CNI_PATH` as CNI delegation specifies (same
+//! environment but `CNI_COMMAND`, the whole config on stdin).
+
+use super::Runtime;
+use super::linker::Role;
+use crate::cni::{Call, CniError, CniResult, Command};
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::Stdio;
+
+impl Runtime {
+    pub async fn delegate_ipam(
+        &self,
+        call: &Call,
+        command: Command,
+    ) -> Result<Option<CniResult>, CniError> {
+        let Some(ty) = call.conf.ipam_type() else {
+            return Err(CniError::config(
+                "network config has no \"ipam.type\" to delegate to",
+            ));
+        };
+        match self.load(ty)? {
+            Some(module) if module.role == Role::Ipam => {
+                self.run_ipam(&module, call, command).await
+            }
+            Some(module) => Err(CniError::module(format!(
+                "IPAM module {ty:?} ({}) targets the interface-plugin world; ipam.type must name an IPAM plugin",
+                module.path.display()
+            ))),
+            None => exec_plugin(call, ty, command),
+        }
+    }
+}
+
+/// `<dir>/<type>` in the first `CNI_PATH` directory that has it.
+fn find_in_cni_path(call: &Call, ty: &str) -> Result<PathBuf, CniError> {
+    if ty.contains('/') || ty.starts_with('.') {
+        return Err(CniError::config(format!("invalid ipam.type {ty:?}")));
+    }
+    call.env
+        .path
+        .iter()
+        .map(|d| d.join(ty))
+        .find(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .ok_or_else(|| {
+            let dirs: Vec<String> = call
+                .env
+                .path
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            CniError::config(format!(
+                "failed to find plugin {ty:?} in path [{}] (and no {ty}.wasm module)",
+                dirs.join(" ")
+            ))
+        })
+}
+
+fn exec_plugin(call: &Call, ty: &str, command: Command) -> Result<Option<CniResult>, CniError> {
+    let path = find_in_cni_path(call, ty)?;
+    crate::log::debug(&format!(
+        "IPAM {}: exec {}",
+        command.as_str(),
+        path.display()
+    ));
+    let mut child = std::process::Command::new(&path)
+        .env("CNI_COMMAND", command.as_str())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            CniError::new(
+                crate::cni::error::code::IO_FAILURE,
+                format!("cannot run {}: {e}", path.display()),
+            )
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A plugin may exit without reading stdin; its answer tells.
+        let _ = stdin.write_all(call.conf.raw.as_bytes());
+    }
+    let out = child.wait_with_output().map_err(|e| {
+        CniError::new(
+            crate::cni::error::code::IO_FAILURE,
+            format!("waiting for {}: {e}", path.display()),
+        )
+    })?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !stderr.trim().is_empty() {
+        crate::log::info(&format!("[{ty}] {}", stderr.trim()));
+    }
+    if !out.status.success() {
+        return Err(plugin_error(ty, &out.stdout, &stderr));
+    }
+    if command != Command::Add {
+        return Ok(None);
+    }
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| CniError::decode(format!("IPAM plugin {ty:?} printed no JSON result: {e}")))?;
+    CniResult::from_json(&value)
+        .map(Some)
+        .map_err(|e| CniError {
+            msg: format!("IPAM plugin {ty:?}: {}", e.msg),
+            ..e
+        })
+}
+
+/// A failed plugin's error document, or what it said on stderr.
+fn plugin_error(ty: &str, stdout: &[u8], stderr: &str) -> CniError {
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        code: u32,
+        msg: String,
+        #[serde(default)]
+        details: String,
+    }
+    match serde_json::from_slice::<Doc>(stdout) {
+        Ok(d) => CniError {
+            code: d.code,
+            msg: d.msg,
+            details: d.details,
+        },
+        Err(_) => {
+            let text = String::from_utf8_lossy(stdout);
+            let said = if text.trim().is_empty() {
+                stderr.trim()
+            } else {
+                text.trim()
+            };
+            CniError::plugin(format!("IPAM plugin {ty:?} failed: {said}"))
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! The wasm runtime: engine, module resolution, compiled-module cache, one
+//! linker per world, and running one CNI command in a guest.
+
+pub mod bindings;
+pub mod cache;
+pub mod convert;
+mod delegate;
+pub mod engine;
+pub mod linker;
+pub mod resolve;
+pub mod state;
+
+use crate::caps::{
+    firewall::FirewallCtx, ipam::IpamCtx, log::LogCtx, netns::NetCtx, store::StoreCtx,
+};
+use crate::cni::{Call, CniError, CniResult, Command};
+use bindings::wasm_cni::plugin::types as wit;
+use cache::{Cache, Outcome};
+use linker::Role;
+use resolve::ModulePath;
+use state::{InterfaceState, IpamState};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, Store};
+
+pub struct Runtime {
+    engine: Engine,
+    cache: Cache,
+    modules: ModulePath,
+    // Built on first use: a call needs one world, or two with wasm IPAM.
+    interface_linker: OnceLock<Linker<InterfaceState>>,
+    ipam_linker: OnceLock<Linker<IpamState>>,
+}
+
+/// A compiled module and the role its imports give it.
+pub struct Module {
+    pub name: String,
+    pub path: PathBuf,
+    pub component: Component,
+    pub role: Role,
+    pub cache: Outcome,
+}
+
+impl Runtime {
+    pub fn new(modules: ModulePath, cache_dir: &Path) -> Result<Arc<Runtime>, CniError> {
+        let engine = engine::new_engine()
+            .map_err(|e| CniError::host(format!("cannot start wasmtime: {e:#}")))?;
+        let cache = Cache::open(&engine, cache_dir);
+        Ok(Arc::new(Runtime {
+            engine,
+            cache,
+            modules,
+            interface_linker: OnceLock::new(),
+            ipam_linker: OnceLock::new(),
+        }))
+    }
+
+    pub fn modules(&self) -> &ModulePath {
+        &self.modules
+    }
+
+    /// Load the module `name` names; `None` when a plain name has none.
+    pub fn load(&self, name: &str) -> Result<Option<Module>, CniError> {
+        let Some(path) = self.modules.find(name).map_err(CniError::config)? else {
+            return Ok(None);
+        };
+        let (component, outcome) = self
+            .cache
+            .load(&self.engine, &path)
+            .map_err(CniError::module)?;
+        let role = linker::role_of(&self.engine, &component)
+            .map_err(|e| CniError::module(format!("{}: {e}", path.display())))?;
+        crate::log::debug(&format!(
+            "module {name}: {} ({role:?}, cache {outcome:?})",
+            path.display()
+        ));
+        let name = Path::new(name)
+            .file_stem()
+            .map_or(name.to_string(), |s| s.to_string_lossy().into_owned());
+        Ok(Some(Module {
+            name,
+            path,
+            component,
+            role,
+            cache: outcome,
+        }))
+    }
+
+    /// Run `command` in `module` for `call`. A failed ADD is undone: IPAM
+    /// released, rules and links this call made removed, even when the guest
+    /// trapped halfway.
+    pub async fn run(
+        self: &Arc<Self>,
+        module: &Module,
+        call: &Arc<Call>,
+        command: Command,
+    ) -> Result<Option<CniResult>, CniError> {
+        match module.role {
+            Role::Interface => self.run_interface(module, call, command).await,
+            Role::Ipam => self.run_ipam(module, call, command).await,
+        }
+    }
+
+    async fn run_interface(
+        self: &Arc<Self>,
+        module: &Module,
+        call: &Arc<Call>,
+        command: Command,
+    ) -> Result<Option<CniResult>, CniError> {
+        let needs_netns = matches!(command, Command::Add | Command::Check);
+        let net = NetCtx::new(call.env.netns.clone(), needs_netns).map_err(CniError::env)?;
+        let state = InterfaceState::new(
+            net,
+            FirewallCtx::new(&call.conf.name, &call.env.container_id),
+            IpamCtx::new(self.clone(), call.clone()),
+            LogCtx::new(&module.name),
+        );
+        let mut store = self.store(state, |s| &mut s.limits)?;
+        let linker = get_linker(&self.interface_linker, || {
+            linker::interface_linker(&self.engine)
+        })?;
+        let outcome = invoke(&mut store, linker, module, call, command).await;
+        if command == Command::Add && outcome.is_err() {
+            let s = store.data_mut();
+            let mut failures = s.firewall.rollback();
+            failures.extend(s.ipam.rollback().await);
+            failures.extend(s.net.rollback().await);
+            return Err(with_rollback_failures(outcome.unwrap_err(), failures));
+        }
+        outcome
+    }
+
+    async fn run_ipam(
+        &self,
+        module: &Module,
+        call: &Call,
+        command: Command,
+    ) -> Result<Option<CniResult>, CniError> {
+        let data_dir = call.conf.ipam.as_ref().and_then(|i| i.data_dir.as_deref());
+        let state = IpamState::new(
+            StoreCtx::new(data_dir, &call.conf.name),
+            LogCtx::new(&module.name),
+        );
+        let mut store = self.store(state, |s| &mut s.limits)?;
+        let linker = get_linker(&self.ipam_linker, || linker::ipam_linker(&self.engine))?;
+        let outcome = invoke(&mut store, linker, module, call, command).await;
+        if command == Command::Add && outcome.is_err() {
+            let failures = store.data_mut().store.rollback();
+            return Err(with_rollback_failures(outcome.unwrap_err(), failures));
+        }
+        outcome
+    }
+
+    fn store<T: Send + 'static>(
+        &self,
+        state: T,
+        limits: fn(&mut T) -> &mut wasmtime::StoreLimits,
+    ) -> Result<Store<T>, CniError> {
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(move |s| limits(s) as &mut dyn wasmtime::ResourceLimiter);
+        store
+            .set_fuel(engine::FUEL)
+            .map_err(|e| CniError::host(format!("{e:#}")))?;
+        Ok(store)
+    }
+}
+
+fn get_linker<T>(
+    cell: &OnceLock<Linker<T>>,
+    build: impl FnOnce() -> wasmtime::Result<Linker<T>>,
+) -> Result<&Linker<T>, CniError> {
+    if cell.get().is_none() {
+        let l = build().map_err(|e| CniError::host(format!("cannot build the linker: {e:#}")))?;
+        let _ = cell.set(l);
+    }
+    Ok(cell.get().expect("set above"))
+}
+
+/// Instantiate the module and call one export.
+async fn invoke<T: Send + 'static>(
+    store: &mut Store<T>,
+    linker: &Linker<T>,
+    module: &Module,
+    call: &Call,
+    command: Command,
+) -> Result<Option<CniResult>, CniError> {
+    let name = &module.name;
+    let instance = linker
+        .instantiate_async(&mut *store, &module.component)
+        .await
+        .map_err(|e| {
+            CniError::module(format!(
+                "cannot instantiate {name} ({}): {e:#}",
+                module.path.display()
+            ))
+        })?;
+    let plugin = bindings::Plugins::new(&mut *store, &instance).map_err(|e| {
+        CniError::module(format!(
+            "{name} does not export wasm-cni:plugin/plugin@0.1.0: {e:#}"
+        ))
+    })?;
+    let guest = plugin.wasm_cni_plugin_plugin();
+    let req = request(call, command);
+    let returned = match command {
+        Command::Add => guest.call_add(&mut *store, &req).await.map(|r| r.map(Some)),
+        Command::Del => guest
+            .call_del(&mut *store, &req)
+            .await
+            .map(|r| r.map(|()| None)),
+        Command::Check => guest
+            .call_check(&mut *store, &req)
+            .await
+            .map(|r| r.map(|()| None)),
+        other => {
+            return Err(CniError::env(format!(
+                "{} is not a plugin command",
+                other.as_str()
+            )));
+        }
+    };
+    match returned {
+        Ok(Ok(Some(result))) => convert::result_from_wit(result).map(Some).map_err(|e| {
+            CniError::plugin(format!("plugin {name} returned an invalid result: {e}"))
+        }),
+        Ok(Ok(None)) => Ok(None),
+        Ok(Err(e)) => Err(convert::error_from_wit(e)),
+        Err(trap) => Err(trap_error(name, store, trap)),
+    }
+}
+
+fn trap_error<T>(name: &str, store: &Store<T>, trap: wasmtime::Error) -> CniError {
+    let out_of_fuel = store.get_fuel().is_ok_and(|f| f == 0);
+    let msg = if out_of_fuel {
+        format!(
+            "plugin {name} ran out of fuel ({} instructions) and was stopped",
+            engine::FUEL
+        )
+    } else {
+        format!("plugin {name} trapped: {trap}")
+    };
+    CniError::plugin(msg).with_details(format!("{trap:?}"))
+}
+
+fn with_rollback_failures(mut e: CniError, failures: Vec<String>) -> CniError {
+    if !failures.is_empty() {
+        let note = format!(
+            "cleanup after the failed ADD also failed: {}",
+            failures.join("; ")
+        );
+        crate::log::error(&note);
+        e.details = if e.details.is_empty() {
+            note
+        } else {
+            format!("{}; {note}", e.details)
+        };
+    }
+    e
+}
+
+/// The request a guest sees.
+pub fn request(call: &Call, command: Command) -> wit::Request {
+    wit::Request {
+        command: match command {
+            Command::Del => wit::Command::Del,
+            Command::Check => wit::Command::Check,
+            _ => wit::Command::Add,
+        },
+        container_id: call.env.container_id.clone(),
+        netns: call.env.netns.as_ref().map(|p| p.display().to_string()),
+        ifname: call.env.ifname.clone(),
+        args: call.env.args.clone(),
+        network: call.conf.name.clone(),
+        cni_version: call.conf.cni_version.as_str().to_string(),
+        config: call.conf.raw.clone(),
+        prev_result: call.conf.prev_result.as_ref().map(convert::result_to_wit),
+    }
+}
