@@ -1,1 +1,122 @@
+//! Test support: the built artifacts, an installed layout of them, and
+//! sandboxes of network namespaces to run them in.
 
+pub mod sandbox;
+
+pub use sandbox::{CniOutput, Sandbox};
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// The workspace's target directory.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
+/// A guest module built by `tests/run.sh` (`cargo build --target wasm32-wasip2`).
+pub fn module(crate_name: &str) -> PathBuf {
+    let p = target_dir()
+        .join("wasm32-wasip2/release")
+        .join(format!("{}.wasm", crate_name.replace('-', "_")));
+    assert!(
+        p.is_file(),
+        "{} is missing: build the guests first (tests/run.sh does)",
+        p.display()
+    );
+    p
+}
+
+/// The host binary built by `cargo build --release`.
+pub fn host_binary() -> PathBuf {
+    let p = target_dir().join("release/wasm-cni");
+    assert!(
+        p.is_file(),
+        "{} is missing: build it first (tests/run.sh does)",
+        p.display()
+    );
+    p
+}
+
+/// wasm-cni installed as an operator would: `bin/wasm-cni` with `bridge`
+/// and `host-local` links to it, and `wasm/<name>.wasm`. It lives under
+/// `target/test-install/<pid>` (a static is never dropped, so not in /tmp);
+/// installs of processes that are gone are swept first.
+pub struct Install {
+    pub bin: PathBuf,
+    pub wasm: PathBuf,
+}
+
+/// Guests installed alongside the built-ins (test plugins).
+pub const TEST_GUESTS: &[&str] = &["misbehave"];
+
+pub fn install() -> &'static Install {
+    static INSTALL: OnceLock<Install> = OnceLock::new();
+    INSTALL.get_or_init(|| {
+        let root = target_dir().join("test-install");
+        for old in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            let pid = old.file_name().to_string_lossy().to_string();
+            if !Path::new("/proc").join(&pid).exists() {
+                let _ = std::fs::remove_dir_all(old.path());
+            }
+        }
+        let dir = root.join(std::process::id().to_string());
+        let _ = std::fs::remove_dir_all(&dir);
+        let bin = dir.join("bin");
+        let wasm = dir.join("wasm");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::create_dir_all(&wasm).unwrap();
+        std::fs::copy(host_binary(), bin.join("wasm-cni")).unwrap();
+        for link in ["bridge", "host-local"] {
+            std::os::unix::fs::symlink("wasm-cni", bin.join(link)).unwrap();
+        }
+        for m in ["bridge", "host-local"].iter().chain(TEST_GUESTS) {
+            let src = target_dir()
+                .join("wasm32-wasip2/release")
+                .join(format!("{}.wasm", m.replace('-', "_")));
+            if src.is_file() {
+                std::fs::copy(&src, wasm.join(format!("{m}.wasm"))).unwrap();
+            }
+        }
+        Install { bin, wasm }
+    })
+}
+
+/// Root-only tests call this first and return when it says no.
+pub fn root_or_skip(test: &str) -> bool {
+    if rustix_is_root() {
+        return true;
+    }
+    eprintln!("SKIPPED {test}: needs root (network namespaces); CI runs it as root");
+    false
+}
+
+fn rustix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// The classic config from the product brief, verbatim.
+pub const CLASSIC: &str = r#"{"cniVersion":"0.3.1","name":"mynet","type":"bridge","bridge":"mybridge",
+ "isGateway":true,"ipMasq":true,
+ "ipam":{"type":"host-local","subnet":"10.244.0.0/16","routes":[{"dst":"0.0.0.0/0"}]}}"#;
+
+/// `cnitool` built by `tests/interop/build-cnitool.sh`.
+pub fn cnitool() -> Option<PathBuf> {
+    let p = std::env::var_os("CNITOOL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("cnitool/cnitool"));
+    p.is_file().then_some(p)
+}
+
+pub fn reference_plugins() -> Option<&'static Path> {
+    let p = Path::new("/usr/lib/cni");
+    p.join("bridge").is_file().then_some(p)
+}

@@ -8,7 +8,7 @@ use super::linker::Role;
 use crate::cni::{Call, CniError, CniResult, Command};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 impl Runtime {
@@ -30,46 +30,57 @@ impl Runtime {
                 "IPAM module {ty:?} ({}) targets the interface-plugin world; ipam.type must name an IPAM plugin",
                 module.path.display()
             ))),
-            None => exec_plugin(call, ty, command),
+            None => match find_in_cni_path(call, ty)? {
+                Some(path) => exec_plugin(call, ty, &path, command),
+                // DEL must succeed when there is nothing left to undo, and a
+                // plugin that is not installed holds nothing we could
+                // release (the reference bridge fails here instead).
+                None if command == Command::Del => {
+                    crate::log::warn(&format!("IPAM DEL skipped: {}", not_found(call, ty).msg));
+                    Ok(None)
+                }
+                None => Err(not_found(call, ty)),
+            },
         }
     }
 }
 
 /// `<dir>/<type>` in the first `CNI_PATH` directory that has it.
-fn find_in_cni_path(call: &Call, ty: &str) -> Result<PathBuf, CniError> {
+fn find_in_cni_path(call: &Call, ty: &str) -> Result<Option<PathBuf>, CniError> {
     if ty.contains('/') || ty.starts_with('.') {
         return Err(CniError::config(format!("invalid ipam.type {ty:?}")));
     }
-    call.env
-        .path
-        .iter()
-        .map(|d| d.join(ty))
-        .find(|p| {
-            p.metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-        .ok_or_else(|| {
-            let dirs: Vec<String> = call
-                .env
-                .path
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect();
-            CniError::config(format!(
-                "failed to find plugin {ty:?} in path [{}] (and no {ty}.wasm module)",
-                dirs.join(" ")
-            ))
-        })
+    Ok(call.env.path.iter().map(|d| d.join(ty)).find(|p| {
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    }))
 }
 
-fn exec_plugin(call: &Call, ty: &str, command: Command) -> Result<Option<CniResult>, CniError> {
-    let path = find_in_cni_path(call, ty)?;
+fn not_found(call: &Call, ty: &str) -> CniError {
+    let dirs: Vec<String> = call
+        .env
+        .path
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    CniError::config(format!(
+        "failed to find plugin {ty:?} in path [{}] (and no {ty}.wasm module)",
+        dirs.join(" ")
+    ))
+}
+
+fn exec_plugin(
+    call: &Call,
+    ty: &str,
+    path: &Path,
+    command: Command,
+) -> Result<Option<CniResult>, CniError> {
     crate::log::debug(&format!(
         "IPAM {}: exec {}",
         command.as_str(),
         path.display()
     ));
-    let mut child = std::process::Command::new(&path)
+    let mut child = std::process::Command::new(path)
         .env("CNI_COMMAND", command.as_str())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
