@@ -5,26 +5,6 @@ use serde_json::Value;
 use std::fs;
 use wasm_cni_tests::{CLASSIC, Sandbox, root_or_skip};
 
-fn host_veths(sb: &Sandbox) -> Vec<String> {
-    sb.links("host")
-        .into_iter()
-        .filter(|l| l["linkinfo"]["info_kind"] == "veth")
-        .map(|l| l["ifname"].as_str().unwrap().to_string())
-        .collect()
-}
-
-fn ip_files(sb: &Sandbox, net: &str) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(sb.state_dir(net))
-        .map(|d| {
-            d.map(|e| e.unwrap().file_name().into_string().unwrap())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.retain(|n| n.parse::<std::net::IpAddr>().is_ok());
-    names.sort();
-    names
-}
-
 #[test]
 fn classic_config_two_containers() {
     if !root_or_skip("classic_config_two_containers") {
@@ -124,12 +104,12 @@ fn classic_config_two_containers() {
         sb.cni("bridge", "DEL", id, Some(ns), "eth0", CLASSIC).ok();
         sb.cni("bridge", "DEL", id, Some(ns), "eth0", CLASSIC).ok();
     }
-    assert_eq!(host_veths(&sb), Vec::<String>::new());
+    assert_eq!(sb.host_veths(), Vec::<String>::new());
     assert!(sb.link("c1", "eth0").is_none());
     assert!(
-        ip_files(&sb, "mynet").is_empty(),
+        sb.ip_files("mynet").is_empty(),
         "{:?}",
-        ip_files(&sb, "mynet")
+        sb.ip_files("mynet")
     );
     let nft = sb.nft();
     assert!(!nft.contains("masquerade"), "{nft}");
@@ -147,18 +127,18 @@ fn del_after_the_netns_is_gone_still_releases_everything() {
     let c1 = sb.container("c1");
     sb.cni("bridge", "ADD", "c1", Some(&c1), "eth0", CLASSIC)
         .ok();
-    assert_eq!(ip_files(&sb, "mynet"), ["10.244.0.2"]);
+    assert_eq!(sb.ip_files("mynet"), ["10.244.0.2"]);
     sb.remove_container("c1");
     sb.cni("bridge", "DEL", "c1", Some(&c1), "eth0", CLASSIC)
         .ok();
     sb.cni("bridge", "DEL", "c1", None, "eth0", CLASSIC).ok();
-    assert!(ip_files(&sb, "mynet").is_empty());
+    assert!(sb.ip_files("mynet").is_empty());
     assert!(
         !sb.nft().contains("masquerade"),
         "the rule is found by its comment, not the IP"
     );
     assert!(
-        host_veths(&sb).is_empty(),
+        sb.host_veths().is_empty(),
         "the host end went with the namespace"
     );
 }
@@ -172,7 +152,7 @@ fn del_when_add_never_ran_succeeds() {
     let c1 = sb.container("c1");
     sb.cni("bridge", "DEL", "never", Some(&c1), "eth0", CLASSIC)
         .ok();
-    assert!(ip_files(&sb, "mynet").is_empty());
+    assert!(sb.ip_files("mynet").is_empty());
 }
 
 #[test]
@@ -189,10 +169,10 @@ fn add_of_an_existing_interface_fails_and_changes_nothing() {
         .err(100);
     assert!(e["msg"].as_str().unwrap().contains("eth0"), "{e}");
     assert_eq!(
-        ip_files(&sb, "mynet"),
+        sb.ip_files("mynet"),
         ["10.244.0.2"],
         "no second address leaked"
     );
-    assert_eq!(host_veths(&sb).len(), 1);
+    assert_eq!(sb.host_veths().len(), 1);
     assert_eq!(sb.nft().matches("masquerade comment").count(), 1);
 }

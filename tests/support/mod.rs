@@ -49,7 +49,7 @@ pub struct Install {
 }
 
 /// Guests installed alongside the built-ins (test plugins).
-pub const TEST_GUESTS: &[&str] = &["misbehave"];
+pub const TEST_GUESTS: &[&str] = &["misbehave", "greedy"];
 
 pub fn install() -> &'static Install {
     static INSTALL: OnceLock<Install> = OnceLock::new();
@@ -68,15 +68,13 @@ pub fn install() -> &'static Install {
         std::fs::create_dir_all(&bin).unwrap();
         std::fs::create_dir_all(&wasm).unwrap();
         std::fs::copy(host_binary(), bin.join("wasm-cni")).unwrap();
-        for link in ["bridge", "host-local"] {
-            std::os::unix::fs::symlink("wasm-cni", bin.join(link)).unwrap();
-        }
         for m in ["bridge", "host-local"].iter().chain(TEST_GUESTS) {
             let src = target_dir()
                 .join("wasm32-wasip2/release")
                 .join(format!("{}.wasm", m.replace('-', "_")));
             if src.is_file() {
                 std::fs::copy(&src, wasm.join(format!("{m}.wasm"))).unwrap();
+                std::os::unix::fs::symlink("wasm-cni", bin.join(m)).unwrap();
             }
         }
         Install { bin, wasm }

@@ -238,6 +238,33 @@ impl Sandbox {
         String::from_utf8(self.run_in("host", &["nft", "list", "ruleset"]).stdout).unwrap()
     }
 
+    /// veth links in the host namespace.
+    pub fn host_veths(&self) -> Vec<String> {
+        self.links("host")
+            .into_iter()
+            .filter(|l| l["linkinfo"]["info_kind"] == "veth")
+            .map(|l| l["ifname"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// The address files in a network's host-local state, sorted.
+    pub fn ip_files(&self, network: &str) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.state_dir(network))
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().into_string().unwrap())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.retain(|n| n.parse::<std::net::IpAddr>().is_ok());
+        names.sort();
+        names
+    }
+
+    /// Masquerade rules in the host namespace.
+    pub fn masquerade_rules(&self) -> usize {
+        self.nft().matches(" masquerade").count()
+    }
+
     pub fn sysctl(&self, ns: &str, key: &str) -> String {
         String::from_utf8(self.run_in(ns, &["sysctl", "-n", key]).stdout)
             .unwrap()

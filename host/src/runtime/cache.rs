@@ -80,16 +80,16 @@ impl Cache {
         };
         let key = format!("{}-{}.cwasm", hex(&Sha256::digest(&bytes)), self.compat);
         let artifact = dir.join(&key);
-        if trusted_file(&artifact) {
-            // SAFETY: the artifact was written by this program's own engine
-            // into a directory only we can write (checked in `prepare_dir`
-            // and `trusted_file`), keyed by the engine's compatibility hash.
-            match unsafe { Component::deserialize_file(engine, &artifact) } {
-                Ok(c) => return Ok((c, Outcome::Hit)),
-                Err(e) => {
-                    crate::log::warn(&format!("ignoring cached {}: {e:#}", artifact.display()))
-                }
-            }
+        if let Some(c) = load_artifact(engine, &artifact) {
+            return Ok((c, Outcome::Hit));
+        }
+        // Compile once per node, not once per racing process: the first
+        // caller compiles under the lock, the others wait for it and load
+        // its artifact (thirty pods starting on a cold node would otherwise
+        // compile thirty times over).
+        let _lock = CompileLock::take(dir);
+        if let Some(c) = load_artifact(engine, &artifact) {
+            return Ok((c, Outcome::Hit));
         }
         let compiled = engine
             .precompile_component(&bytes)
@@ -102,6 +102,43 @@ impl Cache {
         let c =
             unsafe { Component::deserialize(engine, &compiled) }.map_err(|e| format!("{e:#}"))?;
         Ok((c, Outcome::Compiled))
+    }
+}
+
+fn load_artifact(engine: &Engine, artifact: &Path) -> Option<Component> {
+    if !trusted_file(artifact) {
+        return None;
+    }
+    // SAFETY: the artifact was written by this program's own engine into a
+    // directory only we can write (checked in `prepare_dir` and
+    // `trusted_file`), keyed by the engine's compatibility hash.
+    match unsafe { Component::deserialize_file(engine, artifact) } {
+        Ok(c) => Some(c),
+        Err(e) => {
+            crate::log::warn(&format!("ignoring cached {}: {e:#}", artifact.display()));
+            None
+        }
+    }
+}
+
+/// An exclusive flock on `<cache>/.compile.lock`, released on drop. If it
+/// cannot be taken, compiling unlocked is still correct (writes are atomic).
+struct CompileLock {
+    _held: Option<fs::File>,
+}
+
+impl CompileLock {
+    fn take(dir: &Path) -> CompileLock {
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(".compile.lock"));
+        CompileLock {
+            _held: file.ok().filter(|f| {
+                rustix::fs::flock(f, rustix::fs::FlockOperation::LockExclusive).is_ok()
+            }),
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use bindings::wasm_cni::plugin::types as wit;
 use cache::{Cache, Outcome};
 use linker::Role;
 use resolve::ModulePath;
-use state::{InterfaceState, IpamState};
+use state::{GuestOutput, InterfaceState, IpamState};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use wasmtime::component::{Component, Linker};
@@ -177,8 +177,44 @@ fn get_linker<T>(
     Ok(cell.get().expect("set above"))
 }
 
-/// Instantiate the module and call one export.
-async fn invoke<T: Send + 'static>(
+/// Instantiate the module and call one export; what the guest printed goes
+/// to the log, and its tail into the error when the call fails.
+async fn invoke<T: GuestOutput + Send + 'static>(
+    store: &mut Store<T>,
+    linker: &Linker<T>,
+    module: &Module,
+    call: &Call,
+    command: Command,
+) -> Result<Option<CniResult>, CniError> {
+    let outcome = invoke_export(store, linker, module, call, command).await;
+    let printed = store.data().output().contents();
+    let printed = String::from_utf8_lossy(&printed);
+    for line in printed.lines() {
+        crate::log::info(&format!("[{}] {line}", module.name));
+    }
+    outcome.map_err(|mut e| {
+        if !printed.trim().is_empty() {
+            let tail = tail(printed.trim(), 2048);
+            e.details = if e.details.is_empty() {
+                format!("plugin output: {tail}")
+            } else {
+                format!("plugin output: {tail}\n{}", e.details)
+            };
+        }
+        e
+    })
+}
+
+/// The last `max` bytes of `s`, on a character boundary.
+fn tail(s: &str, max: usize) -> &str {
+    let mut start = s.len().saturating_sub(max);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
+}
+
+async fn invoke_export<T: Send + 'static>(
     store: &mut Store<T>,
     linker: &Linker<T>,
     module: &Module,

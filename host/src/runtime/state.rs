@@ -8,20 +8,30 @@ use crate::caps::{
 };
 use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_io::IoView;
 
+/// What a guest prints is kept (up to this much) and sent to the log after
+/// the call; past it, writes fail in the guest.
+const OUTPUT_CAPACITY: usize = 1 << 20;
+
 /// WASI for a plugin: no files, no sockets, no environment, no arguments.
-/// Its stdout and stderr go to the host's stderr, never to the stdout that
-/// carries the CNI result.
-fn wasi() -> WasiCtx {
+/// Its stdout and stderr are captured, never the stdout that carries the
+/// CNI result.
+fn wasi(output: &MemoryOutputPipe) -> WasiCtx {
     WasiCtx::builder()
-        .stdout(wasmtime_wasi::cli::stderr())
-        .stderr(wasmtime_wasi::cli::stderr())
+        .stdout(output.clone())
+        .stderr(output.clone())
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false)
         .build()
+}
+
+/// A guest's stdout and stderr, interleaved as written.
+pub trait GuestOutput {
+    fn output(&self) -> &MemoryOutputPipe;
 }
 
 fn limits() -> StoreLimits {
@@ -36,6 +46,7 @@ fn limits() -> StoreLimits {
 
 /// The store of an interface plugin (`bridge`).
 pub struct InterfaceState {
+    pub output: MemoryOutputPipe,
     pub wasi: WasiCtx,
     pub table: ResourceTable,
     pub limits: StoreLimits,
@@ -47,8 +58,10 @@ pub struct InterfaceState {
 
 impl InterfaceState {
     pub fn new(net: NetCtx, firewall: FirewallCtx, ipam: IpamCtx, log: LogCtx) -> Self {
+        let output = MemoryOutputPipe::new(OUTPUT_CAPACITY);
         InterfaceState {
-            wasi: wasi(),
+            wasi: wasi(&output),
+            output,
             table: ResourceTable::new(),
             limits: limits(),
             net,
@@ -61,6 +74,7 @@ impl InterfaceState {
 
 /// The store of an IPAM plugin (`host-local`).
 pub struct IpamState {
+    pub output: MemoryOutputPipe,
     pub wasi: WasiCtx,
     pub table: ResourceTable,
     pub limits: StoreLimits,
@@ -70,8 +84,10 @@ pub struct IpamState {
 
 impl IpamState {
     pub fn new(store: StoreCtx, log: LogCtx) -> Self {
+        let output = MemoryOutputPipe::new(OUTPUT_CAPACITY);
         IpamState {
-            wasi: wasi(),
+            wasi: wasi(&output),
+            output,
             table: ResourceTable::new(),
             limits: limits(),
             store,
@@ -85,6 +101,11 @@ macro_rules! wasi_views {
         impl WasiView for $state {
             fn ctx(&mut self) -> WasiCtxView<'_> {
                 WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+            }
+        }
+        impl GuestOutput for $state {
+            fn output(&self) -> &MemoryOutputPipe {
+                &self.output
             }
         }
         impl IoView for $state {

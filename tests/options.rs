@@ -1,0 +1,233 @@
+//! The bridge plugin's options beyond the classic config.
+
+use serde_json::{Value, json};
+use wasm_cni_tests::{Sandbox, root_or_skip};
+
+fn conf(extra: Value) -> String {
+    let mut c = json!({
+        "cniVersion": "1.0.0", "name": "opts", "type": "bridge", "bridge": "optbr",
+        "ipam": {"type": "host-local", "subnet": "10.77.0.0/24"}
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        c[k] = v.clone();
+    }
+    c.to_string()
+}
+
+fn flags(l: &Value) -> Vec<String> {
+    l["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn default_gateway_mtu_hairpin_and_mac() {
+    if !root_or_skip("default_gateway_mtu_hairpin_and_mac") {
+        return;
+    }
+    let mut sb = Sandbox::new("opts");
+    let c1 = sb.container("c1");
+    // isDefaultGateway with an IPAM default route too: the reference fails
+    // with "file exists" here.
+    let mut cfg: Value = serde_json::from_str(&conf(json!({
+        "isDefaultGateway": true, "mtu": 1400, "hairpinMode": true,
+        "runtimeConfig": {"mac": "0a:58:0a:4d:00:99"}
+    })))
+    .unwrap();
+    cfg["ipam"]["routes"] = json!([{"dst": "0.0.0.0/0"}]);
+    let cfg = cfg.to_string();
+    let r = sb
+        .cni_env(
+            "bridge",
+            "ADD",
+            "c1",
+            Some(&c1),
+            "eth0",
+            &cfg,
+            &[("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAME=web-0")],
+        )
+        .ok()
+        .json();
+    assert_eq!(r["interfaces"][2]["mac"], "0a:58:0a:4d:00:99");
+    let eth0 = sb.link("c1", "eth0").unwrap();
+    assert_eq!(eth0["address"], "0a:58:0a:4d:00:99");
+    assert_eq!(eth0["mtu"], 1400);
+    assert_eq!(sb.link("host", "optbr").unwrap()["mtu"], 1400);
+    let veth = sb
+        .link("host", r["interfaces"][1]["name"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(veth["mtu"], 1400);
+    assert_eq!(
+        veth["linkinfo"]["info_slave_data"]["hairpin"], true,
+        "{veth}"
+    );
+    let routes = sb.ip_json("c1", &["route", "show", "default"]);
+    assert_eq!(
+        routes.as_array().unwrap().len(),
+        1,
+        "one default route: {routes}"
+    );
+    assert_eq!(routes[0]["gateway"], "10.77.0.1");
+    assert!(
+        sb.addresses("host", "optbr")
+            .contains(&"10.77.0.1/24".into()),
+        "isDefaultGateway implies isGateway"
+    );
+    sb.cni("bridge", "DEL", "c1", Some(&c1), "eth0", &cfg).ok();
+}
+
+#[test]
+fn promiscuous_mode_l2_only_dns_and_requested_ip() {
+    if !root_or_skip("promiscuous_mode_l2_only_dns") {
+        return;
+    }
+    let mut sb = Sandbox::new("promisc");
+    let c1 = sb.container("c1");
+    let c2 = sb.container("c2");
+    let l2 = conf(
+        json!({"promiscMode": true, "ipam": {}, "dns": {"nameservers": ["10.77.0.10"], "search": ["svc"]}}),
+    );
+    let r = sb
+        .cni("bridge", "ADD", "c1", Some(&c1), "eth0", &l2)
+        .ok()
+        .json();
+    assert!(r.get("ips").is_none(), "L2 only: {r}");
+    assert_eq!(
+        r["dns"],
+        json!({"nameservers": ["10.77.0.10"], "search": ["svc"]})
+    );
+    assert!(flags(&sb.link("host", "optbr").unwrap()).contains(&"PROMISC".to_string()));
+    assert!(
+        sb.addresses("c1", "eth0")
+            .iter()
+            .all(|a| a.starts_with("fe80"))
+    );
+    sb.cni("bridge", "DEL", "c1", Some(&c1), "eth0", &l2).ok();
+
+    // A requested address, passed as kubelet would.
+    let cfg = conf(json!({"isGateway": true}));
+    let r = sb
+        .cni_env(
+            "bridge",
+            "ADD",
+            "c2",
+            Some(&c2),
+            "eth0",
+            &cfg,
+            &[("CNI_ARGS", "IgnoreUnknown=1;IP=10.77.0.77")],
+        )
+        .ok()
+        .json();
+    assert_eq!(r["ips"][0]["address"], "10.77.0.77/24");
+    sb.cni("bridge", "DEL", "c2", Some(&c2), "eth0", &cfg).ok();
+    assert!(sb.ip_files("opts").is_empty());
+}
+
+#[test]
+fn force_address_replaces_a_foreign_gateway() {
+    if !root_or_skip("force_address_replaces_a_foreign_gateway") {
+        return;
+    }
+    let mut sb = Sandbox::new("force");
+    let c1 = sb.container("c1");
+    sb.run_in("host", &["ip", "link", "add", "optbr", "type", "bridge"]);
+    sb.run_in(
+        "host",
+        &["ip", "addr", "add", "10.99.0.1/24", "dev", "optbr"],
+    );
+    let plain = conf(json!({"isGateway": true}));
+    let e = sb
+        .cni("bridge", "ADD", "c1", Some(&c1), "eth0", &plain)
+        .err(100);
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap()
+            .contains("already has an IP address"),
+        "{e}"
+    );
+    assert!(
+        sb.ip_files("opts").is_empty(),
+        "the failed ADD released its address"
+    );
+    let forced = conf(json!({"isGateway": true, "forceAddress": true}));
+    sb.cni("bridge", "ADD", "c1", Some(&c1), "eth0", &forced)
+        .ok();
+    let addrs = sb.addresses("host", "optbr");
+    assert!(
+        addrs.contains(&"10.77.0.1/24".into()) && !addrs.contains(&"10.99.0.1/24".into()),
+        "{addrs:?}"
+    );
+}
+
+#[test]
+fn bad_option_combinations_are_config_errors() {
+    if !root_or_skip("bad_option_combinations") {
+        return;
+    }
+    let mut sb = Sandbox::new("badopts");
+    let c1 = sb.container("c1");
+    let e = sb
+        .cni(
+            "bridge",
+            "ADD",
+            "c1",
+            Some(&c1),
+            "eth0",
+            &conf(json!({"hairpinMode": true, "promiscMode": true})),
+        )
+        .err(7);
+    assert!(e["msg"].as_str().unwrap().contains("hairpin"), "{e}");
+    let e = sb
+        .cni(
+            "bridge",
+            "ADD",
+            "c1",
+            Some(&c1),
+            "eth0",
+            &conf(json!({"vlan": 100})),
+        )
+        .err(2);
+    assert!(e["msg"].as_str().unwrap().contains("vlan"), "{e}");
+    let e = sb
+        .cni(
+            "bridge",
+            "ADD",
+            "c1",
+            Some(&c1),
+            "eth0",
+            &conf(json!({"mtu": "big"})),
+        )
+        .err(7);
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap()
+            .contains("invalid network config"),
+        "{e}"
+    );
+    let e = sb
+        .cni_env(
+            "bridge",
+            "ADD",
+            "c1",
+            Some(&c1),
+            "eth0",
+            &conf(json!({})),
+            &[("CNI_ARGS", "FOO=bar")],
+        )
+        .err(4);
+    assert!(e["msg"].as_str().unwrap().contains("FOO"), "{e}");
+    let bad_range = conf(json!({"ipam": {"type": "host-local", "subnet": "10.77.0.1/24"}}));
+    let e = sb
+        .cni("bridge", "ADD", "c1", Some(&c1), "eth0", &bad_range)
+        .err(7);
+    assert!(e["msg"].as_str().unwrap().contains("host bits"), "{e}");
+    // Nothing was left by any of them.
+    assert!(sb.host_veths().is_empty());
+    assert!(sb.link("c1", "eth0").is_none());
+    assert!(sb.ip_files("opts").is_empty());
+}

@@ -1,0 +1,99 @@
+//! A failed ADD leaves nothing: no link, no address reservation, no rule,
+//! whatever step failed.
+
+use serde_json::json;
+use wasm_cni_tests::{Sandbox, root_or_skip};
+
+#[test]
+fn exhaustion_names_the_range_and_leaves_nothing() {
+    if !root_or_skip("exhaustion_names_the_range") {
+        return;
+    }
+    let mut sb = Sandbox::new("exhaust");
+    let c1 = sb.container("c1");
+    let c2 = sb.container("c2");
+    // A /30 has one address to give once the gateway is taken out.
+    let cfg = json!({"cniVersion": "1.0.0", "name": "tiny", "type": "bridge", "bridge": "tinybr",
+        "isGateway": true, "ipMasq": true, "ipam": {"type": "host-local", "subnet": "10.66.0.0/30"}})
+    .to_string();
+    sb.cni("bridge", "ADD", "c1", Some(&c1), "eth0", &cfg).ok();
+    let e = sb
+        .cni("bridge", "ADD", "c2", Some(&c2), "eth0", &cfg)
+        .err(100);
+    assert_eq!(
+        e["msg"],
+        "failed to allocate for range 0: no IP addresses available in range set: 10.66.0.1-10.66.0.2"
+    );
+    assert!(sb.link("c2", "eth0").is_none(), "the veth was removed");
+    assert_eq!(sb.host_veths().len(), 1);
+    assert_eq!(sb.ip_files("tiny"), ["10.66.0.2"]);
+    assert_eq!(sb.masquerade_rules(), 1);
+}
+
+#[test]
+fn unknown_ipam_type_fails_add_cleanly_and_del_still_succeeds() {
+    if !root_or_skip("unknown_ipam_type") {
+        return;
+    }
+    let mut sb = Sandbox::new("noipam");
+    let c1 = sb.container("c1");
+    let cfg = json!({"cniVersion": "1.0.0", "name": "n", "type": "bridge", "bridge": "nbr",
+        "ipam": {"type": "no-such-ipam"}})
+    .to_string();
+    let e = sb
+        .cni("bridge", "ADD", "c1", Some(&c1), "eth0", &cfg)
+        .err(7);
+    assert!(e["msg"].as_str().unwrap().contains("no-such-ipam"), "{e}");
+    assert!(sb.link("c1", "eth0").is_none());
+    assert!(sb.host_veths().is_empty());
+    // The reference bridge fails this DEL; a DEL must succeed.
+    sb.cni("bridge", "DEL", "c1", Some(&c1), "eth0", &cfg).ok();
+}
+
+#[test]
+fn native_ipam_plugins_are_executed_from_cni_path() {
+    if !root_or_skip("native_ipam_plugins") {
+        return;
+    }
+    let Some(reference) = wasm_cni_tests::reference_plugins() else {
+        eprintln!("SKIPPED native_ipam_plugins: no reference plugins in /usr/lib/cni");
+        return;
+    };
+    let mut sb = Sandbox::new("nativeipam");
+    let c1 = sb.container("c1");
+    // `static` has no wasm module, so it runs as a process, as CNI
+    // delegation specifies.
+    let cfg = json!({"cniVersion": "1.0.0", "name": "st", "type": "bridge", "bridge": "stbr", "isGateway": true,
+        "ipam": {"type": "static", "addresses": [{"address": "10.55.0.9/24", "gateway": "10.55.0.1"}]}})
+    .to_string();
+    let path = format!(
+        "{}:{}",
+        wasm_cni_tests::install().bin.display(),
+        reference.display()
+    );
+    let r = sb
+        .cni_env(
+            "bridge",
+            "ADD",
+            "c1",
+            Some(&c1),
+            "eth0",
+            &cfg,
+            &[("CNI_PATH", &path)],
+        )
+        .ok()
+        .json();
+    assert_eq!(r["ips"][0]["address"], "10.55.0.9/24");
+    assert!(sb.ping("c1", "10.55.0.1"));
+    sb.cni_env(
+        "bridge",
+        "DEL",
+        "c1",
+        Some(&c1),
+        "eth0",
+        &cfg,
+        &[("CNI_PATH", &path)],
+    )
+    .ok();
+    assert!(sb.host_veths().is_empty());
+}

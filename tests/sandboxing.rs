@@ -1,0 +1,212 @@
+//! A misbehaving guest cannot hurt the node: it is stopped, refused or
+//! contained, and what it did is undone.
+
+use serde_json::json;
+use std::time::{Duration, Instant};
+use wasm_cni_tests::{Sandbox, root_or_skip};
+
+fn misbehave(behave: &str) -> String {
+    json!({"cniVersion": "1.0.0", "name": "bad", "type": "misbehave", "behave": behave,
+        "ipam": {"type": "host-local", "subnet": "10.44.0.0/24"}})
+    .to_string()
+}
+
+#[test]
+fn an_endless_loop_is_stopped_by_fuel() {
+    if !root_or_skip("an_endless_loop_is_stopped_by_fuel") {
+        return;
+    }
+    let mut sb = Sandbox::new("spin");
+    let c1 = sb.container("c1");
+    let start = Instant::now();
+    let e = sb
+        .cni(
+            "misbehave",
+            "ADD",
+            "c1",
+            Some(&c1),
+            "eth0",
+            &misbehave("spin"),
+        )
+        .err(100);
+    assert!(
+        e["msg"].as_str().unwrap().contains("ran out of fuel"),
+        "{e}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "stopped in {:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn a_trap_halfway_through_add_is_undone() {
+    if !root_or_skip("a_trap_halfway_through_add_is_undone") {
+        return;
+    }
+    let mut sb = Sandbox::new("trap");
+    let c1 = sb.container("c1");
+    let e = sb
+        .cni(
+            "misbehave",
+            "ADD",
+            "c1",
+            Some(&c1),
+            "eth0",
+            &misbehave("trap-after-veth"),
+        )
+        .err(100);
+    assert!(e["msg"].as_str().unwrap().contains("trapped"), "{e}");
+    let details = e["details"].as_str().unwrap();
+    assert!(
+        details.contains("deliberate trap"),
+        "the guest's panic message is kept: {e}"
+    );
+    assert!(
+        details.contains("misbehave.wasm!"),
+        "with the guest's backtrace: {e}"
+    );
+    assert!(
+        sb.link("c1", "eth0").is_none(),
+        "the veth it created was deleted"
+    );
+    assert!(sb.host_veths().is_empty());
+    assert!(
+        sb.ip_files("bad").is_empty(),
+        "the address it allocated was released"
+    );
+}
+
+#[test]
+fn memory_is_bounded() {
+    if !root_or_skip("memory_is_bounded") {
+        return;
+    }
+    let mut sb = Sandbox::new("memory");
+    let c1 = sb.container("c1");
+    let e = sb
+        .cni(
+            "misbehave",
+            "ADD",
+            "c1",
+            Some(&c1),
+            "eth0",
+            &misbehave("memory"),
+        )
+        .err(100);
+    assert!(e["msg"].as_str().unwrap().contains("trapped"), "{e}");
+}
+
+#[test]
+fn the_node_outside_the_grant_is_denied() {
+    if !root_or_skip("the_node_outside_the_grant_is_denied") {
+        return;
+    }
+    let mut sb = Sandbox::new("deny");
+    let c1 = sb.container("c1");
+    // The node's uplink, as far as this sandbox's host namespace goes.
+    let made = sb.run_in(
+        "host",
+        &[
+            "ip", "link", "add", "uplink0", "type", "veth", "peer", "name", "uplink0p",
+        ],
+    );
+    assert!(made.status.success(), "{made:?}");
+    for behave in ["uplink", "host-sysctl", "host-route"] {
+        let e = sb
+            .cni(
+                "misbehave",
+                "ADD",
+                "c1",
+                Some(&c1),
+                "eth0",
+                &misbehave(behave),
+            )
+            .err(100);
+        assert!(
+            e["msg"].as_str().unwrap().contains("denied"),
+            "{behave}: {e}"
+        );
+    }
+    assert_eq!(sb.link("host", "uplink0").unwrap()["mtu"], 1500);
+    assert_eq!(
+        sb.sysctl("host", "net.ipv4.conf.all.rp_filter"),
+        sb.sysctl("host", "net.ipv4.conf.default.rp_filter")
+    );
+    assert!(
+        sb.ip_json("host", &["route", "show", "default"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn guest_stdout_never_mixes_with_the_result() {
+    if !root_or_skip("guest_stdout_never_mixes_with_the_result") {
+        return;
+    }
+    let mut sb = Sandbox::new("stdout");
+    let c1 = sb.container("c1");
+    let out = sb.cni_env(
+        "misbehave",
+        "ADD",
+        "c1",
+        Some(&c1),
+        "eth0",
+        &misbehave("stdout"),
+        &[("WASM_CNI_LOG", "info")],
+    );
+    out.ok();
+    assert_eq!(out.stdout.lines().count(), 1, "{out:?}");
+    assert_eq!(out.json()["cniVersion"], "1.0.0");
+    assert!(
+        out.stderr
+            .contains(r#"[misbehave] {"not":"the result","line":99}"#),
+        "guest prints go to the log: {out:?}"
+    );
+}
+
+#[test]
+fn modules_outside_their_world_are_refused() {
+    if !root_or_skip("modules_outside_their_world_are_refused") {
+        return;
+    }
+    let mut sb = Sandbox::new("world");
+    let c1 = sb.container("c1");
+    // Imports both the IPAM store and network namespaces: no world grants that.
+    let greedy = json!({"cniVersion": "1.0.0", "name": "g", "type": "greedy"}).to_string();
+    let e = sb
+        .cni(
+            "wasm-cni",
+            "ADD",
+            "c1",
+            Some(&c1),
+            "eth0",
+            &greedy.replace(
+                r#""type":"greedy""#,
+                r#""type":"wasm-cni","plugin":"greedy""#,
+            ),
+        )
+        .err(101);
+    assert!(e["msg"].as_str().unwrap().contains("both"), "{e}");
+    // An interface plugin named as IPAM would get network capabilities.
+    let as_ipam = json!({"cniVersion": "1.0.0", "name": "m", "type": "bridge", "bridge": "mbr",
+        "ipam": {"type": "misbehave", "behave": "spin"}})
+    .to_string();
+    let e = sb
+        .cni("bridge", "ADD", "c1", Some(&c1), "eth0", &as_ipam)
+        .err(101);
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap()
+            .contains("interface-plugin world"),
+        "{e}"
+    );
+    assert!(
+        sb.host_veths().is_empty(),
+        "the bridge plugin's ADD was undone"
+    );
+}
