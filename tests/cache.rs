@@ -1,0 +1,127 @@
+//! The compiled-module cache: compile once, then load; refuse directories
+//! others could write; survive a corrupt artifact.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use wasm_cni_tests::{CLASSIC, Sandbox, root_or_skip};
+
+fn artifacts(dir: &Path) -> Vec<(String, i64)> {
+    let mut v: Vec<(String, i64)> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".cwasm"))
+        .map(|e| {
+            (
+                e.file_name().into_string().unwrap(),
+                e.metadata().unwrap().mtime_nsec(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_warm_add_compiles_nothing() {
+    if !root_or_skip("a_warm_add_compiles_nothing") {
+        return;
+    }
+    let mut sb = Sandbox::new("cache");
+    let c1 = sb.container("c1");
+    let c2 = sb.container("c2");
+    let debug = [("WASM_CNI_LOG", "debug")];
+    let cold = sb.cni_env("bridge", "ADD", "c1", Some(&c1), "eth0", CLASSIC, &debug);
+    cold.ok();
+    assert!(
+        cold.stderr.contains("module bridge: ") && cold.stderr.contains("cache Compiled"),
+        "{}",
+        cold.stderr
+    );
+    let dir = sb.cache_dir();
+    let first = artifacts(&dir);
+    assert_eq!(first.len(), 2, "bridge and host-local: {first:?}");
+    assert_eq!(
+        fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    let leftovers: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    let warm = sb.cni_env("bridge", "ADD", "c2", Some(&c2), "eth0", CLASSIC, &debug);
+    warm.ok();
+    assert_eq!(
+        warm.stderr.matches("cache Hit").count(),
+        2,
+        "{}",
+        warm.stderr
+    );
+    assert!(!warm.stderr.contains("cache Compiled"), "{}", warm.stderr);
+    assert_eq!(artifacts(&dir), first, "nothing rewritten");
+}
+
+#[test]
+fn an_unsafe_cache_directory_is_not_used() {
+    if !root_or_skip("an_unsafe_cache_directory_is_not_used") {
+        return;
+    }
+    let mut sb = Sandbox::new("cacheperm");
+    let c1 = sb.container("c1");
+    let open = tempfile::tempdir().unwrap();
+    fs::set_permissions(open.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    let out = sb.cni_env(
+        "bridge",
+        "ADD",
+        "c1",
+        Some(&c1),
+        "eth0",
+        CLASSIC,
+        &[("WASM_CNI_CACHE_DIR", open.path().to_str().unwrap())],
+    );
+    out.ok();
+    assert!(out.stderr.contains("cache disabled"), "{}", out.stderr);
+    assert_eq!(
+        fs::read_dir(open.path()).unwrap().count(),
+        0,
+        "nothing loaded from or written to it"
+    );
+}
+
+#[test]
+fn a_corrupt_artifact_is_replaced() {
+    if !root_or_skip("a_corrupt_artifact_is_replaced") {
+        return;
+    }
+    let mut sb = Sandbox::new("corrupt");
+    let c1 = sb.container("c1");
+    let c2 = sb.container("c2");
+    sb.cni("bridge", "ADD", "c1", Some(&c1), "eth0", CLASSIC)
+        .ok();
+    for (name, _) in artifacts(&sb.cache_dir()) {
+        fs::write(sb.cache_dir().join(name), b"not a compiled module").unwrap();
+    }
+    let out = sb.cni_env(
+        "bridge",
+        "ADD",
+        "c2",
+        Some(&c2),
+        "eth0",
+        CLASSIC,
+        &[("WASM_CNI_LOG", "debug")],
+    );
+    out.ok();
+    assert!(out.stderr.contains("ignoring cached"), "{}", out.stderr);
+    assert_eq!(
+        out.stderr.matches("cache Compiled").count(),
+        2,
+        "{}",
+        out.stderr
+    );
+    for (name, _) in artifacts(&sb.cache_dir()) {
+        assert!(fs::metadata(sb.cache_dir().join(name)).unwrap().len() > 1000);
+    }
+}
