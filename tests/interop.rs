@@ -134,3 +134,36 @@ fn a_reference_plugin_chained_after_wasm_bridge_gets_its_prev_result() {
     assert!(sb.ip_files("chain").is_empty());
     assert_eq!(sb.masquerade_rules(), 0);
 }
+
+#[test]
+fn the_example_loopback_plugin_works_as_containerd_runs_it() {
+    if !root_or_skip("the_example_loopback_plugin") {
+        return;
+    }
+    // Debian's libcni 1.1.2 decodes results up to 1.0.0.
+    let lo = json!({"cniVersion": "1.0.0", "name": "cni-loopback", "type": "loopback"}).to_string();
+    let Some(lib) = Libcni::new(&[("99-loopback.conf", &lo)]) else {
+        return;
+    };
+    let mut sb = Sandbox::new("loopback");
+    let c1 = sb.container("c1");
+    let r: Value =
+        serde_json::from_str(&ok(lib.run(&sb, "add", "cni-loopback", &c1)).stdout).unwrap();
+    assert_eq!(r["interfaces"][0]["name"], "lo");
+    assert_eq!(r["ips"][0]["address"], "127.0.0.1/8");
+    assert!(
+        sb.link("c1", "lo").unwrap()["flags"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("UP"))
+    );
+    assert!(sb.ping("c1", "127.0.0.1"));
+    ok(lib.run(&sb, "check", "cni-loopback", &c1));
+    ok(lib.run(&sb, "del", "cni-loopback", &c1));
+    assert!(
+        !sb.link("c1", "lo").unwrap()["flags"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("UP"))
+    );
+}

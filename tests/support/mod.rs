@@ -49,7 +49,7 @@ pub struct Install {
 }
 
 /// Guests installed alongside the built-ins (test plugins).
-pub const TEST_GUESTS: &[&str] = &["misbehave", "greedy"];
+pub const TEST_GUESTS: &[&str] = &["misbehave", "greedy", "loopback"];
 
 pub fn install() -> &'static Install {
     static INSTALL: OnceLock<Install> = OnceLock::new();

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Install wasm-cni as a node's single CNI entry, from a built tree:
+#
+#   /opt/cni/bin/wasm-cni              the host binary
+#   /opt/cni/bin/<module> -> wasm-cni  one link per module, so configs that
+#                                      say "type": "bridge" run the module
+#   /opt/cni/wasm/<module>.wasm        the plugins (bridge, host-local, ...)
+#
+#   ./examples/install.sh [DESTDIR] [MODULE...]
+#
+# DESTDIR (default /) prefixes every path, for packaging or for a private
+# test root. MODULE defaults to bridge and host-local; list more (e.g.
+# loopback) to install them too. Build first:
+#   cargo build --release -p wasm-cni
+#   cargo build --release --target wasm32-wasip2 -p bridge -p host-local
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dest=${1:-/}
+shift || true
+modules=("$@")
+[ "${#modules[@]}" -gt 0 ] || modules=(bridge host-local)
+
+bin="$dest/opt/cni/bin"
+wasm="$dest/opt/cni/wasm"
+install -d -m 0755 "$bin" "$wasm"
+install -m 0755 target/release/wasm-cni "$bin/wasm-cni"
+for m in "${modules[@]}"; do
+  src="target/wasm32-wasip2/release/${m//-/_}.wasm"
+  [ -f "$src" ] || { echo "install: $src is not built" >&2; exit 1; }
+  install -m 0644 "$src" "$wasm/$m.wasm"
+  # A reference plugin of the same name is replaced by the link.
+  ln -sfn wasm-cni "$bin/$m"
+done
+echo "installed wasm-cni and ${modules[*]} under $dest/opt/cni" >&2
