@@ -85,6 +85,7 @@ fn run(
         .map_err(|e| CniError::host(format!("cannot start the I/O runtime: {e}")))?;
     rt.block_on(async {
         let runtime = Runtime::new(modules, &cache_dir)?;
+        crate::log::debug("engine ready");
         let module = runtime.load(&plugin)?.ok_or_else(|| {
             CniError::config(format!(
                 "no wasm module {plugin:?}: looked for {plugin}.wasm in {}",

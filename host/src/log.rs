@@ -19,6 +19,13 @@ struct Logger {
 }
 
 static LOGGER: OnceLock<Logger> = OnceLock::new();
+static START: OnceLock<std::time::Instant> = OnceLock::new();
+
+/// Mark the start of the process: log lines say how long after it they
+/// were written (`+3.2ms`), which makes slow steps visible at debug level.
+pub fn start_clock() {
+    START.get_or_init(std::time::Instant::now);
+}
 
 fn logger() -> &'static Logger {
     LOGGER.get_or_init(|| {
@@ -52,7 +59,14 @@ pub fn emit(level: Level, msg: &str) {
     if !enabled(level) {
         return;
     }
-    let line = format!("wasm-cni[{}] {level:?}: {msg}\n", std::process::id());
+    let since = START
+        .get()
+        .map(|t| t.elapsed().as_secs_f64() * 1000.0)
+        .unwrap_or(0.0);
+    let line = format!(
+        "wasm-cni[{}] +{since:.1}ms {level:?}: {msg}\n",
+        std::process::id()
+    );
     let _ = std::io::stderr().write_all(line.as_bytes());
     if let Some(file) = &logger().file {
         let secs = std::time::SystemTime::now()

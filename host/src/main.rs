@@ -24,6 +24,7 @@ Environment:
 ";
 
 fn main() -> ExitCode {
+    wasm_cni::log::start_clock();
     // A bug must still answer in CNI's terms: one JSON error, exit 1.
     std::panic::set_hook(Box::new(|info| {
         let msg = format!("wasm-cni internal error: {info}");

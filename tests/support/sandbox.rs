@@ -100,6 +100,11 @@ impl Sandbox {
         self.add_ns(short)
     }
 
+    /// The bind-mounted path of one of the sandbox's namespaces.
+    pub fn ns_path(&self, short: &str) -> PathBuf {
+        PathBuf::from("/var/run/netns").join(self.ns_name(short))
+    }
+
     /// Delete a container namespace now (the sandbox is gone before DEL).
     pub fn remove_container(&mut self, short: &str) {
         let name = self.ns_name(short);

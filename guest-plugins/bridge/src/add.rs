@@ -74,13 +74,14 @@ pub fn add(req: &Request) -> Result<CniResult, CniError> {
         if conf.is_default_gateway {
             gateway::add_default_routes(&result.ips, &mut result.routes);
         }
-        configure_container(&container, req, &conf, &result)?;
-        if conf.is_gateway {
-            configure_gateway(&host, &conf, &result.ips)?;
-        }
+        // Started first: the host applies it while the rest goes on.
         if conf.ip_masq {
             let addrs: Vec<IpPrefix> = result.ips.iter().map(|ip| ip.address).collect();
             firewall::masquerade(&addrs).context("masquerade the container's addresses")?;
+        }
+        configure_container(&container, req, &conf, &result)?;
+        if conf.is_gateway {
+            configure_gateway(&host, &conf, &result.ips)?;
         }
     }
     if conf.promisc_mode {

@@ -9,6 +9,10 @@ use wasm_cni_sdk::{CapResultExt, CniError, Request, firewall, ipam, link, netns}
 
 pub fn del(req: &Request) -> Result<(), CniError> {
     let conf = BridgeConf::load(req)?;
+    // First: the host removes the rules while the kernel deletes the veth.
+    if conf.ip_masq {
+        firewall::remove().context("remove the masquerade rules")?;
+    }
     match netns::container() {
         Ok(container) => match link::delete(&container, &req.ifname) {
             Ok(()) | Err(Error::NotFound(_)) => {}
@@ -20,9 +24,6 @@ pub fn del(req: &Request) -> Result<(), CniError> {
     }
     if conf.has_ipam() {
         ipam::del()?;
-    }
-    if conf.ip_masq {
-        firewall::remove().context("remove the masquerade rules")?;
     }
     Ok(())
 }

@@ -305,8 +305,9 @@ impl link::Host for NetCtx {
             crate::kernel::netlink::GROUP_LINK,
         )
         .map_err(|e| CapError::io(format!("subscribe to link events in the {kind}"), e))?;
+        let query = self.netlink(kind)?;
         let st = sub
-            .wait_link(&name, timeout, |s| {
+            .wait_link(&query, &name, timeout, |s| {
                 s.oper == OperState::Up && s.port_forwarding != Some(false)
             })
             .await

@@ -1,6 +1,6 @@
 //! Interface addresses.
 
-use super::netlink::{Netlink, to_io};
+use super::netlink::{Bounded, Netlink};
 use futures::TryStreamExt;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags};
 use std::io;
@@ -16,8 +16,8 @@ impl Netlink {
             .set_link_index_filter(index)
             .execute()
             .try_collect()
-            .await
-            .map_err(to_io)?;
+            .within()
+            .await?;
         Ok(msgs
             .into_iter()
             .filter(|m| m.header.index == index)
@@ -51,7 +51,7 @@ impl Netlink {
                 .attributes
                 .push(AddressAttribute::Flags(AddressFlags::Nodad));
         }
-        req.execute().await.map_err(to_io)
+        req.execute().within().await
     }
 
     pub async fn addr_del(&self, index: u32, ip: IpAddr, prefix_len: u8) -> io::Result<()> {
@@ -64,19 +64,14 @@ impl Netlink {
             .set_prefix_length_filter(prefix_len)
             .execute()
             .try_collect()
-            .await
-            .map_err(to_io)?;
+            .within()
+            .await?;
         let msg = msgs
             .into_iter()
             .find(|m| m.header.index == index)
             .ok_or_else(|| {
                 io::Error::from_raw_os_error(rustix::io::Errno::ADDRNOTAVAIL.raw_os_error())
             })?;
-        self.handle
-            .address()
-            .del(msg)
-            .execute()
-            .await
-            .map_err(to_io)
+        self.handle.address().del(msg).execute().within().await
     }
 }

@@ -1,7 +1,7 @@
 //! Links: read, create (bridge, veth pair across namespaces), change,
 //! delete, and wait for a port to forward.
 
-use super::netlink::{Netlink, Subscription, to_io};
+use super::netlink::{Bounded, Netlink, Subscription};
 use futures::{StreamExt, TryStreamExt};
 use netlink_packet_route::link::{
     BridgePortState, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth,
@@ -119,7 +119,7 @@ impl Netlink {
             .get()
             .match_name(name.to_string())
             .execute();
-        match stream.try_next().await.map_err(to_io)? {
+        match stream.try_next().within().await? {
             Some(msg) => Ok(LinkState::from_message(msg)),
             None => Err(io::Error::from_raw_os_error(libc_enodev())),
         }
@@ -132,8 +132,8 @@ impl Netlink {
             .execute()
             .map_ok(LinkState::from_message)
             .try_collect()
+            .within()
             .await
-            .map_err(to_io)
     }
 
     pub async fn bridge_add(&self, name: &str, mtu: Option<u32>) -> io::Result<()> {
@@ -141,12 +141,7 @@ impl Netlink {
         if let Some(mtu) = mtu {
             b = b.mtu(mtu);
         }
-        self.handle
-            .link()
-            .add(b.build())
-            .execute()
-            .await
-            .map_err(to_io)
+        self.handle.link().add(b.build()).execute().within().await
     }
 
     /// Create a veth pair in one request; each end may be placed in another
@@ -177,12 +172,7 @@ impl Netlink {
         if let Some(mac) = mac {
             msg = msg.address(mac);
         }
-        self.handle
-            .link()
-            .add(msg.build())
-            .execute()
-            .await
-            .map_err(to_io)
+        self.handle.link().add(msg.build()).execute().within().await
     }
 
     pub async fn link_set(&self, name: &str, change: LinkChange) -> io::Result<()> {
@@ -196,12 +186,7 @@ impl Netlink {
             LinkChange::Mac(mac) => b.address(mac),
             LinkChange::Promiscuous(on) => b.promiscuous(on),
         };
-        self.handle
-            .link()
-            .set(b.build())
-            .execute()
-            .await
-            .map_err(to_io)
+        self.handle.link().set(b.build()).execute().within().await
     }
 
     /// Bridge port hairpin mode, through the port's bridge_slave data (what
@@ -213,12 +198,7 @@ impl Netlink {
                 on,
             )]))
             .build();
-        self.handle
-            .link()
-            .change(msg)
-            .execute()
-            .await
-            .map_err(to_io)
+        self.handle.link().change(msg).execute().within().await
     }
 
     pub async fn link_del(&self, name: &str) -> io::Result<()> {
@@ -227,40 +207,53 @@ impl Netlink {
             .link()
             .del_with_message(msg)
             .execute()
+            .within()
             .await
-            .map_err(to_io)
     }
 }
 
+/// How often a wait re-reads the link even without a notification: the
+/// kernel drops notifications when a burst fills the socket buffer, and a
+/// lost "port is forwarding" must not turn into a timeout.
+const RECHECK: Duration = Duration::from_millis(200);
+
 impl Subscription {
-    /// Wait until `name` satisfies `ready`, re-reading it on every link
-    /// event; ETIMEDOUT after `timeout` with the last state seen.
+    /// Wait until `name` satisfies `ready`: read it through `query`, then
+    /// again on every link notification (or after `RECHECK`); ETIMEDOUT
+    /// after `timeout`, with the last state seen.
     pub async fn wait_link(
         &mut self,
+        query: &Netlink,
         name: &str,
         timeout: Duration,
         ready: impl Fn(&LinkState) -> bool,
     ) -> io::Result<LinkState> {
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut events_open = true;
         loop {
-            let state = self.netlink.link_get(name).await?;
+            let state = query.link_get(name).await?;
             if ready(&state) {
                 return Ok(state);
             }
-            match tokio::time::timeout_at(deadline, self.events.next()).await {
-                Ok(Some(_)) => continue,
-                Ok(None) => return Err(io::Error::other("netlink event stream closed")),
-                Err(_) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!(
-                            "{name} not forwarding after {} ms (oper state {:?}, port forwarding {:?})",
-                            timeout.as_millis(),
-                            state.oper,
-                            state.port_forwarding
-                        ),
-                    ));
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "{name} not forwarding after {} ms (oper state {:?}, port forwarding {:?})",
+                        timeout.as_millis(),
+                        state.oper,
+                        state.port_forwarding
+                    ),
+                ));
+            }
+            let wake = deadline.min(now + RECHECK);
+            if events_open {
+                if let Ok(None) = tokio::time::timeout_at(wake, self.events.next()).await {
+                    events_open = false;
                 }
+            } else {
+                tokio::time::sleep_until(wake).await;
             }
         }
     }

@@ -17,9 +17,12 @@ pub struct Netlink {
     pub(super) handle: Handle,
 }
 
-/// A connection that also receives the notifications of `groups`.
+/// Notifications of `groups` from one namespace. Only a wake-up: under a
+/// burst (thirty pods at once) the kernel drops notifications when the
+/// socket's buffer fills, and would drop a reply sent to it too, so queries
+/// go over an ordinary connection.
 pub struct Subscription {
-    pub(super) netlink: Netlink,
+    _connection: Netlink,
     pub(super) events: futures::channel::mpsc::UnboundedReceiver<(
         netlink_packet_core::NetlinkMessage<netlink_packet_route::RouteNetlinkMessage>,
         SocketAddr,
@@ -30,7 +33,7 @@ impl Netlink {
     /// Connect to `ns`; `None` is the namespace this process runs in.
     /// Must be called inside the tokio runtime.
     pub fn connect(ns: Option<&Netns>) -> io::Result<Netlink> {
-        Ok(Self::open(ns, 0)?.netlink)
+        Ok(Self::open(ns, 0)?._connection)
     }
 
     /// Connect to `ns` and subscribe to the multicast `groups` bitmask.
@@ -43,6 +46,9 @@ impl Netlink {
         let make = move || -> io::Result<Socket> {
             let mut socket = Socket::new(NETLINK_ROUTE)?;
             socket.bind(&SocketAddr::new(0, groups))?;
+            if groups != 0 {
+                socket.set_rx_buf_sz(1usize << 20)?;
+            }
             Ok(socket)
         };
         let socket = match ns {
@@ -54,11 +60,34 @@ impl Netlink {
         let (conn, handle, events) = rtnetlink::from_socket(socket);
         tokio::spawn(conn);
         Ok(Subscription {
-            netlink: Netlink { handle },
+            _connection: Netlink { handle },
             events,
         })
     }
 }
+
+/// The longest any one netlink request may take. The kernel answers in
+/// microseconds; a reply that never comes must fail the CNI call, not hang
+/// the container runtime.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `request.within().await`: a netlink request bounded by
+/// `REQUEST_TIMEOUT`, as an `io::Result` with the kernel's errno.
+pub trait Bounded<T>: std::future::Future<Output = Result<T, rtnetlink::Error>> + Sized {
+    fn within(self) -> impl std::future::Future<Output = io::Result<T>> {
+        async move {
+            match tokio::time::timeout(REQUEST_TIMEOUT, self).await {
+                Ok(r) => r.map_err(to_io),
+                Err(_) => Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no answer from the kernel (netlink request timed out)",
+                )),
+            }
+        }
+    }
+}
+
+impl<T, F: std::future::Future<Output = Result<T, rtnetlink::Error>>> Bounded<T> for F {}
 
 /// A netlink failure as an `io::Error` carrying the kernel's errno, so
 /// callers can tell ENODEV from EEXIST.

@@ -18,7 +18,6 @@
 use ipnetwork::IpNetwork;
 use nftables::batch::Batch;
 use nftables::expr::{Expression, NamedExpression, Payload, PayloadField, Prefix};
-use nftables::helper::{self, NftablesError};
 use nftables::schema::{Chain, NfListObject, NfObject, Rule, Table};
 use nftables::stmt::{Match, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
@@ -51,31 +50,113 @@ pub fn owner_comment(network: &str, container_id: &str) -> String {
 /// multicast. One atomic batch: table, chain and rules together.
 pub fn masquerade(network: &str, container_id: &str, addrs: &[IpNetwork]) -> io::Result<()> {
     let comment = owner_comment(network, container_id);
-    let mut batch = Batch::new();
-    batch.add(NfListObject::Table(Table {
-        family: NfFamily::INet,
-        name: TABLE.into(),
-        handle: None,
-    }));
-    batch.add(NfListObject::Chain(Chain {
-        family: NfFamily::INet,
-        table: TABLE.into(),
-        name: CHAIN.into(),
-        _type: Some(NfChainType::NAT),
-        hook: Some(NfHook::Postrouting),
-        prio: Some(SRCNAT),
-        policy: Some(NfChainPolicy::Accept),
-        ..Default::default()
-    }));
-    for addr in addrs {
-        batch.add(NfListObject::Rule(masquerade_rule(addr, &comment)));
+    let rules: Vec<NfListObject> = addrs
+        .iter()
+        .map(|a| NfListObject::Rule(masquerade_rule(a, &comment)))
+        .collect();
+    // Declaring the NAT base chain makes the kernel re-register its hook
+    // (~15 ms here) even when it exists, so the chain is declared only when
+    // appending to it finds it missing: on the first ADD of a node.
+    match apply(rules.clone()) {
+        Err(NftError::Missing(_)) => {
+            let mut with_chain = vec![
+                NfListObject::Table(Table {
+                    family: NfFamily::INet,
+                    name: TABLE.into(),
+                    handle: None,
+                }),
+                NfListObject::Chain(Chain {
+                    family: NfFamily::INet,
+                    table: TABLE.into(),
+                    name: CHAIN.into(),
+                    _type: Some(NfChainType::NAT),
+                    hook: Some(NfHook::Postrouting),
+                    prio: Some(SRCNAT),
+                    policy: Some(NfChainPolicy::Accept),
+                    ..Default::default()
+                }),
+            ];
+            with_chain.extend(rules);
+            Ok(apply(with_chain)?)
+        }
+        other => Ok(other?),
     }
-    helper::apply_ruleset_with_args(
-        &batch.to_nftables(),
-        Some(nft_program()),
-        helper::DEFAULT_ARGS,
-    )
-    .map_err(nft_error)
+}
+
+/// What nft says when a table or chain does not exist.
+const MISSING: &str = "No such file or directory";
+
+/// Add `objects` in one batch: one transaction, one nft process.
+fn apply(objects: Vec<NfListObject<'static>>) -> Result<(), NftError> {
+    let mut batch = Batch::new();
+    for o in objects {
+        batch.add(o);
+    }
+    submit(batch)
+}
+
+fn submit(batch: Batch) -> Result<(), NftError> {
+    let json =
+        serde_json::to_string(&batch.to_nftables()).expect("nftables JSON always serializes");
+    run_nft(&["-f", "-"], Some(&json)).map(drop)
+}
+
+/// A failed nft run, with what nft said.
+#[derive(Debug)]
+enum NftError {
+    /// The table or chain does not exist.
+    Missing(String),
+    Failed(String),
+    Exec(io::Error),
+}
+
+impl From<NftError> for io::Error {
+    fn from(e: NftError) -> io::Error {
+        match e {
+            NftError::Missing(m) | NftError::Failed(m) => io::Error::other(format!("nft: {m}")),
+            NftError::Exec(e) => io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot run {}: {e} (install nftables, or set WASM_CNI_NFT)",
+                    nft_program()
+                ),
+            ),
+        }
+    }
+}
+
+/// Run `nft -j ARGS`, with `stdin` if given. Written here rather than
+/// through the nftables crate's helpers: those let nft's stderr through to
+/// ours and return an empty message, and the message is how a missing
+/// chain is told from a real failure (and what an operator needs to read).
+fn run_nft(args: &[&str], stdin: Option<&str>) -> Result<String, NftError> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(nft_program())
+        .arg("-j")
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(NftError::Exec)?;
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(input.as_bytes()).map_err(NftError::Exec)?;
+    }
+    let out = child.wait_with_output().map_err(NftError::Exec)?;
+    if out.status.success() {
+        return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+    }
+    let said = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    Err(if said.contains(MISSING) {
+        NftError::Missing(said)
+    } else {
+        NftError::Failed(said)
+    })
 }
 
 fn masquerade_rule(addr: &IpNetwork, comment: &str) -> Rule<'static> {
@@ -126,20 +207,14 @@ fn prefix(addr: String, len: u8) -> Expression<'static> {
 /// masquerades (source address, subnet prefix length).
 fn owned_rules(network: &str, container_id: &str) -> io::Result<Vec<(u32, Option<IpNetwork>)>> {
     let comment = owner_comment(network, container_id);
-    let listed = helper::get_current_ruleset_with_args(
-        Some(nft_program()),
-        ["list", "chain", "inet", TABLE, CHAIN],
-    );
-    let ruleset = match listed {
-        Ok(r) => r,
+    let listed = match run_nft(&["list", "chain", "inet", TABLE, CHAIN], None) {
+        Ok(json) => json,
         // No table or chain yet: nothing of ours.
-        Err(NftablesError::NftFailed { stderr, .. })
-            if stderr.contains("No such file or directory") =>
-        {
-            return Ok(Vec::new());
-        }
-        Err(e) => return Err(nft_error(e)),
+        Err(NftError::Missing(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
     };
+    let ruleset: nftables::schema::Nftables = serde_json::from_str(&listed)
+        .map_err(|e| io::Error::other(format!("nft printed JSON we cannot read: {e}")))?;
     Ok(ruleset
         .objects
         .iter()
@@ -199,12 +274,7 @@ pub fn remove(network: &str, container_id: &str) -> io::Result<usize> {
             ..Default::default()
         }));
     }
-    helper::apply_ruleset_with_args(
-        &batch.to_nftables(),
-        Some(nft_program()),
-        helper::DEFAULT_ARGS,
-    )
-    .map_err(nft_error)?;
+    submit(batch)?;
     Ok(rules.len())
 }
 
@@ -222,29 +292,6 @@ fn nft_program() -> &'static str {
             .unwrap_or("nft")
             .to_string()
     })
-}
-
-fn nft_error(e: NftablesError) -> io::Error {
-    match e {
-        NftablesError::NftFailed {
-            program,
-            hint,
-            stderr,
-            ..
-        } => io::Error::other(format!(
-            "{} failed while {hint}: {}",
-            program.to_string_lossy(),
-            stderr.trim()
-        )),
-        NftablesError::NftExecution { program, inner } => io::Error::new(
-            inner.kind(),
-            format!(
-                "cannot run {}: {inner} (install nftables, or set WASM_CNI_NFT)",
-                program.to_string_lossy()
-            ),
-        ),
-        other => io::Error::other(other.to_string()),
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Routes in one table.
 
-use super::netlink::{Netlink, to_io};
+use super::netlink::{Bounded, Netlink};
 use futures::TryStreamExt;
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::route::{
@@ -144,8 +144,8 @@ impl Netlink {
                 .get(query)
                 .execute()
                 .try_collect()
-                .await
-                .map_err(to_io)?;
+                .within()
+                .await?;
             out.extend(
                 msgs.into_iter()
                     .filter_map(RouteSpec::from_message)
@@ -160,8 +160,8 @@ impl Netlink {
             .route()
             .add(route.to_message())
             .execute()
+            .within()
             .await
-            .map_err(to_io)
     }
 
     pub async fn route_del(&self, route: &RouteSpec) -> io::Result<()> {
@@ -169,7 +169,7 @@ impl Netlink {
             .route()
             .del(route.to_message())
             .execute()
+            .within()
             .await
-            .map_err(to_io)
     }
 }

@@ -120,10 +120,19 @@ impl Runtime {
         let linker = get_linker(&self.interface_linker, || {
             linker::interface_linker(&self.engine)
         })?;
-        let outcome = invoke(&mut store, linker, module, call, command).await;
+        let mut outcome = invoke(&mut store, linker, module, call, command).await;
+        // Changes the guest started are part of its answer.
+        let firewall = store.data_mut().firewall.finish().await;
+        crate::log::debug("firewall changes done");
+        if let Err(e) = firewall {
+            match outcome {
+                Ok(_) => outcome = Err(CniError::plugin(e)),
+                Err(_) => crate::log::error(&e),
+            }
+        }
         if command == Command::Add && outcome.is_err() {
             let s = store.data_mut();
-            let mut failures = s.firewall.rollback();
+            let mut failures = s.firewall.rollback().await;
             failures.extend(s.ipam.rollback().await);
             failures.extend(s.net.rollback().await);
             return Err(with_rollback_failures(outcome.unwrap_err(), failures));
@@ -231,6 +240,7 @@ async fn invoke_export<T: Send + 'static>(
                 module.path.display()
             ))
         })?;
+    crate::log::debug(&format!("{name}: instantiated"));
     let plugin = bindings::Plugins::new(&mut *store, &instance).map_err(|e| {
         CniError::module(format!(
             "{name} does not export wasm-cni:plugin/plugin@0.1.0: {e:#}"
@@ -255,6 +265,7 @@ async fn invoke_export<T: Send + 'static>(
             )));
         }
     };
+    crate::log::debug(&format!("{name}: {} returned", command.as_str()));
     match returned {
         Ok(Ok(Some(result))) => convert::result_from_wit(result).map(Some).map_err(|e| {
             CniError::plugin(format!("plugin {name} returned an invalid result: {e}"))

@@ -1,0 +1,246 @@
+//! ADD and DEL latency of wasm-cni beside the reference plugins
+//! (/usr/lib/cni), on this machine, in the same run, warm caches. Root.
+//!
+//!   cargo bench -p wasm-cni-tests --bench latency     (BENCH_ROUNDS=25)
+//!
+//! Build first as tests/run.sh does. Each plugin call is timed from fork
+//! to exit. The child enters the sandbox's host namespace and a private
+//! /var/lib itself (no `ip netns exec` in the measurement). "direct" execs
+//! the plugin as a runtime does; "cnitool" goes through libcni.
+
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use wasm_cni_tests::{Sandbox, cnitool, install, reference_plugins, root_or_skip};
+
+struct Impl {
+    label: &'static str,
+    plugin: PathBuf,
+    cni_path: String,
+    network: &'static str,
+    config: String,
+}
+
+fn config(name: &str, bridge: &str, subnet: &str) -> String {
+    format!(
+        r#"{{"cniVersion":"0.3.1","name":"{name}","type":"bridge","bridge":"{bridge}","isGateway":true,"ipMasq":true,
+ "ipam":{{"type":"host-local","subnet":"{subnet}","routes":[{{"dst":"0.0.0.0/0"}}]}}}}"#
+    )
+}
+
+/// A command that, between fork and exec, enters `host` and mounts
+/// `varlib` over /var/lib in a private mount namespace.
+fn in_sandbox(mut c: Command, host: &Path, varlib: &Path) -> Command {
+    let host = std::fs::File::open(host).unwrap();
+    let varlib = varlib.to_path_buf();
+    unsafe {
+        c.pre_exec(move || {
+            use rustix::mount::{MountPropagationFlags, mount_bind, mount_change};
+            use rustix::thread::{
+                LinkNameSpaceType, UnshareFlags, move_into_link_name_space, unshare_unsafe,
+            };
+            move_into_link_name_space(host.as_fd(), Some(LinkNameSpaceType::Network))?;
+            unshare_unsafe(UnshareFlags::NEWNS)?;
+            mount_change(
+                "/",
+                MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
+            )?;
+            mount_bind(&varlib, "/var/lib")?;
+            Ok(())
+        });
+    }
+    c
+}
+
+fn timed(mut c: Command, stdin: &str) -> Duration {
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let start = Instant::now();
+    let mut child = c.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let took = start.elapsed();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    took
+}
+
+struct Runner<'a> {
+    sb: &'a Sandbox,
+    host: PathBuf,
+}
+
+impl Runner<'_> {
+    fn direct(&self, imp: &Impl, op: &str, id: &str, netns: &Path) -> Command {
+        let mut c = in_sandbox(Command::new(&imp.plugin), &self.host, self.sb.varlib.path());
+        c.env("CNI_COMMAND", op)
+            .env("CNI_CONTAINERID", id)
+            .env("CNI_NETNS", netns)
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", &imp.cni_path)
+            .env("WASM_CNI_MODULE_PATH", &install().wasm);
+        c
+    }
+
+    fn cnitool(&self, tool: &Path, conf_dir: &Path, imp: &Impl, op: &str, netns: &Path) -> Command {
+        let mut c = in_sandbox(Command::new(tool), &self.host, self.sb.varlib.path());
+        c.args([
+            op.to_lowercase().as_str(),
+            imp.network,
+            netns.to_str().unwrap(),
+        ])
+        .env("NETCONFPATH", conf_dir)
+        .env("CNI_PATH", &imp.cni_path)
+        .env("WASM_CNI_MODULE_PATH", &install().wasm);
+        c
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn summary(mut v: Vec<Duration>) -> String {
+    v.sort();
+    let pick = |q: f64| ms(v[((v.len() - 1) as f64 * q).round() as usize]);
+    format!("{:7.1} {:7.1} {:7.1}", pick(0.5), pick(0.9), pick(0.0))
+}
+
+fn main() {
+    if !root_or_skip("latency benchmark") {
+        return;
+    }
+    let Some(reference) = reference_plugins() else {
+        eprintln!(
+            "SKIPPED: the reference plugins are not in /usr/lib/cni (tests/setup.sh --interop installs them)"
+        );
+        return;
+    };
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(25);
+    let parallel = 30;
+    let impls = [
+        Impl {
+            label: "wasm-cni",
+            plugin: install().bin.join("bridge"),
+            cni_path: install().bin.display().to_string(),
+            network: "wasmnet",
+            config: config("wasmnet", "wbr0", "10.201.0.0/16"),
+        },
+        Impl {
+            label: "reference",
+            plugin: reference.join("bridge"),
+            cni_path: reference.display().to_string(),
+            network: "refnet",
+            config: config("refnet", "rbr0", "10.202.0.0/16"),
+        },
+    ];
+    let mut sb = Sandbox::new("bench");
+    let per_impl = rounds.max(parallel);
+    let netns: Vec<Vec<PathBuf>> = (0..impls.len())
+        .map(|i| {
+            (0..per_impl)
+                .map(|n| sb.container(&format!("{i}x{n}")))
+                .collect()
+        })
+        .collect();
+    let run = Runner {
+        sb: &sb,
+        host: sb.ns_path("host"),
+    };
+    let conf_dir = tempfile::tempdir().unwrap();
+    for imp in &impls {
+        std::fs::write(
+            conf_dir.path().join(format!("{}.conf", imp.network)),
+            &imp.config,
+        )
+        .unwrap();
+    }
+
+    println!(
+        "CNI ADD/DEL latency, ms (median p90 min), {rounds} rounds, warm caches, one 2-core VM"
+    );
+    println!(
+        "reference: containernetworking-plugins in {}\n",
+        reference.display()
+    );
+    println!(
+        "{:<9} {:<10} {:>23}   {:>23}",
+        "how", "plugin", "ADD", "DEL"
+    );
+    // Warm up: wasm-cni's compiled-module cache, the page cache for all.
+    for (i, imp) in impls.iter().enumerate() {
+        timed(run.direct(imp, "ADD", "warm", &netns[i][0]), &imp.config);
+        timed(run.direct(imp, "DEL", "warm", &netns[i][0]), &imp.config);
+    }
+    let mut modes: Vec<&str> = vec!["direct"];
+    let tool = cnitool();
+    if tool.is_some() {
+        modes.push("cnitool");
+    }
+    for mode in modes {
+        for (i, imp) in impls.iter().enumerate() {
+            let (mut adds, mut dels) = (Vec::new(), Vec::new());
+            for n in 0..rounds {
+                let ns = &netns[i][n];
+                let (add, del) = match mode {
+                    "direct" => {
+                        let id = format!("bench-{n}");
+                        (
+                            run.direct(imp, "ADD", &id, ns),
+                            run.direct(imp, "DEL", &id, ns),
+                        )
+                    }
+                    _ => {
+                        let t = tool.as_deref().unwrap();
+                        (
+                            run.cnitool(t, conf_dir.path(), imp, "ADD", ns),
+                            run.cnitool(t, conf_dir.path(), imp, "DEL", ns),
+                        )
+                    }
+                };
+                adds.push(timed(add, &imp.config));
+                dels.push(timed(del, &imp.config));
+            }
+            println!(
+                "{:<9} {:<10} {}   {}",
+                mode,
+                imp.label,
+                summary(adds),
+                summary(dels)
+            );
+        }
+    }
+
+    println!("\n{parallel} containers at once (direct), wall time, ms:");
+    for (i, imp) in impls.iter().enumerate() {
+        let wall = |op: &str| {
+            let start = Instant::now();
+            std::thread::scope(|s| {
+                for n in 0..parallel {
+                    let c = run.direct(imp, op, &format!("par-{n}"), &netns[i][n]);
+                    s.spawn(move || timed(c, &imp.config));
+                }
+            });
+            ms(start.elapsed())
+        };
+        let add = wall("ADD");
+        let del = wall("DEL");
+        println!("{:<10} ADD {add:7.0}   DEL {del:7.0}", imp.label);
+    }
+}
