@@ -144,6 +144,35 @@ fn del_after_the_netns_is_gone_still_releases_everything() {
 }
 
 #[test]
+fn del_with_a_stale_netns_file_still_releases_everything() {
+    if !root_or_skip("del_with_a_stale_netns_file") {
+        return;
+    }
+    let mut sb = Sandbox::new("stale");
+    let c1 = sb.container("c1");
+    sb.cni("bridge", "ADD", "c1", Some(&c1), "eth0", CLASSIC)
+        .ok();
+    sb.remove_container("c1");
+    // What a torn-down sandbox often leaves: its netns path, unmounted.
+    let stale = tempfile::NamedTempFile::new().unwrap();
+    sb.cni("bridge", "DEL", "c1", Some(stale.path()), "eth0", CLASSIC)
+        .ok();
+    assert!(sb.ip_files("mynet").is_empty());
+    assert_eq!(sb.masquerade_rules(), 0);
+    // ADD still refuses it, with the environment error.
+    let e = sb
+        .cni("bridge", "ADD", "c2", Some(stale.path()), "eth0", CLASSIC)
+        .err(4);
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap()
+            .contains("not a usable network namespace"),
+        "{e}"
+    );
+}
+
+#[test]
 fn del_when_add_never_ran_succeeds() {
     if !root_or_skip("del_when_add_never_ran") {
         return;

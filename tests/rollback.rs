@@ -97,3 +97,52 @@ fn native_ipam_plugins_are_executed_from_cni_path() {
     .ok();
     assert!(sb.host_veths().is_empty());
 }
+
+#[test]
+fn a_held_ipam_lock_is_try_again_later_not_a_hang() {
+    if !root_or_skip("a_held_ipam_lock_is_try_again_later") {
+        return;
+    }
+    let mut sb = Sandbox::new("locked");
+    let c1 = sb.container("c1");
+    // Another process (here, this test) keeps the network's lock.
+    let dir = sb.state_dir("mynet");
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = std::fs::File::create(dir.join("lock")).unwrap();
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    let start = std::time::Instant::now();
+    let out = sb.cni_env(
+        "bridge",
+        "ADD",
+        "c1",
+        Some(&c1),
+        "eth0",
+        wasm_cni_tests::CLASSIC,
+        &[("WASM_CNI_TIMEOUT", "4")],
+    );
+    let e = out.err(11);
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap()
+            .contains("locked by another process"),
+        "{e}"
+    );
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(4),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(sb.link("c1", "eth0").is_none());
+    assert!(sb.host_veths().is_empty());
+    drop(lock);
+    sb.cni(
+        "bridge",
+        "ADD",
+        "c1",
+        Some(&c1),
+        "eth0",
+        wasm_cni_tests::CLASSIC,
+    )
+    .ok();
+}

@@ -79,6 +79,40 @@ fn a_trap_halfway_through_add_is_undone() {
 }
 
 #[test]
+fn a_sleeping_guest_is_stopped_at_the_deadline_and_undone() {
+    if !root_or_skip("a_sleeping_guest_is_stopped_at_the_deadline") {
+        return;
+    }
+    let mut sb = Sandbox::new("sleep");
+    let c1 = sb.container("c1");
+    let start = Instant::now();
+    let out = sb.cni_env(
+        "misbehave",
+        "ADD",
+        "c1",
+        Some(&c1),
+        "eth0",
+        &misbehave("sleep-after-veth"),
+        &[("WASM_CNI_TIMEOUT", "2")],
+    );
+    let e = out.err(100);
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap()
+            .contains("did not finish in time"),
+        "{e}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "stopped after {:?}",
+        start.elapsed()
+    );
+    assert!(sb.link("c1", "eth0").is_none(), "its veth was deleted");
+    assert!(sb.host_veths().is_empty());
+}
+
+#[test]
 fn memory_is_bounded() {
     if !root_or_skip("memory_is_bounded") {
         return;

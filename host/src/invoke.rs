@@ -4,12 +4,13 @@
 use crate::cni::error::code;
 use crate::cni::version::{self, LATEST};
 use crate::cni::{Call, CniEnv, CniError, Command, NetConf};
-use crate::runtime::Runtime;
 use crate::runtime::cache::DEFAULT_CACHE_DIR;
 use crate::runtime::resolve::ModulePath;
+use crate::runtime::{Deadlines, Runtime};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The name this binary is installed under; called by it, the config's
 /// `plugin` key names the module. Called through a link with another name
@@ -75,6 +76,9 @@ fn run(
         .get("WASM_CNI_CACHE_DIR")
         .filter(|d| !d.is_empty())
         .map_or(PathBuf::from(DEFAULT_CACHE_DIR), PathBuf::from);
+    let deadlines = Deadlines::new(call_timeout(
+        vars.get("WASM_CNI_TIMEOUT").map(String::as_str),
+    )?);
     let command = env.command;
     let call = Arc::new(Call { env, conf });
 
@@ -84,7 +88,7 @@ fn run(
         .build()
         .map_err(|e| CniError::host(format!("cannot start the I/O runtime: {e}")))?;
     rt.block_on(async {
-        let runtime = Runtime::new(modules, &cache_dir)?;
+        let runtime = Runtime::new(modules, &cache_dir, deadlines)?;
         crate::log::debug("engine ready");
         let module = runtime.load(&plugin)?.ok_or_else(|| {
             CniError::config(format!(
@@ -98,6 +102,22 @@ fn run(
             .map(|r| r.to_json(call.conf.cni_version))
             .unwrap_or_default())
     })
+}
+
+/// The longest a CNI call may take by default; runtimes wait minutes.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 60;
+
+/// `WASM_CNI_TIMEOUT`, in whole seconds (1 to 3600).
+fn call_timeout(value: Option<&str>) -> Result<Duration, CniError> {
+    let Some(v) = value.filter(|v| !v.is_empty()) else {
+        return Ok(Duration::from_secs(DEFAULT_TIMEOUT_SECS));
+    };
+    match v.parse::<u64>() {
+        Ok(s @ 1..=3600) => Ok(Duration::from_secs(s)),
+        _ => Err(CniError::env(format!(
+            "WASM_CNI_TIMEOUT must be whole seconds from 1 to 3600, got {v:?}"
+        ))),
+    }
 }
 
 fn plugin_name(argv0: &str, conf: &NetConf) -> Result<String, CniError> {

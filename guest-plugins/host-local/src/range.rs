@@ -107,6 +107,17 @@ impl Range {
         if to_u128(start) > to_u128(end) {
             return Err(format!("RangeStart {start} is after RangeEnd {end}"));
         }
+        // The reference accepts these and then hands them out.
+        if start == subnet.network() {
+            return Err(format!(
+                "RangeStart {start} is the network address of {subnet}"
+            ));
+        }
+        if subnet.is_ipv4() && end == subnet.broadcast() {
+            return Err(format!(
+                "RangeEnd {end} is the broadcast address of {subnet}"
+            ));
+        }
         Ok(Range {
             subnet,
             start,
@@ -299,6 +310,20 @@ mod tests {
             (raw("fd00::/127"), "too small"),
             (raw("10.0.0.1/24"), "host bits"),
             (raw("nonsense"), "invalid subnet"),
+            (
+                RawRange {
+                    range_start: Some("10.0.0.0".into()),
+                    ..raw("10.0.0.0/24")
+                },
+                "network address",
+            ),
+            (
+                RawRange {
+                    range_end: Some("10.0.0.255".into()),
+                    ..raw("10.0.0.0/24")
+                },
+                "broadcast address",
+            ),
             (
                 RawRange {
                     range_start: Some("10.0.1.5".into()),

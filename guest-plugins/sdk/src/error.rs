@@ -59,6 +59,7 @@ impl Error {
             Error::AlreadyExists(m) => format!("already exists: {m}"),
             Error::Denied(m) => format!("denied: {m}"),
             Error::Invalid(m) => format!("invalid: {m}"),
+            Error::Busy(m) => format!("busy: {m}"),
             Error::Other(m) => m.clone(),
         }
     }
@@ -71,6 +72,7 @@ impl Error {
     pub fn context(self, what: impl fmt::Display) -> CniError {
         let code = match self {
             Error::Invalid(_) => codes::INVALID_CONFIG,
+            Error::Busy(_) => codes::TRY_AGAIN_LATER,
             _ => codes::PLUGIN_FAILED,
         };
         CniError::new(code, format!("{what}: {}", self.describe()))
@@ -78,7 +80,8 @@ impl Error {
 }
 
 /// `link::get(...).context("find bridge mybridge")?`: a capability error
-/// becomes a CNI error saying what was being done.
+/// becomes a CNI error saying what was being done: `invalid` is code 7,
+/// `busy` code 11 (try again later), the rest code 100.
 pub trait CapResultExt<T> {
     fn context(self, what: impl fmt::Display) -> Result<T, CniError>;
 }

@@ -41,13 +41,17 @@ impl CapError {
     pub fn invalid(msg: impl fmt::Display) -> Self {
         CapError::Guest(types::Error::Invalid(msg.to_string()))
     }
+    pub fn busy(msg: impl fmt::Display) -> Self {
+        CapError::Guest(types::Error::Busy(msg.to_string()))
+    }
     pub fn other(msg: impl fmt::Display) -> Self {
         CapError::Guest(types::Error::Other(msg.to_string()))
     }
 
     /// A kernel or disk failure, classified by errno so the guest can act
     /// on it (`not-found` on ENODEV/ENOENT/ESRCH/EADDRNOTAVAIL, `already-exists`
-    /// on EEXIST, `invalid` on EINVAL/ERANGE).
+    /// on EEXIST, `invalid` on EINVAL/ERANGE, `busy` on EAGAIN/EBUSY and
+    /// timeouts).
     pub fn io(what: impl fmt::Display, e: io::Error) -> Self {
         use rustix::io::Errno;
         let msg = format!("{what}: {e}");
@@ -57,7 +61,9 @@ impl CapError {
             }
             Some(Errno::EXIST) => CapError::exists(msg),
             Some(Errno::INVAL | Errno::RANGE) => CapError::invalid(msg),
+            Some(Errno::AGAIN | Errno::BUSY) => CapError::busy(msg),
             _ if e.kind() == io::ErrorKind::NotFound => CapError::not_found(msg),
+            _ if e.kind() == io::ErrorKind::TimedOut => CapError::busy(msg),
             _ => CapError::other(msg),
         }
     }
@@ -82,6 +88,7 @@ impl fmt::Display for CapError {
             | CapError::Guest(types::Error::AlreadyExists(m))
             | CapError::Guest(types::Error::Denied(m))
             | CapError::Guest(types::Error::Invalid(m))
+            | CapError::Guest(types::Error::Busy(m))
             | CapError::Guest(types::Error::Other(m)) => f.write_str(m),
             CapError::Trap(e) => write!(f, "{e}"),
         }

@@ -108,9 +108,12 @@ impl NetCtx {
             netns: Some(netns),
             netlink: None,
         };
-        // Entering it proves it is a network namespace.
+        // Entering it proves it is a network namespace. After a sandbox is
+        // torn down its bind mount is often left as a plain file: for the
+        // container capability that namespace is gone (`not-found`), so a
+        // DEL can still release everything (the reference fails there).
         ns.netlink().map_err(|e| {
-            CapError::invalid(format!(
+            CapError::not_found(format!(
                 "CNI_NETNS {} is not a usable network namespace: {e}",
                 path.display()
             ))

@@ -11,6 +11,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::time::Instant;
 use wasmtime::component::Resource;
 
 /// The WIT `lock` resource; the held lock itself lives in `StoreCtx`.
@@ -23,18 +25,25 @@ const LOCK_FILE: &str = "lock";
 pub struct StoreCtx {
     dir: PathBuf,
     lock: Option<File>,
+    /// Give up waiting for the lock then: the holder may be stuck, and a
+    /// blocking flock would hang every ADD on the node with it.
+    lock_deadline: Instant,
     /// Entries created in this call, to remove if the ADD fails.
     created: Vec<(String, String)>,
 }
 
+/// The longest pause between two tries for the lock.
+const LOCK_POLL_MAX: Duration = Duration::from_millis(25);
+
 impl StoreCtx {
     /// The store of `network` under `data_dir` (already validated: an
     /// absolute path, and a network name with no `/`).
-    pub fn new(data_dir: Option<&Path>, network: &str) -> Self {
+    pub fn new(data_dir: Option<&Path>, network: &str, lock_deadline: Instant) -> Self {
         let root = data_dir.unwrap_or(Path::new(DEFAULT_DATA_DIR));
         StoreCtx {
             dir: root.join(network),
             lock: None,
+            lock_deadline,
             created: Vec::new(),
         }
     }
@@ -72,19 +81,11 @@ impl StoreCtx {
     }
 
     /// Undo a failed ADD: remove the entries it created, if they still
-    /// hold what it wrote.
+    /// hold what it wrote. No lock needed: an entry that exists is claimed,
+    /// nobody else writes it, and these are ours.
     pub fn rollback(&mut self) -> Vec<String> {
         let created = std::mem::take(&mut self.created);
-        if created.is_empty() {
-            return Vec::new();
-        }
         let mut failures = Vec::new();
-        let held = self.lock.is_some();
-        if !held {
-            if let Err(e) = self.lock_dir() {
-                failures.push(format!("lock {}: {e}", self.dir.display()));
-            }
-        }
         for (key, value) in created {
             let path = self.dir.join(&key);
             if fs::read_to_string(&path).is_ok_and(|v| v == value) {
@@ -93,26 +94,48 @@ impl StoreCtx {
                 }
             }
         }
-        if !held {
-            self.lock = None;
-        }
         failures
     }
 
-    fn lock_dir(&mut self) -> io::Result<()> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(&self.dir)?;
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .mode(0o600)
-            .open(self.dir.join(LOCK_FILE))?;
-        flock(&f, FlockOperation::LockExclusive)?;
-        self.lock = Some(f);
-        Ok(())
+    /// Take the lock, polling (with backoff) until the deadline.
+    async fn lock_dir(&mut self) -> CapResult<()> {
+        let open = || -> io::Result<File> {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(&self.dir)?;
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .mode(0o600)
+                .open(self.dir.join(LOCK_FILE))
+        };
+        let f = open().map_err(|e| self.io("open the lock", e))?;
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match flock(&f, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => {
+                    self.lock = Some(f);
+                    return Ok(());
+                }
+                Err(rustix::io::Errno::WOULDBLOCK)
+                    if Instant::now() + pause < self.lock_deadline =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(LOCK_POLL_MAX);
+                }
+                Err(rustix::io::Errno::WOULDBLOCK) => {
+                    return Err(CapError::busy(format!(
+                        "the IPAM store {} is locked by another process (waited {} ms)",
+                        self.dir.display(),
+                        started.elapsed().as_millis()
+                    )));
+                }
+                Err(e) => return Err(self.io("lock", e.into())),
+            }
+        }
     }
 }
 
@@ -132,7 +155,7 @@ impl store::Host for StoreCtx {
                 "the store lock is already held by this plugin",
             ));
         }
-        self.lock_dir().map_err(|e| self.io("lock", e))?;
+        self.lock_dir().await?;
         Ok(Resource::new_own(0))
     }
 
@@ -239,15 +262,20 @@ mod tests {
 
     fn block_on<F: std::future::Future>(f: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread()
+            .enable_time()
             .build()
             .unwrap()
             .block_on(f)
     }
 
+    fn new_store(dir: &Path, net: &str) -> StoreCtx {
+        StoreCtx::new(Some(dir), net, Instant::now() + Duration::from_secs(5))
+    }
+
     #[test]
     fn entries_are_the_reference_files_byte_for_byte() {
         let tmp = tempfile::tempdir().unwrap();
-        let mut s = StoreCtx::new(Some(tmp.path()), "mynet");
+        let mut s = new_store(tmp.path(), "mynet");
         block_on(async {
             assert!(
                 s.create("10.244.0.2".into(), "c1\r\neth0".into())
@@ -300,7 +328,7 @@ mod tests {
     #[test]
     fn keys_cannot_escape_the_directory() {
         let tmp = tempfile::tempdir().unwrap();
-        let mut s = StoreCtx::new(Some(tmp.path()), "n");
+        let mut s = new_store(tmp.path(), "n");
         for bad in ["", "../x", "a/b", ".", "..", "lock", ".hidden", "a\0b"] {
             assert!(block_on(s.get(bad.into())).is_err(), "{bad:?}");
         }
@@ -309,7 +337,7 @@ mod tests {
     #[test]
     fn rollback_removes_only_what_this_call_wrote() {
         let tmp = tempfile::tempdir().unwrap();
-        let mut s = StoreCtx::new(Some(tmp.path()), "n");
+        let mut s = new_store(tmp.path(), "n");
         block_on(async {
             let _lock = s.acquire_lock().await.unwrap();
             s.create("10.0.0.2".into(), "c1\r\neth0".into())
@@ -328,12 +356,41 @@ mod tests {
     #[test]
     fn the_lock_excludes_other_processes_holders() {
         let tmp = tempfile::tempdir().unwrap();
-        let mut a = StoreCtx::new(Some(tmp.path()), "n");
+        let mut a = new_store(tmp.path(), "n");
         block_on(a.acquire_lock()).unwrap();
         // Another open file description (another process) cannot take it.
         let f = File::open(tmp.path().join("n/lock")).unwrap();
         assert!(flock(&f, FlockOperation::NonBlockingLockExclusive).is_err());
         a.lock = None;
         assert!(flock(&f, FlockOperation::NonBlockingLockExclusive).is_ok());
+    }
+
+    #[test]
+    fn a_lock_held_elsewhere_is_busy_at_the_deadline_not_a_hang() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut holder = new_store(tmp.path(), "n");
+        block_on(holder.acquire_lock()).unwrap();
+        let mut waiter = StoreCtx::new(
+            Some(tmp.path()),
+            "n",
+            Instant::now() + Duration::from_millis(200),
+        );
+        let start = std::time::Instant::now();
+        let e = block_on(waiter.acquire_lock()).unwrap_err();
+        assert!(
+            matches!(
+                e.guest(),
+                Some(crate::runtime::bindings::wasm_cni::plugin::types::Error::Busy(_))
+            ),
+            "{e}"
+        );
+        assert!(
+            start.elapsed() >= Duration::from_millis(150)
+                && start.elapsed() < Duration::from_secs(2)
+        );
+        // Once released, the next caller gets it.
+        holder.lock = None;
+        let mut next = new_store(tmp.path(), "n");
+        assert!(block_on(next.acquire_lock()).is_ok());
     }
 }

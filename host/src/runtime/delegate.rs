@@ -6,7 +6,6 @@
 use super::Runtime;
 use super::linker::Role;
 use crate::cni::{Call, CniError, CniResult, Command};
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -24,14 +23,15 @@ impl Runtime {
         };
         match self.load(ty)? {
             Some(module) if module.role == Role::Ipam => {
-                self.run_ipam(&module, call, command).await
+                self.run_ipam(&module, call, command, self.deadlines.ipam())
+                    .await
             }
             Some(module) => Err(CniError::module(format!(
                 "IPAM module {ty:?} ({}) targets the interface-plugin world; ipam.type must name an IPAM plugin",
                 module.path.display()
             ))),
             None => match find_in_cni_path(call, ty)? {
-                Some(path) => exec_plugin(call, ty, &path, command),
+                Some(path) => exec_plugin(call, ty, &path, command, self.deadlines.ipam()).await,
                 // DEL must succeed when there is nothing left to undo, and a
                 // plugin that is not installed holds nothing we could
                 // release (the reference bridge fails here instead).
@@ -69,39 +69,49 @@ fn not_found(call: &Call, ty: &str) -> CniError {
     ))
 }
 
-fn exec_plugin(
+async fn exec_plugin(
     call: &Call,
     ty: &str,
     path: &Path,
     command: Command,
+    deadline: tokio::time::Instant,
 ) -> Result<Option<CniResult>, CniError> {
+    use tokio::io::AsyncWriteExt;
+    let io_error = |what: &str, e: std::io::Error| {
+        CniError::new(
+            crate::cni::error::code::IO_FAILURE,
+            format!("{what} {}: {e}", path.display()),
+        )
+    };
     crate::log::debug(&format!(
         "IPAM {}: exec {}",
         command.as_str(),
         path.display()
     ));
-    let mut child = std::process::Command::new(path)
+    let mut child = tokio::process::Command::new(path)
         .env("CNI_COMMAND", command.as_str())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // A plugin still running when the call gives up is not left behind.
+        .kill_on_drop(true)
         .spawn()
-        .map_err(|e| {
-            CniError::new(
-                crate::cni::error::code::IO_FAILURE,
-                format!("cannot run {}: {e}", path.display()),
-            )
-        })?;
+        .map_err(|e| io_error("cannot run", e))?;
     if let Some(mut stdin) = child.stdin.take() {
         // A plugin may exit without reading stdin; its answer tells.
-        let _ = stdin.write_all(call.conf.raw.as_bytes());
+        let _ = stdin.write_all(call.conf.raw.as_bytes()).await;
     }
-    let out = child.wait_with_output().map_err(|e| {
-        CniError::new(
-            crate::cni::error::code::IO_FAILURE,
-            format!("waiting for {}: {e}", path.display()),
-        )
-    })?;
+    let out = match tokio::time::timeout_at(deadline, child.wait_with_output()).await {
+        Ok(out) => out.map_err(|e| io_error("waiting for", e))?,
+        Err(_) => {
+            return Err(CniError::new(
+                crate::cni::error::code::TRY_AGAIN_LATER,
+                format!(
+                    "IPAM plugin {ty:?} did not answer in time and was stopped (WASM_CNI_TIMEOUT)"
+                ),
+            ));
+        }
+    };
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !stderr.trim().is_empty() {
         crate::log::info(&format!("[{ty}] {}", stderr.trim()));

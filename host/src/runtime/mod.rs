@@ -28,6 +28,7 @@ pub struct Runtime {
     engine: Engine,
     cache: Cache,
     modules: ModulePath,
+    deadlines: Deadlines,
     // Built on first use: a call needs one world, or two with wasm IPAM.
     interface_linker: OnceLock<Linker<InterfaceState>>,
     ipam_linker: OnceLock<Linker<IpamState>>,
@@ -42,8 +43,50 @@ pub struct Module {
     pub cache: Outcome,
 }
 
+/// How long a CNI call may take, and when its parts must give up, so each
+/// fails (and undoes its work) before the part that called it does. A
+/// guest's compute is bounded by fuel; this bounds its waiting (a WASI
+/// sleep, a slow IPAM plugin, a lock someone else keeps).
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    started: tokio::time::Instant,
+    limit: std::time::Duration,
+}
+
+impl Deadlines {
+    pub fn new(limit: std::time::Duration) -> Self {
+        Deadlines {
+            started: tokio::time::Instant::now(),
+            limit,
+        }
+    }
+
+    /// The whole call: the top-level plugin is stopped then.
+    pub fn call(&self) -> tokio::time::Instant {
+        self.started + self.limit
+    }
+
+    /// A delegated IPAM plugin: stopped at three quarters.
+    pub fn ipam(&self) -> tokio::time::Instant {
+        self.started + self.limit * 3 / 4
+    }
+
+    /// Waiting for the IPAM store's lock: given up at half.
+    pub fn lock(&self) -> tokio::time::Instant {
+        self.started + self.limit / 2
+    }
+
+    pub fn limit(&self) -> std::time::Duration {
+        self.limit
+    }
+}
+
 impl Runtime {
-    pub fn new(modules: ModulePath, cache_dir: &Path) -> Result<Arc<Runtime>, CniError> {
+    pub fn new(
+        modules: ModulePath,
+        cache_dir: &Path,
+        deadlines: Deadlines,
+    ) -> Result<Arc<Runtime>, CniError> {
         let engine = engine::new_engine()
             .map_err(|e| CniError::host(format!("cannot start wasmtime: {e:#}")))?;
         let cache = Cache::open(&engine, cache_dir);
@@ -51,6 +94,7 @@ impl Runtime {
             engine,
             cache,
             modules,
+            deadlines,
             interface_linker: OnceLock::new(),
             ipam_linker: OnceLock::new(),
         }))
@@ -98,7 +142,10 @@ impl Runtime {
     ) -> Result<Option<CniResult>, CniError> {
         match module.role {
             Role::Interface => self.run_interface(module, call, command).await,
-            Role::Ipam => self.run_ipam(module, call, command).await,
+            Role::Ipam => {
+                self.run_ipam(module, call, command, self.deadlines.call())
+                    .await
+            }
         }
     }
 
@@ -120,7 +167,15 @@ impl Runtime {
         let linker = get_linker(&self.interface_linker, || {
             linker::interface_linker(&self.engine)
         })?;
-        let mut outcome = invoke(&mut store, linker, module, call, command).await;
+        let mut outcome = invoke(
+            &mut store,
+            linker,
+            module,
+            call,
+            command,
+            self.deadlines.call(),
+        )
+        .await;
         // Changes the guest started are part of its answer.
         let firewall = store.data_mut().firewall.finish().await;
         crate::log::debug("firewall changes done");
@@ -145,15 +200,16 @@ impl Runtime {
         module: &Module,
         call: &Call,
         command: Command,
+        deadline: tokio::time::Instant,
     ) -> Result<Option<CniResult>, CniError> {
         let data_dir = call.conf.ipam.as_ref().and_then(|i| i.data_dir.as_deref());
         let state = IpamState::new(
-            StoreCtx::new(data_dir, &call.conf.name),
+            StoreCtx::new(data_dir, &call.conf.name, self.deadlines.lock()),
             LogCtx::new(&module.name),
         );
         let mut store = self.store(state, |s| &mut s.limits)?;
         let linker = get_linker(&self.ipam_linker, || linker::ipam_linker(&self.engine))?;
-        let outcome = invoke(&mut store, linker, module, call, command).await;
+        let outcome = invoke(&mut store, linker, module, call, command, deadline).await;
         if command == Command::Add && outcome.is_err() {
             let failures = store.data_mut().store.rollback();
             return Err(with_rollback_failures(outcome.unwrap_err(), failures));
@@ -194,8 +250,22 @@ async fn invoke<T: GuestOutput + Send + 'static>(
     module: &Module,
     call: &Call,
     command: Command,
+    deadline: tokio::time::Instant,
 ) -> Result<Option<CniResult>, CniError> {
-    let outcome = invoke_export(store, linker, module, call, command).await;
+    let outcome = match tokio::time::timeout_at(
+        deadline,
+        invoke_export(store, linker, module, call, command),
+    )
+    .await
+    {
+        Ok(outcome) => outcome,
+        // Dropping the call stops the guest where it waits; the store
+        // stays ours, so the caller can still undo what it did.
+        Err(_) => Err(CniError::plugin(format!(
+            "plugin {} did not finish in time and was stopped (WASM_CNI_TIMEOUT)",
+            module.name
+        ))),
+    };
     let printed = store.data().output().contents();
     let printed = String::from_utf8_lossy(&printed);
     for line in printed.lines() {

@@ -4,6 +4,8 @@
 //! - `spin`: loop forever (the host stops it by fuel);
 //! - `trap-after-veth`: create a veth, allocate an address, then panic
 //!   (the host must undo both);
+//! - `sleep-after-veth`: create a veth, then sleep for an hour (the host
+//!   stops it at the call's deadline and undoes the veth);
 //! - `memory`: grow memory without bound (the host's limit stops it);
 //! - `uplink`: try to change the node's link `uplink0` (denied);
 //! - `host-sysctl`: set a host sysctl outside the grant (denied);
@@ -52,6 +54,12 @@ impl Plugin for Misbehave {
                 link::create_veth(&c, &req.ifname, None, None, &host, None).context("veth")?;
                 ipam::add()?;
                 panic!("deliberate trap after creating a veth and allocating an address");
+            }
+            "sleep-after-veth" => {
+                let c = netns::container().context("container")?;
+                link::create_veth(&c, &req.ifname, None, None, &host, None).context("veth")?;
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+                unreachable!("slept an hour")
             }
             "memory" => {
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
