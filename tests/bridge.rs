@@ -3,14 +3,13 @@
 
 use serde_json::Value;
 use std::fs;
-use wasm_cni_tests::{CLASSIC, Sandbox, root_or_skip};
+use wasm_cni_tests::{CLASSIC, Sandbox};
 
 #[test]
 fn classic_config_two_containers() {
-    if !root_or_skip("classic_config_two_containers") {
+    let Some(mut sb) = Sandbox::for_test("classic_config_two_containers") else {
         return;
-    }
-    let mut sb = Sandbox::new("classic");
+    };
     let c1 = sb.container("c1");
     let c2 = sb.container("c2");
 
@@ -120,10 +119,9 @@ fn classic_config_two_containers() {
 
 #[test]
 fn del_after_the_netns_is_gone_still_releases_everything() {
-    if !root_or_skip("del_after_the_netns_is_gone") {
+    let Some(mut sb) = Sandbox::for_test("del_after_the_netns_is_gone") else {
         return;
-    }
-    let mut sb = Sandbox::new("nsgone");
+    };
     let c1 = sb.container("c1");
     sb.cni("bridge", "ADD", "c1", Some(&c1), "eth0", CLASSIC)
         .ok();
@@ -145,10 +143,9 @@ fn del_after_the_netns_is_gone_still_releases_everything() {
 
 #[test]
 fn del_with_a_stale_netns_file_still_releases_everything() {
-    if !root_or_skip("del_with_a_stale_netns_file") {
+    let Some(mut sb) = Sandbox::for_test("del_with_a_stale_netns_file") else {
         return;
-    }
-    let mut sb = Sandbox::new("stale");
+    };
     let c1 = sb.container("c1");
     sb.cni("bridge", "ADD", "c1", Some(&c1), "eth0", CLASSIC)
         .ok();
@@ -174,10 +171,9 @@ fn del_with_a_stale_netns_file_still_releases_everything() {
 
 #[test]
 fn del_when_add_never_ran_succeeds() {
-    if !root_or_skip("del_when_add_never_ran") {
+    let Some(mut sb) = Sandbox::for_test("del_when_add_never_ran") else {
         return;
-    }
-    let mut sb = Sandbox::new("neveradd");
+    };
     let c1 = sb.container("c1");
     sb.cni("bridge", "DEL", "never", Some(&c1), "eth0", CLASSIC)
         .ok();
@@ -186,10 +182,9 @@ fn del_when_add_never_ran_succeeds() {
 
 #[test]
 fn add_of_an_existing_interface_fails_and_changes_nothing() {
-    if !root_or_skip("add_of_an_existing_interface") {
+    let Some(mut sb) = Sandbox::for_test("add_of_an_existing_interface") else {
         return;
-    }
-    let mut sb = Sandbox::new("exists");
+    };
     let c1 = sb.container("c1");
     sb.cni("bridge", "ADD", "c1", Some(&c1), "eth0", CLASSIC)
         .ok();

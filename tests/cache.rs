@@ -4,7 +4,7 @@
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use wasm_cni_tests::{CLASSIC, Sandbox, root_or_skip};
+use wasm_cni_tests::{CLASSIC, Sandbox};
 
 fn artifacts(dir: &Path) -> Vec<(String, i64)> {
     let mut v: Vec<(String, i64)> = fs::read_dir(dir)
@@ -24,10 +24,9 @@ fn artifacts(dir: &Path) -> Vec<(String, i64)> {
 
 #[test]
 fn a_warm_add_compiles_nothing() {
-    if !root_or_skip("a_warm_add_compiles_nothing") {
+    let Some(mut sb) = Sandbox::for_test("a_warm_add_compiles_nothing") else {
         return;
-    }
-    let mut sb = Sandbox::new("cache");
+    };
     let c1 = sb.container("c1");
     let c2 = sb.container("c2");
     let debug = [("WASM_CNI_LOG", "debug")];
@@ -66,10 +65,9 @@ fn a_warm_add_compiles_nothing() {
 
 #[test]
 fn an_unsafe_cache_directory_is_not_used() {
-    if !root_or_skip("an_unsafe_cache_directory_is_not_used") {
+    let Some(mut sb) = Sandbox::for_test("an_unsafe_cache_directory_is_not_used") else {
         return;
-    }
-    let mut sb = Sandbox::new("cacheperm");
+    };
     let c1 = sb.container("c1");
     let open = tempfile::tempdir().unwrap();
     fs::set_permissions(open.path(), fs::Permissions::from_mode(0o777)).unwrap();
@@ -93,10 +91,9 @@ fn an_unsafe_cache_directory_is_not_used() {
 
 #[test]
 fn a_corrupt_artifact_is_replaced() {
-    if !root_or_skip("a_corrupt_artifact_is_replaced") {
+    let Some(mut sb) = Sandbox::for_test("a_corrupt_artifact_is_replaced") else {
         return;
-    }
-    let mut sb = Sandbox::new("corrupt");
+    };
     let c1 = sb.container("c1");
     let c2 = sb.container("c2");
     sb.cni("bridge", "ADD", "c1", Some(&c1), "eth0", CLASSIC)

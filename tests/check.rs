@@ -1,7 +1,7 @@
 //! CHECK against prevResult: passes on a healthy attachment, names what
 //! is missing otherwise.
 
-use wasm_cni_tests::{CLASSIC, Sandbox, root_or_skip};
+use wasm_cni_tests::{CLASSIC, Sandbox};
 
 fn with_prev(config: &str, prev: &serde_json::Value) -> String {
     let mut c: serde_json::Value = serde_json::from_str(config).unwrap();
@@ -11,10 +11,9 @@ fn with_prev(config: &str, prev: &serde_json::Value) -> String {
 
 #[test]
 fn check_finds_what_went_missing() {
-    if !root_or_skip("check_finds_what_went_missing") {
+    let Some(mut sb) = Sandbox::for_test("check_finds_what_went_missing") else {
         return;
-    }
-    let mut sb = Sandbox::new("check");
+    };
     let c1 = sb.container("c1");
     let conf = CLASSIC.replace("0.3.1", "0.4.0");
     let prev = sb

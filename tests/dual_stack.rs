@@ -2,7 +2,7 @@
 //! gateways on the bridge, both default routes, traffic in both families.
 
 use std::fs;
-use wasm_cni_tests::{Sandbox, root_or_skip};
+use wasm_cni_tests::Sandbox;
 
 const DUAL: &str = r#"{"cniVersion":"1.0.0","name":"dual","type":"bridge","bridge":"dualbr",
   "isGateway":true,"ipMasq":true,
@@ -12,10 +12,9 @@ const DUAL: &str = r#"{"cniVersion":"1.0.0","name":"dual","type":"bridge","bridg
 
 #[test]
 fn dual_stack_range_sets() {
-    if !root_or_skip("dual_stack_range_sets") {
+    let Some(mut sb) = Sandbox::for_test("dual_stack_range_sets") else {
         return;
-    }
-    let mut sb = Sandbox::new("dual");
+    };
     let c1 = sb.container("c1");
     let c2 = sb.container("c2");
     let r1 = sb

@@ -1,7 +1,7 @@
 //! The bridge plugin's options beyond the classic config.
 
 use serde_json::{Value, json};
-use wasm_cni_tests::{Sandbox, root_or_skip};
+use wasm_cni_tests::Sandbox;
 
 fn conf(extra: Value) -> String {
     let mut c = json!({
@@ -25,10 +25,9 @@ fn flags(l: &Value) -> Vec<String> {
 
 #[test]
 fn default_gateway_mtu_hairpin_and_mac() {
-    if !root_or_skip("default_gateway_mtu_hairpin_and_mac") {
+    let Some(mut sb) = Sandbox::for_test("default_gateway_mtu_hairpin_and_mac") else {
         return;
-    }
-    let mut sb = Sandbox::new("opts");
+    };
     let c1 = sb.container("c1");
     // isDefaultGateway with an IPAM default route too: the reference fails
     // with "file exists" here.
@@ -81,10 +80,9 @@ fn default_gateway_mtu_hairpin_and_mac() {
 
 #[test]
 fn promiscuous_mode_l2_only_dns_and_requested_ip() {
-    if !root_or_skip("promiscuous_mode_l2_only_dns") {
+    let Some(mut sb) = Sandbox::for_test("promiscuous_mode_l2_only_dns") else {
         return;
-    }
-    let mut sb = Sandbox::new("promisc");
+    };
     let c1 = sb.container("c1");
     let c2 = sb.container("c2");
     let l2 = conf(
@@ -128,10 +126,9 @@ fn promiscuous_mode_l2_only_dns_and_requested_ip() {
 
 #[test]
 fn force_address_replaces_a_foreign_gateway() {
-    if !root_or_skip("force_address_replaces_a_foreign_gateway") {
+    let Some(mut sb) = Sandbox::for_test("force_address_replaces_a_foreign_gateway") else {
         return;
-    }
-    let mut sb = Sandbox::new("force");
+    };
     let c1 = sb.container("c1");
     sb.run_in("host", &["ip", "link", "add", "optbr", "type", "bridge"]);
     sb.run_in(
@@ -165,10 +162,9 @@ fn force_address_replaces_a_foreign_gateway() {
 
 #[test]
 fn bad_option_combinations_are_config_errors() {
-    if !root_or_skip("bad_option_combinations") {
+    let Some(mut sb) = Sandbox::for_test("bad_option_combinations") else {
         return;
-    }
-    let mut sb = Sandbox::new("badopts");
+    };
     let c1 = sb.container("c1");
     let e = sb
         .cni(

@@ -3,16 +3,15 @@
 
 use std::collections::BTreeSet;
 use std::time::Instant;
-use wasm_cni_tests::{CLASSIC, Sandbox, root_or_skip};
+use wasm_cni_tests::{CLASSIC, Sandbox};
 
 const N: usize = 30;
 
 #[test]
 fn thirty_parallel_adds_and_dels() {
-    if !root_or_skip("thirty_parallel_adds_and_dels") {
+    let Some(mut sb) = Sandbox::for_test("thirty_parallel_adds_and_dels") else {
         return;
-    }
-    let mut sb = Sandbox::new("par");
+    };
     let nets: Vec<_> = (0..N).map(|i| sb.container(&format!("c{i}"))).collect();
     let sb = &sb;
 

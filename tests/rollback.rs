@@ -6,10 +6,9 @@ use wasm_cni_tests::{Sandbox, root_or_skip};
 
 #[test]
 fn exhaustion_names_the_range_and_leaves_nothing() {
-    if !root_or_skip("exhaustion_names_the_range") {
+    let Some(mut sb) = Sandbox::for_test("exhaustion_names_the_range") else {
         return;
-    }
-    let mut sb = Sandbox::new("exhaust");
+    };
     let c1 = sb.container("c1");
     let c2 = sb.container("c2");
     // A /30 has one address to give once the gateway is taken out.
@@ -32,10 +31,9 @@ fn exhaustion_names_the_range_and_leaves_nothing() {
 
 #[test]
 fn unknown_ipam_type_fails_add_cleanly_and_del_still_succeeds() {
-    if !root_or_skip("unknown_ipam_type") {
+    let Some(mut sb) = Sandbox::for_test("unknown_ipam_type") else {
         return;
-    }
-    let mut sb = Sandbox::new("noipam");
+    };
     let c1 = sb.container("c1");
     let cfg = json!({"cniVersion": "1.0.0", "name": "n", "type": "bridge", "bridge": "nbr",
         "ipam": {"type": "no-such-ipam"}})
@@ -100,10 +98,9 @@ fn native_ipam_plugins_are_executed_from_cni_path() {
 
 #[test]
 fn a_held_ipam_lock_is_try_again_later_not_a_hang() {
-    if !root_or_skip("a_held_ipam_lock_is_try_again_later") {
+    let Some(mut sb) = Sandbox::for_test("a_held_ipam_lock_is_try_again_later") else {
         return;
-    }
-    let mut sb = Sandbox::new("locked");
+    };
     let c1 = sb.container("c1");
     // Another process (here, this test) keeps the network's lock.
     let dir = sb.state_dir("mynet");

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 use std::time::{Duration, Instant};
-use wasm_cni_tests::{Sandbox, root_or_skip};
+use wasm_cni_tests::Sandbox;
 
 fn misbehave(behave: &str) -> String {
     json!({"cniVersion": "1.0.0", "name": "bad", "type": "misbehave", "behave": behave,
@@ -13,10 +13,9 @@ fn misbehave(behave: &str) -> String {
 
 #[test]
 fn an_endless_loop_is_stopped_by_fuel() {
-    if !root_or_skip("an_endless_loop_is_stopped_by_fuel") {
+    let Some(mut sb) = Sandbox::for_test("an_endless_loop_is_stopped_by_fuel") else {
         return;
-    }
-    let mut sb = Sandbox::new("spin");
+    };
     let c1 = sb.container("c1");
     let start = Instant::now();
     let e = sb
@@ -42,10 +41,9 @@ fn an_endless_loop_is_stopped_by_fuel() {
 
 #[test]
 fn a_trap_halfway_through_add_is_undone() {
-    if !root_or_skip("a_trap_halfway_through_add_is_undone") {
+    let Some(mut sb) = Sandbox::for_test("a_trap_halfway_through_add_is_undone") else {
         return;
-    }
-    let mut sb = Sandbox::new("trap");
+    };
     let c1 = sb.container("c1");
     let e = sb
         .cni(
@@ -80,10 +78,9 @@ fn a_trap_halfway_through_add_is_undone() {
 
 #[test]
 fn a_sleeping_guest_is_stopped_at_the_deadline_and_undone() {
-    if !root_or_skip("a_sleeping_guest_is_stopped_at_the_deadline") {
+    let Some(mut sb) = Sandbox::for_test("a_sleeping_guest_is_stopped_at_the_deadline") else {
         return;
-    }
-    let mut sb = Sandbox::new("sleep");
+    };
     let c1 = sb.container("c1");
     let start = Instant::now();
     let out = sb.cni_env(
@@ -114,10 +111,9 @@ fn a_sleeping_guest_is_stopped_at_the_deadline_and_undone() {
 
 #[test]
 fn memory_is_bounded() {
-    if !root_or_skip("memory_is_bounded") {
+    let Some(mut sb) = Sandbox::for_test("memory_is_bounded") else {
         return;
-    }
-    let mut sb = Sandbox::new("memory");
+    };
     let c1 = sb.container("c1");
     let e = sb
         .cni(
@@ -134,10 +130,9 @@ fn memory_is_bounded() {
 
 #[test]
 fn the_node_outside_the_grant_is_denied() {
-    if !root_or_skip("the_node_outside_the_grant_is_denied") {
+    let Some(mut sb) = Sandbox::for_test("the_node_outside_the_grant_is_denied") else {
         return;
-    }
-    let mut sb = Sandbox::new("deny");
+    };
     let c1 = sb.container("c1");
     // The node's uplink, as far as this sandbox's host namespace goes.
     let made = sb.run_in(
@@ -178,10 +173,9 @@ fn the_node_outside_the_grant_is_denied() {
 
 #[test]
 fn guest_stdout_never_mixes_with_the_result() {
-    if !root_or_skip("guest_stdout_never_mixes_with_the_result") {
+    let Some(mut sb) = Sandbox::for_test("guest_stdout_never_mixes_with_the_result") else {
         return;
-    }
-    let mut sb = Sandbox::new("stdout");
+    };
     let c1 = sb.container("c1");
     let out = sb.cni_env(
         "misbehave",
@@ -204,10 +198,9 @@ fn guest_stdout_never_mixes_with_the_result() {
 
 #[test]
 fn modules_outside_their_world_are_refused() {
-    if !root_or_skip("modules_outside_their_world_are_refused") {
+    let Some(mut sb) = Sandbox::for_test("modules_outside_their_world_are_refused") else {
         return;
-    }
-    let mut sb = Sandbox::new("world");
+    };
     let c1 = sb.container("c1");
     // Imports both the IPAM store and network namespaces: no world grants that.
     let greedy = json!({"cniVersion": "1.0.0", "name": "g", "type": "greedy"}).to_string();

@@ -55,6 +55,12 @@ const WRAP: &str =
     r#"mount --bind "$1" /var/lib && ns="$2" && shift 2 && exec ip netns exec "$ns" "$@""#;
 
 impl Sandbox {
+    /// A sandbox for a root-only test, or `None` (and a line saying the
+    /// test was skipped) when not root.
+    pub fn for_test(test: &str) -> Option<Sandbox> {
+        super::root_or_skip(test).then(|| Sandbox::new(test))
+    }
+
     pub fn new(test: &str) -> Sandbox {
         let n = SEQ.fetch_add(1, Ordering::SeqCst);
         let prefix = format!(

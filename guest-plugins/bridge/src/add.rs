@@ -11,7 +11,7 @@ use wasm_cni_sdk::netns::Namespace;
 use wasm_cni_sdk::route::RouteEntry;
 use wasm_cni_sdk::types::Error;
 use wasm_cni_sdk::{
-    CapResultExt, CniError, CniResult, Dns, InterfaceInfo, IpConfig, IpPrefix, Request, address,
+    CapResultExt, CniError, CniResult, InterfaceInfo, IpConfig, IpPrefix, Request, address,
     firewall, ipam, link, netns, random_mac, route, sysctl,
 };
 
@@ -51,17 +51,7 @@ pub fn add(req: &Request) -> Result<CniResult, CniError> {
     }
     link::set_up(&host, &host_veth, true).context(format!("bring {host_veth} up"))?;
 
-    let mut result = CniResult {
-        interfaces: Vec::new(),
-        ips: Vec::new(),
-        routes: Vec::new(),
-        dns: Dns {
-            nameservers: Vec::new(),
-            domain: None,
-            search: Vec::new(),
-            options: Vec::new(),
-        },
-    };
+    let mut result = CniResult::default();
     if conf.has_ipam() {
         let from_ipam = ipam::add()?;
         if from_ipam.ips.is_empty() {

@@ -9,7 +9,7 @@ mod range;
 use allocator::Disk;
 use config::IpamConf;
 use wasm_cni_sdk::store::{self, Lock};
-use wasm_cni_sdk::{CapResultExt, CniError, CniResult, Dns, IpConfig, IpPrefix, Plugin, Request};
+use wasm_cni_sdk::{CapResultExt, CniError, CniResult, IpConfig, IpPrefix, Plugin, Request};
 
 struct HostLocal;
 
@@ -95,15 +95,9 @@ impl Plugin for HostLocal {
             )));
         }
         Ok(CniResult {
-            interfaces: Vec::new(),
             ips,
             routes: conf.routes,
-            dns: Dns {
-                nameservers: Vec::new(),
-                domain: None,
-                search: Vec::new(),
-                options: Vec::new(),
-            },
+            ..CniResult::default()
         })
     }
 

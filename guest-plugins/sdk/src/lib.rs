@@ -43,6 +43,7 @@ mod error;
 mod net;
 mod plugin;
 mod request;
+mod result;
 
 pub use bindings::wasm_cni::plugin::{
     address, firewall, ipam, link, log as logging, netns, route, store, sysctl, types,

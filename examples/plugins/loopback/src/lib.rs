@@ -13,8 +13,8 @@
 
 use wasm_cni_sdk::types::Error;
 use wasm_cni_sdk::{
-    CapResultExt, CniError, CniResult, Dns, InterfaceInfo, IpConfig, Plugin, Request, address,
-    link, netns,
+    CapResultExt, CniError, CniResult, InterfaceInfo, IpConfig, Plugin, Request, address, link,
+    netns,
 };
 
 /// Whatever `CNI_IFNAME` says, this plugin only handles `lo`.
@@ -58,13 +58,7 @@ impl Plugin for Loopback {
                 pci_id: None,
             }],
             ips,
-            routes: vec![],
-            dns: Dns {
-                nameservers: vec![],
-                domain: None,
-                search: vec![],
-                options: vec![],
-            },
+            ..CniResult::default()
         })
     }
 

@@ -14,7 +14,7 @@
 
 use serde::Deserialize;
 use wasm_cni_sdk::{
-    CapResultExt, CniError, CniResult, Dns, Plugin, Request, ipam, link, netns, route, sysctl,
+    CapResultExt, CniError, CniResult, Plugin, Request, ipam, link, netns, route, sysctl,
 };
 
 #[derive(Deserialize)]
@@ -23,20 +23,6 @@ struct Conf {
 }
 
 struct Misbehave;
-
-fn empty() -> CniResult {
-    CniResult {
-        interfaces: vec![],
-        ips: vec![],
-        routes: vec![],
-        dns: Dns {
-            nameservers: vec![],
-            domain: None,
-            search: vec![],
-            options: vec![],
-        },
-    }
-}
 
 impl Plugin for Misbehave {
     fn add(req: Request) -> Result<CniResult, CniError> {
@@ -96,7 +82,7 @@ impl Plugin for Misbehave {
                 for i in 0..100 {
                     println!("{{\"not\":\"the result\",\"line\":{i}}}");
                 }
-                Ok(empty())
+                Ok(CniResult::default())
             }
             other => Err(CniError::config(format!("unknown behave {other:?}"))),
         }
