@@ -83,10 +83,10 @@ fn classic_config_two_containers() {
         "{nft}"
     );
     assert!(
-        nft.contains(r#"ip saddr 10.244.0.2 ip daddr != 10.244.0.0/16 ip daddr != 224.0.0.0/4 masquerade comment "wasm-cni mynet c1""#),
+        nft.contains(r#"ip saddr 10.244.0.2 ip daddr != 10.244.0.0/16 ip daddr != 224.0.0.0/4 masquerade comment "wasm-cni mynet c1 eth0""#),
         "{nft}"
     );
-    assert!(nft.contains(r#"comment "wasm-cni mynet c2""#), "{nft}");
+    assert!(nft.contains(r#"comment "wasm-cni mynet c2 eth0""#), "{nft}");
 
     // host-local's files, byte for byte as the reference writes them.
     let dir = sb.state_dir("mynet");
@@ -167,6 +167,32 @@ fn del_with_a_stale_netns_file_still_releases_everything() {
             .contains("not a usable network namespace"),
         "{e}"
     );
+}
+
+#[test]
+fn two_attachments_of_one_container_are_separate() {
+    // The spec's attachment key is (container id, network, ifname): a DEL
+    // of eth1 must leave eth0's address and masquerade rule alone.
+    let Some(mut sb) = Sandbox::for_test("two_attachments") else {
+        return;
+    };
+    let c1 = sb.container("c1");
+    sb.cni("bridge", "ADD", "c1", Some(&c1), "eth0", CLASSIC)
+        .ok();
+    sb.cni("bridge", "ADD", "c1", Some(&c1), "eth1", CLASSIC)
+        .ok();
+    let nft = sb.nft();
+    assert!(
+        nft.contains(r#"comment "wasm-cni mynet c1 eth0""#)
+            && nft.contains(r#"comment "wasm-cni mynet c1 eth1""#),
+        "{nft}"
+    );
+    sb.cni("bridge", "DEL", "c1", Some(&c1), "eth1", CLASSIC)
+        .ok();
+    assert_eq!(sb.ip_files("mynet"), ["10.244.0.2"]);
+    assert_eq!(sb.masquerade_rules(), 1);
+    assert!(sb.nft().contains(r#"comment "wasm-cni mynet c1 eth0""#));
+    assert!(sb.ping("c1", "10.244.0.1"));
 }
 
 #[test]

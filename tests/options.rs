@@ -227,3 +227,135 @@ fn bad_option_combinations_are_config_errors() {
     assert!(sb.link("c1", "eth0").is_none());
     assert!(sb.ip_files("opts").is_empty());
 }
+
+#[test]
+fn without_is_gateway_no_gateway_is_invented() {
+    let Some(reference) = wasm_cni_tests::reference_plugins() else {
+        eprintln!(
+            "SKIPPED without_is_gateway_no_gateway_is_invented: no reference plugins in /usr/lib/cni"
+        );
+        return;
+    };
+    let Some(mut sb) = Sandbox::for_test("no_invented_gateway") else {
+        return;
+    };
+    let c1 = sb.container("c1");
+    // `static` IPAM with no gateway, and a route with none either.
+    let cfg = json!({"cniVersion": "1.0.0", "name": "nogw", "type": "bridge", "bridge": "nogwbr",
+        "ipam": {"type": "static", "addresses": [{"address": "10.56.0.9/24"}],
+                 "routes": [{"dst": "192.168.99.0/24"}]}})
+    .to_string();
+    let path = format!(
+        "{}:{}",
+        wasm_cni_tests::install().bin.display(),
+        reference.display()
+    );
+    let r = sb
+        .cni_env(
+            "bridge",
+            "ADD",
+            "c1",
+            Some(&c1),
+            "eth0",
+            &cfg,
+            &[("CNI_PATH", &path)],
+        )
+        .ok()
+        .json();
+    assert!(r["ips"][0].get("gateway").is_none(), "{r}");
+    let route = sb.ip_json("c1", &["route", "show", "192.168.99.0/24"]);
+    assert!(route[0].get("gateway").is_none(), "on-link: {route}");
+    assert_eq!(route[0]["scope"], "link", "{route}");
+    sb.cni_env(
+        "bridge",
+        "DEL",
+        "c1",
+        Some(&c1),
+        "eth0",
+        &cfg,
+        &[("CNI_PATH", &path)],
+    )
+    .ok();
+}
+
+#[test]
+fn bridge_macs_are_pinned_once() {
+    // An unpinned bridge takes its lowest port's MAC, so containers would
+    // see their gateway's MAC change; but every pin flushes the bridge's
+    // neighbour cache. So: a bridge someone else made is pinned when it is
+    // the gateway; one wasm-cni made is pinned at birth, never again.
+    let Some(mut sb) = Sandbox::for_test("bridge_macs_pinned_once") else {
+        return;
+    };
+    let (c1, c2, c3) = (sb.container("c1"), sb.container("c2"), sb.container("c3"));
+    let assign_type = |sb: &Sandbox, br: &str| {
+        let path = format!("/sys/class/net/{br}/addr_assign_type");
+        String::from_utf8(sb.run_in("host", &["cat", &path]).stdout)
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    // Someone else's bridge, named by the config: pinned (type 3, "set").
+    sb.run_in("host", &["ip", "link", "add", "optbr", "type", "bridge"]);
+    assert_eq!(
+        assign_type(&sb, "optbr"),
+        "1",
+        "random, as the kernel made it"
+    );
+    sb.cni(
+        "bridge",
+        "ADD",
+        "c1",
+        Some(&c1),
+        "eth0",
+        &conf(json!({"isGateway": true})),
+    )
+    .ok();
+    assert_eq!(assign_type(&sb, "optbr"), "3");
+    let pinned = sb.link("host", "optbr").unwrap()["address"].clone();
+    sb.cni(
+        "bridge",
+        "ADD",
+        "c2",
+        Some(&c2),
+        "eth0",
+        &conf(json!({"isGateway": true})),
+    )
+    .ok();
+    assert_eq!(
+        sb.link("host", "optbr").unwrap()["address"],
+        pinned,
+        "stable as ports come"
+    );
+
+    // wasm-cni's own bridge: a later ADD leaves its neighbour cache alone.
+    let own = json!({"cniVersion": "1.0.0", "name": "own", "type": "bridge", "bridge": "ownbr", "isGateway": true,
+        "ipam": {"type": "host-local", "subnet": "10.78.0.0/24"}});
+    sb.cni("bridge", "ADD", "c1", Some(&c1), "eth1", &own.to_string())
+        .ok();
+    assert_eq!(assign_type(&sb, "ownbr"), "3", "pinned at birth");
+    let neigh = [
+        "ip",
+        "neigh",
+        "add",
+        "10.78.0.50",
+        "lladdr",
+        "02:00:00:00:00:50",
+        "dev",
+        "ownbr",
+        "nud",
+        "permanent",
+    ];
+    assert!(sb.run_in("host", &neigh).status.success());
+    sb.cni("bridge", "ADD", "c3", Some(&c3), "eth0", &own.to_string())
+        .ok();
+    let left = String::from_utf8(
+        sb.run_in("host", &["ip", "neigh", "show", "dev", "ownbr"])
+            .stdout,
+    )
+    .unwrap();
+    assert!(
+        left.contains("10.78.0.50"),
+        "the neighbour cache was not flushed: {left:?}"
+    );
+}

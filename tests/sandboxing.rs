@@ -89,7 +89,7 @@ fn a_sleeping_guest_is_stopped_at_the_deadline_and_undone() {
         "c1",
         Some(&c1),
         "eth0",
-        &misbehave("sleep-after-veth"),
+        &misbehave("sleep-halfway"),
         &[("WASM_CNI_TIMEOUT", "2")],
     );
     let e = out.err(100);
@@ -107,6 +107,57 @@ fn a_sleeping_guest_is_stopped_at_the_deadline_and_undone() {
     );
     assert!(sb.link("c1", "eth0").is_none(), "its veth was deleted");
     assert!(sb.host_veths().is_empty());
+    assert!(
+        sb.ip_files("bad").is_empty(),
+        "its address was released, with time of its own"
+    );
+}
+
+#[test]
+fn a_timed_out_add_releases_a_native_ipam_address_with_time_of_its_own() {
+    // With a native IPAM plugin the cleanup DEL is a process that takes
+    // real time: it must not inherit the ADD's spent deadline.
+    let Some(reference) = wasm_cni_tests::reference_plugins() else {
+        eprintln!("SKIPPED a_timed_out_add_releases_a_native_ipam_address: no reference plugins");
+        return;
+    };
+    let Some(mut sb) = Sandbox::for_test("native_timeout") else {
+        return;
+    };
+    let c1 = sb.container("c1");
+    let bin = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(
+        reference.join("host-local"),
+        bin.path().join("ref-host-local"),
+    )
+    .unwrap();
+    let cfg = json!({"cniVersion": "1.0.0", "name": "bad", "type": "misbehave", "behave": "sleep-halfway",
+        "ipam": {"type": "ref-host-local", "subnet": "10.44.0.0/24"}})
+    .to_string();
+    let path = bin.path().to_str().unwrap().to_string();
+    let out = sb.cni_env(
+        "misbehave",
+        "ADD",
+        "c1",
+        Some(&c1),
+        "eth0",
+        &cfg,
+        &[("WASM_CNI_TIMEOUT", "2"), ("CNI_PATH", &path)],
+    );
+    let e = out.err(100);
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap()
+            .contains("did not finish in time"),
+        "{e}"
+    );
+    assert!(
+        sb.ip_files("bad").is_empty(),
+        "the Go host-local's reservation was released: {:?}",
+        sb.ip_files("bad")
+    );
+    assert!(sb.link("c1", "eth0").is_none());
 }
 
 #[test]
@@ -134,15 +185,27 @@ fn the_node_outside_the_grant_is_denied() {
         return;
     };
     let c1 = sb.container("c1");
-    // The node's uplink, as far as this sandbox's host namespace goes.
-    let made = sb.run_in(
-        "host",
+    // The node's uplink, and a LAN bridge that is not this network's, as
+    // far as this sandbox's host namespace goes.
+    for cmd in [
         &[
             "ip", "link", "add", "uplink0", "type", "veth", "peer", "name", "uplink0p",
-        ],
-    );
-    assert!(made.status.success(), "{made:?}");
-    for behave in ["uplink", "host-sysctl", "host-route"] {
+        ][..],
+        &["ip", "link", "add", "br0", "type", "bridge"],
+    ] {
+        let made = sb.run_in("host", cmd);
+        assert!(made.status.success(), "{made:?}");
+    }
+    let forwarding = sb.sysctl("host", "net.ipv4.ip_forward");
+    for behave in [
+        "uplink",
+        "host-sysctl",
+        "host-route",
+        "rogue-address",
+        "rogue-masquerade",
+        "foreign-bridge",
+        "forwarding-off",
+    ] {
         let e = sb
             .cni(
                 "misbehave",
@@ -157,18 +220,60 @@ fn the_node_outside_the_grant_is_denied() {
             e["msg"].as_str().unwrap().contains("denied"),
             "{behave}: {e}"
         );
+        // And what it did before it was refused is undone.
+        assert!(sb.link("c1", "eth0").is_none(), "{behave}");
+        assert!(
+            sb.ip_files("bad").is_empty(),
+            "{behave}: {:?}",
+            sb.ip_files("bad")
+        );
     }
     assert_eq!(sb.link("host", "uplink0").unwrap()["mtu"], 1500);
     assert_eq!(
         sb.sysctl("host", "net.ipv4.conf.all.rp_filter"),
         sb.sysctl("host", "net.ipv4.conf.default.rp_filter")
     );
+    assert_eq!(sb.sysctl("host", "net.ipv4.ip_forward"), forwarding);
     assert!(
-        sb.ip_json("host", &["route", "show", "default"])
+        sb.ip_json("host", &["route", "show", "169.254.169.254"])
             .as_array()
             .unwrap()
             .is_empty()
     );
+    assert!(
+        sb.ip_json("host", &["addr", "show", "to", "169.254.169.254"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(sb.masquerade_rules(), 0);
+    assert!(
+        sb.host_veths().iter().all(|v| v.starts_with("uplink0")),
+        "{:?}",
+        sb.host_veths()
+    );
+}
+
+#[test]
+fn an_oversized_link_name_is_refused_without_crashing_the_host() {
+    let Some(mut sb) = Sandbox::for_test("an_oversized_link_name") else {
+        return;
+    };
+    let c1 = sb.container("c1");
+    let e = sb
+        .cni(
+            "misbehave",
+            "ADD",
+            "c1",
+            Some(&c1),
+            "eth0",
+            &misbehave("long-name"),
+        )
+        .err(7);
+    assert!(e["msg"].as_str().unwrap().contains("link name"), "{e}");
+    assert!(sb.link("c1", "eth0").is_none(), "the veth was undone");
+    assert!(sb.host_veths().is_empty());
+    assert!(sb.ip_files("bad").is_empty(), "the address was released");
 }
 
 #[test]

@@ -79,6 +79,20 @@ pub fn emit(level: Level, msg: &str) {
     }
 }
 
+/// A line a guest wrote, tagged with the plugin's name; control characters
+/// are escaped, so a guest cannot forge lines of the host's own.
+pub fn guest_line(plugin: &str, text: &str) -> String {
+    let mut line = format!("[{plugin}] ");
+    for c in text.chars() {
+        if c.is_control() {
+            line.extend(c.escape_default());
+        } else {
+            line.push(c);
+        }
+    }
+    line
+}
+
 pub fn error(msg: &str) {
     emit(Level::Error, msg)
 }

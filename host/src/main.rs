@@ -26,12 +26,17 @@ Environment:
 fn main() -> ExitCode {
     wasm_cni::log::start_clock();
     // A bug must still answer in CNI's terms: one JSON error, exit 1.
+    // A panic on another thread (a netlink task, a helper) is contained
+    // where it happened and becomes an error there, so the call can still
+    // undo what it did; only the main thread's is the end.
     std::panic::set_hook(Box::new(|info| {
         let msg = format!("wasm-cni internal error: {info}");
-        let doc = serde_json::json!({"cniVersion": wasm_cni::cni::version::LATEST, "code": 102, "msg": msg});
-        let _ = writeln!(std::io::stdout(), "{doc}");
         let _ = writeln!(std::io::stderr(), "{msg}");
-        std::process::exit(1);
+        if std::thread::current().name() == Some("main") {
+            let doc = serde_json::json!({"cniVersion": wasm_cni::cni::version::LATEST, "code": 102, "msg": msg});
+            let _ = writeln!(std::io::stdout(), "{doc}");
+            std::process::exit(1);
+        }
     }));
 
     let mut args = std::env::args();

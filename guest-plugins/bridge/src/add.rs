@@ -60,7 +60,7 @@ pub fn add(req: &Request) -> Result<CniResult, CniError> {
         result.ips = from_ipam.ips;
         result.routes = from_ipam.routes;
         result.dns = from_ipam.dns;
-        gateway::complete_ips(&mut result.ips);
+        gateway::complete_ips(&mut result.ips, conf.is_gateway);
         if conf.is_default_gateway {
             gateway::add_default_routes(&result.ips, &mut result.routes);
         }
@@ -115,10 +115,12 @@ pub fn add(req: &Request) -> Result<CniResult, CniError> {
     Ok(result)
 }
 
-/// Find or create the bridge, bring it up, and pin its MAC: an unpinned
+/// Find or create the bridge, bring it up, and pin its MAC (an unpinned
 /// bridge takes its lowest port's MAC, and an emptied one may fall to all
-/// zeros (a reference bug that breaks the next ADD).
+/// zeros, a reference bug that breaks the next ADD). Not again and again:
+/// every set flushes the bridge's neighbour cache.
 fn ensure_bridge(host: &Namespace, conf: &BridgeConf) -> Result<LinkInfo, CniError> {
+    let mut created = false;
     let br = match link::get(host, &conf.bridge) {
         Ok(l) if l.kind != "bridge" => {
             return Err(CniError::config(format!(
@@ -129,6 +131,7 @@ fn ensure_bridge(host: &Namespace, conf: &BridgeConf) -> Result<LinkInfo, CniErr
         Ok(l) => l,
         Err(Error::NotFound(_)) => match link::create_bridge(host, &conf.bridge, conf.mtu) {
             Ok(l) => {
+                created = true;
                 // We own its routes: no router advertisements on the bridge.
                 let key = format!("net/ipv6/conf/{}/accept_ra", conf.bridge);
                 if let Err(e) = sysctl::set(host, &key, "0") {
@@ -144,12 +147,19 @@ fn ensure_bridge(host: &Namespace, conf: &BridgeConf) -> Result<LinkInfo, CniErr
         },
         Err(e) => return Err(e.context(format!("find bridge {}", conf.bridge))),
     };
+    // Pinned once: at birth for a bridge wasm-cni made (it carries the
+    // mark); a bridge someone else made is pinned when it is the gateway,
+    // as the reference does, since its MAC would follow its ports.
+    let ours = br.alias.as_deref() == Some(wasm_cni_sdk::BRIDGE_MARK);
     let mac = if br.mac == ZERO_MAC {
         random_mac()
     } else {
         br.mac.clone()
     };
-    link::set_mac(host, &conf.bridge, &mac).context(format!("pin the MAC of {}", conf.bridge))?;
+    if created || br.mac == ZERO_MAC || (conf.is_gateway && !ours) {
+        link::set_mac(host, &conf.bridge, &mac)
+            .context(format!("pin the MAC of {}", conf.bridge))?;
+    }
     if !br.up {
         link::set_up(host, &conf.bridge, true).context(format!("bring {} up", conf.bridge))?;
     }

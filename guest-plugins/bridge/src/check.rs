@@ -89,7 +89,12 @@ pub fn check(req: &Request) -> Result<(), CniError> {
             )));
         }
     }
-    let routes = route::list(&container, None).context("routes in the container")?;
+    let mut tables: Vec<Option<u32>> = prev.routes.iter().map(|r| r.table).collect();
+    tables.dedup();
+    let mut routes = Vec::new();
+    for table in tables {
+        routes.extend(route::list(&container, table).context("routes in the container")?);
+    }
     for r in &prev.routes {
         let found = routes
             .iter()

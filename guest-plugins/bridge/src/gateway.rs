@@ -17,11 +17,13 @@ pub fn default_gateway(address: &IpPrefix) -> IpAddress {
 }
 
 /// Point every address at the container interface (index 2 in the
-/// result) and fill in missing gateways.
-pub fn complete_ips(ips: &mut [IpConfig]) {
+/// result) and, when the bridge is the gateway, fill in missing gateways
+/// (as the reference does: without isGateway there may be none, and routes
+/// without a gateway stay on-link).
+pub fn complete_ips(ips: &mut [IpConfig], is_gateway: bool) {
     for ip in ips {
         ip.interface = Some(2);
-        if ip.gateway.is_none() {
+        if ip.gateway.is_none() && is_gateway {
             ip.gateway = Some(default_gateway(&ip.address));
         }
     }

@@ -105,6 +105,10 @@ impl IpamConf {
         for ip in &runtime.ips {
             requested.push(parse_requested(ip)?);
         }
+        // The same address asked for twice (CNI_ARGS and runtimeConfig) is
+        // one request, as in the reference.
+        let mut seen = std::collections::HashSet::new();
+        requested.retain(|ip| seen.insert(*ip));
 
         let mut raw_sets: Vec<Vec<RawRange>> = runtime.ip_ranges;
         if let Some(legacy) = raw

@@ -56,6 +56,9 @@ pub use types::{
     CniError, CniResult, Command, Dns, InterfaceInfo, IpAddress, IpConfig, IpPrefix, Request, Route,
 };
 
+/// The alias the host gives every bridge it creates.
+pub const BRIDGE_MARK: &str = "wasm-cni";
+
 /// Log through the host (stderr and the host's log file, never stdout).
 pub fn log(level: logging::Level, message: &str) {
     logging::log(level, message)

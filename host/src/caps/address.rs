@@ -1,7 +1,7 @@
 //! `wasm-cni:plugin/address`.
 
-use super::grant::LinkOp;
-use super::netns::{NamespaceHandle, NetCtx};
+use super::grant::{self, LinkOp};
+use super::netns::{NamespaceHandle, NetCtx, NsKind};
 use super::{CapError, CapResult};
 use crate::runtime::bindings::wasm_cni::plugin::address;
 use crate::runtime::bindings::wasm_cni::plugin::types::IpPrefix;
@@ -15,11 +15,8 @@ impl address::Host for NetCtx {
         link: String,
     ) -> CapResult<Vec<IpPrefix>> {
         let kind = self.kind(&ns)?;
+        let st = self.state(kind, &link).await?;
         let nl = self.netlink(kind)?;
-        let st = nl
-            .link_get(&link)
-            .await
-            .map_err(|e| CapError::io(format!("link {link} in the {kind}"), e))?;
         let addrs = nl
             .addr_list(st.index)
             .await
@@ -39,12 +36,11 @@ impl address::Host for NetCtx {
     ) -> CapResult<()> {
         let kind = self.kind(&ns)?;
         let net = prefix_from_wit(address)?;
-        self.grant(kind, &link, LinkOp::Address).await?;
+        let st = self.state(kind, &link).await?;
+        if kind == NsKind::Host {
+            grant::check_address(self.host_link(&st), &net, self.assigned())?;
+        }
         let nl = self.netlink(kind)?;
-        let st = nl
-            .link_get(&link)
-            .await
-            .map_err(|e| CapError::io(format!("link {link} in the {kind}"), e))?;
         nl.addr_add(st.index, net.ip(), net.prefix(), no_dad)
             .await
             .map_err(|e| CapError::io(format!("add {net} to {link} in the {kind}"), e))
@@ -58,12 +54,8 @@ impl address::Host for NetCtx {
     ) -> CapResult<()> {
         let kind = self.kind(&ns)?;
         let net = prefix_from_wit(address)?;
-        self.grant(kind, &link, LinkOp::Address).await?;
+        let st = self.grant(kind, &link, LinkOp::Address).await?;
         let nl = self.netlink(kind)?;
-        let st = nl
-            .link_get(&link)
-            .await
-            .map_err(|e| CapError::io(format!("link {link} in the {kind}"), e))?;
         nl.addr_del(st.index, net.ip(), net.prefix())
             .await
             .map_err(|e| CapError::io(format!("remove {net} from {link} in the {kind}"), e))

@@ -1,5 +1,6 @@
-//! `wasm-cni:plugin/firewall`: masquerade scoped to this request's network
-//! and container id.
+//! `wasm-cni:plugin/firewall`: masquerade owned by this request's
+//! attachment (network, container id, ifname), for the addresses this
+//! call's IPAM assigned.
 //!
 //! Changes run in the background, one at a time, in order. Every nftables
 //! commit that deletes waits for an RCU grace period (~15 ms here), and so
@@ -8,26 +9,34 @@
 //! (`finish`) before answering the runtime, and a change that failed fails
 //! the CNI command.
 
+use super::grant::{self, Assigned};
 use super::{CapError, CapResult};
 use crate::kernel::nft;
 use crate::runtime::bindings::wasm_cni::plugin::firewall;
 use crate::runtime::bindings::wasm_cni::plugin::types::IpPrefix;
 use crate::runtime::convert::{prefix_from_wit, prefix_to_wit};
+use std::time::Duration;
 use tokio::task::JoinHandle;
 
+/// The longest the host waits for a firewall change to land.
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(15);
+
 pub struct FirewallCtx {
-    network: String,
-    container_id: String,
+    /// The comment that marks this attachment's rules.
+    owner: String,
+    assigned: Assigned,
     /// This call added rules: a failed ADD removes them.
     added: bool,
     in_flight: Option<JoinHandle<Result<(), String>>>,
 }
 
 impl FirewallCtx {
-    pub fn new(network: &str, container_id: &str) -> Self {
+    /// `owner` is (network, container id, ifname).
+    pub fn new(owner: (&str, &str, &str), assigned: Assigned) -> Self {
+        let (network, container_id, ifname) = owner;
         FirewallCtx {
-            network: network.to_string(),
-            container_id: container_id.to_string(),
+            owner: nft::owner_comment(network, container_id, ifname),
+            assigned,
             added: false,
             in_flight: None,
         }
@@ -35,22 +44,26 @@ impl FirewallCtx {
 
     /// Wait for the change in flight, if any.
     pub async fn finish(&mut self) -> Result<(), String> {
-        match self.in_flight.take() {
-            None => Ok(()),
-            Some(job) => job
-                .await
-                .map_err(|e| format!("firewall change did not complete: {e}"))?,
+        let Some(job) = self.in_flight.take() else {
+            return Ok(());
+        };
+        match tokio::time::timeout(CHANGE_TIMEOUT, job).await {
+            Ok(joined) => joined.map_err(|e| format!("firewall change did not complete: {e}"))?,
+            Err(_) => Err(format!(
+                "firewall change did not complete within {} s",
+                CHANGE_TIMEOUT.as_secs()
+            )),
         }
     }
 
     fn start(
         &mut self,
         what: &'static str,
-        job: impl FnOnce(&str, &str) -> std::io::Result<()> + Send + 'static,
+        job: impl FnOnce(&str) -> std::io::Result<()> + Send + 'static,
     ) {
-        let (network, container_id) = (self.network.clone(), self.container_id.clone());
+        let owner = self.owner.clone();
         self.in_flight = Some(tokio::task::spawn_blocking(move || {
-            job(&network, &container_id).map_err(|e| format!("{what}: {e}"))
+            job(&owner).map_err(|e| format!("{what}: {e}"))
         }));
     }
 
@@ -58,7 +71,7 @@ impl FirewallCtx {
     pub async fn rollback(&mut self) -> Vec<String> {
         let mut failures: Vec<String> = self.finish().await.err().into_iter().collect();
         if std::mem::take(&mut self.added) {
-            if let Err(e) = nft::remove(&self.network, &self.container_id) {
+            if let Err(e) = nft::remove(&self.owner) {
                 failures.push(format!("remove masquerade rules: {e}"));
             }
         }
@@ -72,36 +85,31 @@ impl firewall::Host for FirewallCtx {
             .into_iter()
             .map(prefix_from_wit)
             .collect::<CapResult<Vec<_>>>()?;
-        if let Some(a) = addrs
-            .iter()
-            .find(|a| a.ip().is_multicast() || a.ip().is_unspecified())
-        {
-            return Err(CapError::invalid(format!("cannot masquerade from {a}")));
+        for a in &addrs {
+            grant::check_masquerade(a, &self.assigned)?;
         }
         if addrs.is_empty() {
             return Ok(());
         }
         self.finish().await.map_err(CapError::other)?;
         self.added = true;
-        self.start("masquerade", move |net, id| {
-            nft::masquerade(net, id, &addrs)
-        });
+        self.start("masquerade", move |owner| nft::masquerade(owner, &addrs));
         Ok(())
     }
 
     async fn remove(&mut self) -> CapResult<()> {
         self.finish().await.map_err(CapError::other)?;
         self.added = false;
-        self.start("remove masquerade rules", |net, id| {
-            nft::remove(net, id).map(drop)
+        self.start("remove masquerade rules", |owner| {
+            nft::remove(owner).map(drop)
         });
         Ok(())
     }
 
     async fn list(&mut self) -> CapResult<Vec<IpPrefix>> {
         self.finish().await.map_err(CapError::other)?;
-        let addrs = nft::masqueraded(&self.network, &self.container_id)
-            .map_err(|e| CapError::io("list masquerade rules", e))?;
+        let addrs =
+            nft::masqueraded(&self.owner).map_err(|e| CapError::io("list masquerade rules", e))?;
         Ok(addrs.into_iter().map(prefix_to_wit).collect())
     }
 }

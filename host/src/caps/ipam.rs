@@ -1,5 +1,6 @@
 //! `wasm-cni:plugin/ipam`: delegation to the IPAM plugin the config names.
 
+use super::grant::Assigned;
 use crate::cni::{Call, Command};
 use crate::runtime::Runtime;
 use crate::runtime::bindings::wasm_cni::plugin::ipam;
@@ -10,15 +11,18 @@ use std::sync::Arc;
 pub struct IpamCtx {
     runtime: Arc<Runtime>,
     call: Arc<Call>,
+    /// Where this call's addresses are recorded for the grant checks.
+    assigned: Assigned,
     /// IPAM ADD succeeded in this call: a failed ADD must release it.
     added: bool,
 }
 
 impl IpamCtx {
-    pub fn new(runtime: Arc<Runtime>, call: Arc<Call>) -> Self {
+    pub fn new(runtime: Arc<Runtime>, call: Arc<Call>, assigned: Assigned) -> Self {
         IpamCtx {
             runtime,
             call,
+            assigned,
             added: false,
         }
     }
@@ -29,7 +33,7 @@ impl IpamCtx {
         if !std::mem::take(&mut self.added) {
             return Vec::new();
         }
-        match self.runtime.delegate_ipam(&self.call, Command::Del).await {
+        match self.runtime.undo_ipam(&self.call).await {
             Ok(_) => Vec::new(),
             Err(e) => vec![format!("IPAM DEL: {e}")],
         }
@@ -42,7 +46,9 @@ impl ipam::Host for IpamCtx {
             match self.runtime.delegate_ipam(&self.call, Command::Add).await {
                 Ok(r) => {
                     self.added = true;
-                    Ok(result_to_wit(&r.unwrap_or_default()))
+                    let r = r.unwrap_or_default();
+                    self.assigned.record(r.ips.iter().map(|ip| ip.address));
+                    Ok(result_to_wit(&r))
                 }
                 Err(e) => Err(error_to_wit(e)),
             },

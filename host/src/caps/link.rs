@@ -1,9 +1,10 @@
 //! `wasm-cni:plugin/link`.
 
-use super::grant::{self, HostLink, LinkOp};
-use super::netns::{NamespaceHandle, NetCtx, NsKind};
+use super::grant::{self, BRIDGE_MARK, HostLink, LinkOp};
+use super::netns::{Created, NamespaceHandle, NetCtx, NsKind};
 use super::{CapError, CapResult};
 use crate::kernel::link::{LinkChange, LinkState, OperState, VethEnd};
+use crate::kernel::netlink::{GROUP_LINK, Netlink};
 use crate::runtime::bindings::wasm_cni::plugin::link::{self, LinkInfo, VethPair};
 use crate::runtime::convert::{mac_from_string, mac_to_string};
 use std::os::fd::AsFd;
@@ -32,10 +33,13 @@ fn info(s: LinkState) -> LinkInfo {
             OperState::Up => link::OperState::Up,
         },
         master: s.master,
+        alias: s.alias,
     }
 }
 
-/// Kernel link names: 1..=15 bytes, no '/', ':' or whitespace.
+/// Kernel link names: 1..=15 bytes, no '/', ':' or whitespace. Checked on
+/// every name a guest passes, not only on create: a name too long for a
+/// netlink attribute would otherwise reach the message encoder.
 pub fn check_name(name: &str) -> CapResult<()> {
     let ok = !name.is_empty()
         && name.len() <= 15
@@ -43,7 +47,7 @@ pub fn check_name(name: &str) -> CapResult<()> {
         && name != ".."
         && !name
             .chars()
-            .any(|c| c == '/' || c == ':' || c.is_whitespace());
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
     if ok {
         Ok(())
     } else {
@@ -59,34 +63,35 @@ fn random_veth_name() -> String {
 }
 
 impl NetCtx {
-    async fn state(&mut self, kind: NsKind, name: &str) -> CapResult<LinkState> {
+    pub(crate) async fn state(&mut self, kind: NsKind, name: &str) -> CapResult<LinkState> {
+        check_name(name)?;
         let nl = self.netlink(kind)?;
         nl.link_get(name)
             .await
             .map_err(|e| CapError::io(format!("link {name} in the {kind}"), e))
     }
 
-    /// A host link as the grant policy sees it.
-    pub(crate) async fn host_link(&mut self, name: &str) -> CapResult<(LinkState, bool)> {
-        let st = self.state(NsKind::Host, name).await?;
-        let created = self.created_in(NsKind::Host, name);
-        Ok((st, created))
+    /// Check that `op` on `name` is granted (see `grant`); anything goes in
+    /// the container. Returns the link as it is now.
+    pub(crate) async fn grant(
+        &mut self,
+        kind: NsKind,
+        name: &str,
+        op: LinkOp,
+    ) -> CapResult<LinkState> {
+        let st = self.state(kind, name).await?;
+        if kind == NsKind::Host {
+            grant::check_link(self.host_link(&st), op)?;
+        }
+        Ok(st)
     }
 
-    /// Check that `op` on `name` is granted; nothing to check in the container.
-    pub(crate) async fn grant(&mut self, kind: NsKind, name: &str, op: LinkOp) -> CapResult<()> {
-        if kind == NsKind::Container {
-            return Ok(());
+    pub(crate) fn host_link<'a>(&self, st: &'a LinkState) -> HostLink<'a> {
+        HostLink {
+            name: &st.name,
+            is_bridge: st.kind == "bridge",
+            standing: self.standing(st),
         }
-        let (st, created) = self.host_link(name).await?;
-        grant::check_link(
-            HostLink {
-                name,
-                is_bridge: st.kind == "bridge",
-                created,
-            },
-            op,
-        )
     }
 
     async fn change(
@@ -129,12 +134,21 @@ impl link::Host for NetCtx {
     ) -> CapResult<LinkInfo> {
         let kind = self.kind(&ns)?;
         check_name(&name)?;
+        self.may_create()?;
         let nl = self.netlink(kind)?;
-        nl.bridge_add(&name, mtu)
+        let temp = format!("wcni{}", &random_veth_name()[4..]);
+        nl.bridge_add(&name, &temp, mtu, BRIDGE_MARK)
             .await
             .map_err(|e| CapError::io(format!("create bridge {name} in the {kind}"), e))?;
-        self.record_created(kind, &name, false);
-        Ok(info(self.state(kind, &name).await?))
+        let st = self.state(kind, &name).await?;
+        self.record_created(Created {
+            ns: kind,
+            index: st.index,
+            name: name.clone(),
+            undo: false,
+            peer: None,
+        });
+        Ok(info(st))
     }
 
     async fn create_veth(
@@ -152,6 +166,7 @@ impl link::Host for NetCtx {
         if let Some(p) = &peer_name {
             check_name(p)?;
         }
+        self.may_create()?;
         let mac = mac.as_deref().map(mac_from_string).transpose()?;
         // Sent from the host's connection; an end bound for the container
         // is born there (IFLA_NET_NS_FD), so no half-made pair is visible.
@@ -188,11 +203,27 @@ impl link::Host for NetCtx {
                 Err(e) => return Err(CapError::io(format!("create veth {name}/{peer}"), e)),
             }
         };
-        self.record_created(kind, &name, true);
-        self.record_created(peer_kind, &peer, true);
-        let link = info(self.state(kind, &name).await?);
-        let peer = info(self.state(peer_kind, &peer).await?);
-        Ok(VethPair { link, peer })
+        let link = self.state(kind, &name).await?;
+        let peer = self.state(peer_kind, &peer).await?;
+        let (a, b) = ((kind, link.index), (peer_kind, peer.index));
+        self.record_created(Created {
+            ns: kind,
+            index: link.index,
+            name: name.clone(),
+            undo: true,
+            peer: Some(b),
+        });
+        self.record_created(Created {
+            ns: peer_kind,
+            index: peer.index,
+            name: peer.name.clone(),
+            undo: true,
+            peer: Some(a),
+        });
+        Ok(VethPair {
+            link: info(link),
+            peer: info(peer),
+        })
     }
 
     async fn set_master(
@@ -202,26 +233,19 @@ impl link::Host for NetCtx {
         master: Option<String>,
     ) -> CapResult<()> {
         let kind = self.kind(&ns)?;
-        let master_index = match &master {
+        let port = self.state(kind, &name).await?;
+        let master = match &master {
             Some(m) => Some(self.state(kind, m).await?),
             None => None,
         };
         if kind == NsKind::Host {
-            let (port, created) = self.host_link(&name).await?;
-            let port = HostLink {
-                name: &name,
-                is_bridge: port.kind == "bridge",
-                created,
-            };
-            let m = master_index.as_ref().map(|m| HostLink {
-                name: &m.name,
-                is_bridge: m.kind == "bridge",
-                created: self.created_in(NsKind::Host, &m.name),
-            });
-            grant::check_master(port, m)?;
+            grant::check_master(
+                self.host_link(&port),
+                master.as_ref().map(|m| self.host_link(m)),
+            )?;
         }
         let nl = self.netlink(kind)?;
-        nl.link_set(&name, LinkChange::Master(master_index.map(|m| m.index)))
+        nl.link_set(&name, LinkChange::Master(master.map(|m| m.index)))
             .await
             .map_err(|e| CapError::io(format!("set master of {name} in the {kind}"), e))
     }
@@ -283,12 +307,12 @@ impl link::Host for NetCtx {
 
     async fn delete(&mut self, ns: Resource<NamespaceHandle>, name: String) -> CapResult<()> {
         let kind = self.kind(&ns)?;
-        self.grant(kind, &name, LinkOp::Delete).await?;
+        let st = self.grant(kind, &name, LinkOp::Delete).await?;
         let nl = self.netlink(kind)?;
-        nl.link_del(&name)
+        nl.link_del_index(st.index)
             .await
             .map_err(|e| CapError::io(format!("delete link {name} in the {kind}"), e))?;
-        self.forget_created(kind, &name);
+        self.forget_created(kind, st.index);
         Ok(())
     }
 
@@ -299,12 +323,10 @@ impl link::Host for NetCtx {
         timeout_ms: u32,
     ) -> CapResult<LinkInfo> {
         let kind = self.kind(&ns)?;
+        check_name(&name)?;
         let timeout = Duration::from_millis(u64::from(timeout_ms)).min(MAX_WAIT);
-        let mut sub = crate::kernel::netlink::Netlink::subscribe(
-            self.netns(kind),
-            crate::kernel::netlink::GROUP_LINK,
-        )
-        .map_err(|e| CapError::io(format!("subscribe to link events in the {kind}"), e))?;
+        let mut sub = Netlink::subscribe(self.netns(kind), GROUP_LINK)
+            .map_err(|e| CapError::io(format!("subscribe to link events in the {kind}"), e))?;
         let query = self.netlink(kind)?;
         let st = sub
             .wait_link(&query, &name, timeout, |s| {
@@ -313,5 +335,32 @@ impl link::Host for NetCtx {
             .await
             .map_err(|e| CapError::io(format!("wait for {name} in the {kind}"), e))?;
         Ok(info(st))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_name;
+
+    #[test]
+    fn every_name_is_a_kernel_link_name() {
+        assert!(
+            check_name("eth0").is_ok()
+                && check_name("veth1a2b3c4d").is_ok()
+                && check_name("fifteen-bytes-x").is_ok()
+        );
+        let huge = "a".repeat(70_000);
+        for bad in [
+            "",
+            "sixteen-bytes-xx",
+            "a/b",
+            "a:b",
+            "a b",
+            "..",
+            "a\nb",
+            huge.as_str(),
+        ] {
+            assert!(check_name(bad).is_err(), "{:?}", &bad[..bad.len().min(20)]);
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! and the links this call created (for the grant policy and for undoing a
 //! failed ADD).
 
+use super::grant::{Assigned, BRIDGE_MARK, Standing};
 use super::{CapError, CapResult};
 use crate::kernel::netlink::Netlink;
 use crate::kernel::netns::Netns;
@@ -48,14 +49,21 @@ impl Ns {
     }
 }
 
-/// A link this call created.
+/// A link this call created, known by its index (a name can be reused
+/// once the link is gone; an index is not handed out again soon).
 #[derive(Debug, Clone)]
 pub struct Created {
     pub ns: NsKind,
+    pub index: u32,
     pub name: String,
     /// Delete it if the ADD fails (veths yes; bridges are shared, no).
     pub undo: bool,
+    /// The other end of a veth pair: deleting one end deletes both.
+    pub peer: Option<(NsKind, u32)>,
 }
+
+/// The most links one call may create: a plugin needs two or three.
+const MAX_CREATED: usize = 16;
 
 pub struct NetCtx {
     host: Ns,
@@ -63,6 +71,9 @@ pub struct NetCtx {
     container_path: Option<PathBuf>,
     container: Option<Ns>,
     created: Vec<Created>,
+    /// The bridge the network config names (`"bridge"`), granted to it.
+    named_bridge: Option<String>,
+    assigned: Assigned,
 }
 
 impl NetCtx {
@@ -70,7 +81,12 @@ impl NetCtx {
     /// CHECK) it is opened now, so a bad path is a clear error before any
     /// guest code runs; otherwise (DEL) on first use, and a vanished
     /// namespace is `not-found`.
-    pub fn new(container_path: Option<PathBuf>, require_container: bool) -> Result<NetCtx, String> {
+    pub fn new(
+        container_path: Option<PathBuf>,
+        require_container: bool,
+        named_bridge: Option<String>,
+        assigned: Assigned,
+    ) -> Result<NetCtx, String> {
         let host_id = Netns::current()
             .map_err(|e| format!("cannot open this process's network namespace: {e}"))?;
         let mut ctx = NetCtx {
@@ -82,6 +98,8 @@ impl NetCtx {
             container_path,
             container: None,
             created: Vec::new(),
+            named_bridge,
+            assigned,
         };
         if require_container {
             ctx.open_container().map_err(|e| e.to_string())?;
@@ -152,20 +170,52 @@ impl NetCtx {
         }
     }
 
-    pub(crate) fn record_created(&mut self, ns: NsKind, name: &str, undo: bool) {
-        self.created.push(Created {
-            ns,
-            name: name.to_string(),
-            undo,
-        });
+    pub(crate) fn assigned(&self) -> &Assigned {
+        &self.assigned
     }
 
-    pub(crate) fn forget_created(&mut self, ns: NsKind, name: &str) {
-        self.created.retain(|c| !(c.ns == ns && c.name == name));
+    /// Refuse to create past the per-call limit.
+    pub(crate) fn may_create(&self) -> CapResult<()> {
+        if self.created.len() < MAX_CREATED {
+            Ok(())
+        } else {
+            Err(CapError::denied(format!(
+                "a call may create at most {MAX_CREATED} links"
+            )))
+        }
     }
 
-    pub fn created_in(&self, ns: NsKind, name: &str) -> bool {
-        self.created.iter().any(|c| c.ns == ns && c.name == name)
+    pub(crate) fn record_created(&mut self, c: Created) {
+        self.created.push(c);
+    }
+
+    /// A link (and its veth peer) is gone.
+    pub(crate) fn forget_created(&mut self, ns: NsKind, index: u32) {
+        let peer = self
+            .created
+            .iter()
+            .find(|c| c.ns == ns && c.index == index)
+            .and_then(|c| c.peer);
+        self.created
+            .retain(|c| !((c.ns, c.index) == (ns, index) || Some((c.ns, c.index)) == peer));
+    }
+
+    pub fn created_in(&self, ns: NsKind, index: u32) -> bool {
+        self.created.iter().any(|c| c.ns == ns && c.index == index)
+    }
+
+    /// Where a host-namespace link stands with this call (see `grant`).
+    pub fn standing(&self, link: &crate::kernel::link::LinkState) -> Standing {
+        if self.created_in(NsKind::Host, link.index) {
+            Standing::Own
+        } else if link.kind == "bridge"
+            && (link.alias.as_deref() == Some(BRIDGE_MARK)
+                || self.named_bridge.as_deref() == Some(link.name.as_str()))
+        {
+            Standing::GrantedBridge
+        } else {
+            Standing::Foreign
+        }
     }
 
     /// Undo a failed ADD: delete the links it created, newest first. A veth
@@ -182,7 +232,7 @@ impl NetCtx {
         for c in undo {
             let result = match self.netlink(c.ns) {
                 Ok(nl) => nl
-                    .link_del(&c.name)
+                    .link_del_index(c.index)
                     .await
                     .map_err(|e| CapError::io(&c.name, e)),
                 Err(e) => Err(e),

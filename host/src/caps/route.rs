@@ -1,6 +1,5 @@
 //! `wasm-cni:plugin/route`.
 
-use super::grant::LinkOp;
 use super::netns::{NamespaceHandle, NetCtx, NsKind};
 use super::{CapError, CapResult};
 use crate::kernel::route::{RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, RT_TABLE_MAIN, RouteSpec};
@@ -10,11 +9,16 @@ use std::collections::HashMap;
 use wasmtime::component::Resource;
 
 impl NetCtx {
-    /// A guest's route as the kernel takes it. A route via a link in the
-    /// host namespace needs the link to be granted; one without a link is
-    /// refused there (the kernel would pick any link, the uplink included).
+    /// A guest's route as the kernel takes it. Routes in the host
+    /// namespace are not granted (see `grant`): one through the guest's own
+    /// veth could pull the node's traffic into the container.
     async fn route_spec(&mut self, kind: NsKind, r: RouteEntry) -> CapResult<RouteSpec> {
         let dst = prefix_from_wit(r.dst)?;
+        if kind == NsKind::Host {
+            return Err(CapError::denied(format!(
+                "route to {dst} in the host namespace: routes there are not granted"
+            )));
+        }
         let gw = r.gw.map(ip_from_wit);
         if gw.is_some_and(|g| g.is_ipv4() != dst.is_ipv4()) {
             return Err(CapError::invalid(format!(
@@ -22,21 +26,7 @@ impl NetCtx {
             )));
         }
         let oif = match &r.link {
-            Some(name) => {
-                self.grant(kind, name, LinkOp::Address).await?;
-                let nl = self.netlink(kind)?;
-                Some(
-                    nl.link_get(name)
-                        .await
-                        .map_err(|e| CapError::io(format!("link {name} in the {kind}"), e))?
-                        .index,
-                )
-            }
-            None if kind == NsKind::Host => {
-                return Err(CapError::denied(format!(
-                    "route to {dst} in the host namespace names no link"
-                )));
-            }
+            Some(name) => Some(self.state(kind, name).await?.index),
             None => None,
         };
         // Network address as the kernel stores it (host bits cleared).

@@ -30,10 +30,17 @@ pub struct StoreCtx {
     lock_deadline: Instant,
     /// Entries created in this call, to remove if the ADD fails.
     created: Vec<(String, String)>,
+    writes: usize,
 }
 
 /// The longest pause between two tries for the lock.
 const LOCK_POLL_MAX: Duration = Duration::from_millis(25);
+/// How long a rollback waits for the lock.
+const ROLLBACK_LOCK_WAIT: Duration = Duration::from_secs(3);
+/// The largest value an entry may hold.
+const MAX_VALUE: usize = 4096;
+/// The most entries one call may write.
+const MAX_WRITES: usize = 256;
 
 impl StoreCtx {
     /// The store of `network` under `data_dir` (already validated: an
@@ -45,6 +52,7 @@ impl StoreCtx {
             lock: None,
             lock_deadline,
             created: Vec::new(),
+            writes: 0,
         }
     }
 
@@ -66,14 +74,27 @@ impl StoreCtx {
         Ok(self.dir.join(key))
     }
 
-    fn require_lock(&self, what: &str) -> CapResult<()> {
-        if self.lock.is_some() {
-            Ok(())
-        } else {
-            Err(CapError::denied(format!(
+    /// A write is allowed: the lock is held, the value is small, and the
+    /// call has not written too much already (a store is a few files per
+    /// container, not a disk to fill).
+    fn may_write(&mut self, what: &str, value: &str) -> CapResult<()> {
+        if self.lock.is_none() {
+            return Err(CapError::denied(format!(
                 "{what} needs the store lock: call acquire-lock first"
-            )))
+            )));
         }
+        if value.len() > MAX_VALUE {
+            return Err(CapError::invalid(format!(
+                "{what}: a value is at most {MAX_VALUE} bytes"
+            )));
+        }
+        if self.writes >= MAX_WRITES {
+            return Err(CapError::denied(format!(
+                "{what}: a call writes at most {MAX_WRITES} entries"
+            )));
+        }
+        self.writes += 1;
+        Ok(())
     }
 
     fn io(&self, what: &str, e: io::Error) -> CapError {
@@ -81,11 +102,19 @@ impl StoreCtx {
     }
 
     /// Undo a failed ADD: remove the entries it created, if they still
-    /// hold what it wrote. No lock needed: an entry that exists is claimed,
-    /// nobody else writes it, and these are ours.
-    pub fn rollback(&mut self) -> Vec<String> {
+    /// hold what it wrote. Under the lock when it can be had within a few
+    /// seconds (the ADD may have failed for want of it); past that, the
+    /// entries are removed anyway: they are this call's, by content.
+    pub async fn rollback(&mut self) -> Vec<String> {
         let created = std::mem::take(&mut self.created);
         let mut failures = Vec::new();
+        let mut _held = None;
+        if !created.is_empty() && self.lock.is_none() {
+            self.lock_deadline = Instant::now() + ROLLBACK_LOCK_WAIT;
+            if self.lock_dir().await.is_ok() {
+                _held = self.lock.take();
+            }
+        }
         for (key, value) in created {
             let path = self.dir.join(&key);
             if fs::read_to_string(&path).is_ok_and(|v| v == value) {
@@ -205,7 +234,7 @@ impl store::Host for StoreCtx {
 
     async fn create(&mut self, key: String, value: String) -> CapResult<bool> {
         let path = self.path(&key)?;
-        self.require_lock("create")?;
+        self.may_write("create", &value)?;
         let mut f = match OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -226,7 +255,7 @@ impl store::Host for StoreCtx {
 
     async fn put(&mut self, key: String, value: String) -> CapResult<()> {
         let path = self.path(&key)?;
-        self.require_lock("put")?;
+        self.may_write("put", &value)?;
         let write = || -> io::Result<()> {
             let mut tmp = tempfile::Builder::new()
                 .prefix(".wasm-cni-")
@@ -242,7 +271,11 @@ impl store::Host for StoreCtx {
 
     async fn delete(&mut self, key: String) -> CapResult<bool> {
         let path = self.path(&key)?;
-        self.require_lock("delete")?;
+        if self.lock.is_none() {
+            return Err(CapError::denied(
+                "delete needs the store lock: call acquire-lock first",
+            ));
+        }
         match fs::remove_file(&path) {
             Ok(()) => {
                 self.created.retain(|(k, _)| *k != key);
@@ -348,7 +381,7 @@ mod tests {
                 .unwrap();
         });
         fs::write(tmp.path().join("n/10.0.0.3"), "someone else").unwrap();
-        assert!(s.rollback().is_empty());
+        assert!(block_on(s.rollback()).is_empty());
         assert!(!tmp.path().join("n/10.0.0.2").exists());
         assert!(tmp.path().join("n/10.0.0.3").exists());
     }

@@ -1,6 +1,6 @@
 //! `wasm-cni:plugin/sysctl`.
 
-use super::grant::{self, HostLink};
+use super::grant::{self, HostLink, Standing};
 use super::netns::{NamespaceHandle, NetCtx, NsKind};
 use super::{CapError, CapResult};
 use crate::kernel::sysctl::{self as kernel, SysctlKey};
@@ -38,18 +38,15 @@ impl sysctl::Host for NetCtx {
                 .link_list()
                 .await
                 .map_err(|e| CapError::io("list host links", e))?;
-            let known: HashMap<String, (bool, bool)> = links
+            let known: HashMap<String, (bool, Standing)> = links
                 .into_iter()
-                .map(|l| {
-                    let created = self.created_in(NsKind::Host, &l.name);
-                    (l.name, (l.kind == "bridge", created))
-                })
+                .map(|l| (l.name.clone(), (l.kind == "bridge", self.standing(&l))))
                 .collect();
-            grant::check_sysctl_write(&key, |dev| {
-                known.get(dev).map(|&(is_bridge, created)| HostLink {
+            grant::check_sysctl_write(&key, &value, |dev| {
+                known.get(dev).map(|&(is_bridge, standing)| HostLink {
                     name: dev,
                     is_bridge,
-                    created,
+                    standing,
                 })
             })?;
         }

@@ -38,6 +38,8 @@ pub struct LinkState {
     pub master: Option<u32>,
     /// For a bridge port: its STP state.
     pub port_forwarding: Option<bool>,
+    /// IFLA_IFALIAS.
+    pub alias: Option<String>,
 }
 
 impl LinkState {
@@ -52,10 +54,12 @@ impl LinkState {
             oper: OperState::Unknown,
             master: None,
             port_forwarding: None,
+            alias: None,
         };
         for attr in msg.attributes {
             match attr {
                 LinkAttribute::IfName(n) => s.name = n,
+                LinkAttribute::IfAlias(a) => s.alias = Some(a),
                 LinkAttribute::Address(a) => s.mac = a,
                 LinkAttribute::Mtu(m) => s.mtu = m,
                 LinkAttribute::Controller(m) => s.master = Some(m),
@@ -102,6 +106,9 @@ pub enum LinkChange {
     Mtu(u32),
     Mac(Vec<u8>),
     Promiscuous(bool),
+    Alias(String),
+    /// Rename (the link must be down).
+    Name(String),
 }
 
 /// Where a new veth end goes: its name, and the namespace to move it into
@@ -136,12 +143,35 @@ impl Netlink {
             .await
     }
 
-    pub async fn bridge_add(&self, name: &str, mtu: Option<u32>) -> io::Result<()> {
-        let mut b = LinkBridge::new(name);
+    /// Create a bridge named `name`, down, carrying `alias`. The kernel
+    /// takes no alias at creation, and a concurrent caller must never see
+    /// the bridge unmarked: so it is made under `temp`, marked, and renamed
+    /// into place (atomic, and EEXIST if someone else got there first, in
+    /// which case ours is deleted).
+    pub async fn bridge_add(
+        &self,
+        name: &str,
+        temp: &str,
+        mtu: Option<u32>,
+        alias: &str,
+    ) -> io::Result<()> {
+        let mut b = LinkBridge::new(temp);
         if let Some(mtu) = mtu {
             b = b.mtu(mtu);
         }
-        self.handle.link().add(b.build()).execute().within().await
+        self.handle.link().add(b.build()).execute().within().await?;
+        let index = self.link_get(temp).await?.index;
+        let placed = async {
+            self.link_set_index(index, LinkChange::Alias(alias.to_string()))
+                .await?;
+            self.link_set_index(index, LinkChange::Name(name.to_string()))
+                .await
+        }
+        .await;
+        if placed.is_err() {
+            let _ = self.link_del_index(index).await;
+        }
+        placed
     }
 
     /// Create a veth pair in one request; each end may be placed in another
@@ -185,6 +215,23 @@ impl Netlink {
             LinkChange::Mtu(mtu) => b.mtu(mtu),
             LinkChange::Mac(mac) => b.address(mac),
             LinkChange::Promiscuous(on) => b.promiscuous(on),
+            LinkChange::Alias(alias) => b.alias(alias),
+            LinkChange::Name(_) => unreachable!("renames go by index"),
+        };
+        self.handle.link().set(b.build()).execute().within().await
+    }
+
+    /// Change a link found by index (a rename names it by what it is).
+    pub async fn link_set_index(&self, index: u32, change: LinkChange) -> io::Result<()> {
+        let b = LinkUnspec::new_with_index(index);
+        let b = match change {
+            LinkChange::Name(name) => b.name(name),
+            LinkChange::Alias(alias) => b.alias(alias),
+            other => {
+                return Err(io::Error::other(format!(
+                    "{other:?} by index is not supported"
+                )));
+            }
         };
         self.handle.link().set(b.build()).execute().within().await
     }
@@ -209,6 +256,12 @@ impl Netlink {
             .execute()
             .within()
             .await
+    }
+
+    /// Delete by index: what was created is what goes, whatever its name
+    /// is now.
+    pub async fn link_del_index(&self, index: u32) -> io::Result<()> {
+        self.handle.link().del(index).execute().within().await
     }
 }
 

@@ -1,13 +1,14 @@
 //! Source NAT in nftables, in a table wasm-cni owns (`inet wasm-cni`), so
 //! nothing else on the node is touched. Each container address gets one
-//! rule, commented with the network and container id, so DEL finds and
-//! removes a container's rules without knowing its address or namespace:
+//! rule, commented with its attachment (network, container id, ifname, as
+//! the spec identifies one), so DEL finds and removes exactly that
+//! attachment's rules without knowing its address or namespace:
 //!
 //! ```text
 //! table inet wasm-cni {
 //!   chain postrouting {
 //!     type nat hook postrouting priority srcnat; policy accept;
-//!     ip saddr 10.244.0.2 ip daddr != 10.244.0.0/16 ip daddr != 224.0.0.0/4 masquerade comment "wasm-cni mynet c1"
+//!     ip saddr 10.244.0.2 ip daddr != 10.244.0.0/16 ip daddr != 224.0.0.0/4 masquerade comment "wasm-cni mynet c1 eth0"
 //!   }
 //! }
 //! ```
@@ -35,12 +36,12 @@ const SRCNAT: i32 = 100;
 const COMMENT_MAX: usize = 127;
 
 /// The comment that marks one attachment's rules.
-pub fn owner_comment(network: &str, container_id: &str) -> String {
-    let c = format!("wasm-cni {network} {container_id}");
+pub fn owner_comment(network: &str, container_id: &str, ifname: &str) -> String {
+    let c = format!("wasm-cni {network} {container_id} {ifname}");
     if c.len() <= COMMENT_MAX {
         c
     } else {
-        let digest = Sha256::digest(format!("{network}\0{container_id}"));
+        let digest = Sha256::digest(format!("{network}\0{container_id}\0{ifname}"));
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
         format!("wasm-cni sha256:{hex}")
     }
@@ -48,11 +49,10 @@ pub fn owner_comment(network: &str, container_id: &str) -> String {
 
 /// Masquerade traffic from each address leaving its subnet, except to
 /// multicast. One atomic batch: table, chain and rules together.
-pub fn masquerade(network: &str, container_id: &str, addrs: &[IpNetwork]) -> io::Result<()> {
-    let comment = owner_comment(network, container_id);
+pub fn masquerade(comment: &str, addrs: &[IpNetwork]) -> io::Result<()> {
     let rules: Vec<NfListObject> = addrs
         .iter()
-        .map(|a| NfListObject::Rule(masquerade_rule(a, &comment)))
+        .map(|a| NfListObject::Rule(masquerade_rule(a, comment)))
         .collect();
     // Declaring the NAT base chain makes the kernel re-register its hook
     // (~15 ms here) even when it exists, so the chain is declared only when
@@ -82,6 +82,9 @@ pub fn masquerade(network: &str, container_id: &str, addrs: &[IpNetwork]) -> io:
         other => Ok(other?),
     }
 }
+
+/// The longest one nft run may take.
+const NFT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What nft says when a table or chain does not exist.
 const MISSING: &str = "No such file or directory";
@@ -147,7 +150,20 @@ fn run_nft(args: &[&str], stdin: Option<&str>) -> Result<String, NftError> {
     if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
         pipe.write_all(input.as_bytes()).map_err(NftError::Exec)?;
     }
-    let out = child.wait_with_output().map_err(NftError::Exec)?;
+    // nft answers in milliseconds; one that hangs is killed, not waited for.
+    let pid = rustix::process::Pid::from_child(&child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    let out = match rx.recv_timeout(NFT_TIMEOUT) {
+        Ok(out) => out.map_err(NftError::Exec)?,
+        Err(_) => {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            return Err(NftError::Failed(format!(
+                "nft did not finish within {} s and was killed",
+                NFT_TIMEOUT.as_secs()
+            )));
+        }
+    };
     if out.status.success() {
         return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
     }
@@ -205,8 +221,7 @@ fn prefix(addr: String, len: u8) -> Expression<'static> {
 
 /// This attachment's rules with their handles, and the address each one
 /// masquerades (source address, subnet prefix length).
-fn owned_rules(network: &str, container_id: &str) -> io::Result<Vec<(u32, Option<IpNetwork>)>> {
-    let comment = owner_comment(network, container_id);
+fn owned_rules(comment: &str) -> io::Result<Vec<(u32, Option<IpNetwork>)>> {
     let listed = match run_nft(&["list", "chain", "inet", TABLE, CHAIN], None) {
         Ok(json) => json,
         // No table or chain yet: nothing of ours.
@@ -220,7 +235,7 @@ fn owned_rules(network: &str, container_id: &str) -> io::Result<Vec<(u32, Option
         .iter()
         .filter_map(|o| match o {
             NfObject::ListObject(NfListObject::Rule(r))
-                if r.comment.as_deref() == Some(comment.as_str()) =>
+                if r.comment.as_deref() == Some(comment) =>
             {
                 Some((r.handle?, rule_address(r)))
             }
@@ -251,16 +266,16 @@ fn rule_address(rule: &Rule) -> Option<IpNetwork> {
 }
 
 /// The addresses masqueraded for this attachment.
-pub fn masqueraded(network: &str, container_id: &str) -> io::Result<Vec<IpNetwork>> {
-    Ok(owned_rules(network, container_id)?
+pub fn masqueraded(comment: &str) -> io::Result<Vec<IpNetwork>> {
+    Ok(owned_rules(comment)?
         .into_iter()
         .filter_map(|(_, a)| a)
         .collect())
 }
 
 /// Remove this attachment's rules; how many there were.
-pub fn remove(network: &str, container_id: &str) -> io::Result<usize> {
-    let rules = owned_rules(network, container_id)?;
+pub fn remove(comment: &str) -> io::Result<usize> {
+    let rules = owned_rules(comment)?;
     if rules.is_empty() {
         return Ok(0);
     }
@@ -300,10 +315,16 @@ mod tests {
 
     #[test]
     fn long_owners_are_hashed_to_fit() {
-        assert_eq!(owner_comment("mynet", "c1"), "wasm-cni mynet c1");
-        let long = owner_comment(&"n".repeat(100), &"c".repeat(64));
+        assert_eq!(
+            owner_comment("mynet", "c1", "eth0"),
+            "wasm-cni mynet c1 eth0"
+        );
+        let long = owner_comment(&"n".repeat(100), &"c".repeat(64), "eth0");
         assert!(long.len() <= COMMENT_MAX && long.starts_with("wasm-cni sha256:"));
-        assert_ne!(long, owner_comment(&"n".repeat(100), &"d".repeat(64)));
+        assert_ne!(
+            long,
+            owner_comment(&"n".repeat(100), &"c".repeat(64), "eth1")
+        );
     }
 
     #[test]

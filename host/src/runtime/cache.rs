@@ -59,7 +59,7 @@ impl Cache {
         engine.precompile_compatibility_hash().hash(&mut h);
         let compat = hex(&h.0.finalize()[..8]);
         let dir = match prepare_dir(dir) {
-            Ok(()) => Some(dir.to_path_buf()),
+            Ok(canonical) => Some(canonical),
             Err(e) => {
                 crate::log::warn(&format!(
                     "compiled-module cache disabled: {}: {e}",
@@ -158,8 +158,8 @@ fn write_atomic(dir: &Path, dest: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 /// Create the directory (0700) if needed, then check that it and its
-/// ancestors are safe to load code from.
-fn prepare_dir(dir: &Path) -> io::Result<()> {
+/// ancestors are safe to load code from; the directory's canonical path.
+fn prepare_dir(dir: &Path) -> io::Result<PathBuf> {
     if !dir.is_absolute() {
         return Err(io::Error::other("must be an absolute path"));
     }
@@ -177,10 +177,12 @@ fn prepare_dir(dir: &Path) -> io::Result<()> {
         }
     }
     let me = rustix::process::geteuid().as_raw();
-    let meta = fs::symlink_metadata(dir)?;
-    if !meta.is_dir() {
+    if !fs::symlink_metadata(dir)?.is_dir() {
         return Err(io::Error::other("not a directory (symlinks are refused)"));
     }
+    // Check where it really is: an ancestor may be a link to elsewhere.
+    let dir = &fs::canonicalize(dir)?;
+    let meta = fs::metadata(dir)?;
     if meta.uid() != me || meta.mode() & 0o022 != 0 {
         return Err(io::Error::other(format!(
             "must be owned by uid {me} and not writable by group or others (owner {}, mode {:o})",
@@ -201,7 +203,7 @@ fn prepare_dir(dir: &Path) -> io::Result<()> {
             )));
         }
     }
-    Ok(())
+    Ok(dir.to_path_buf())
 }
 
 /// A regular file (not a link), ours, not writable by others.
@@ -218,7 +220,10 @@ mod tests {
     fn directories_others_can_write_are_refused() {
         let tmp = tempfile::tempdir().unwrap();
         let good = tmp.path().join("cache");
-        prepare_dir(&good).unwrap();
+        assert_eq!(
+            prepare_dir(&good).unwrap(),
+            fs::canonicalize(&good).unwrap()
+        );
         assert_eq!(fs::metadata(&good).unwrap().mode() & 0o777, 0o700);
         let open = tmp.path().join("open");
         fs::create_dir(&open).unwrap();

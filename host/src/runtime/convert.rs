@@ -152,9 +152,16 @@ pub fn result_to_wit(r: &cni::CniResult) -> wit::CniResult {
     }
 }
 
+/// A guest's error. Code 0 means success in CNI, so a guest cannot fail
+/// with it: that becomes 100.
 pub fn error_from_wit(e: wit::CniError) -> cni::CniError {
+    let code = if e.code == 0 {
+        cni::error::code::PLUGIN_FAILED
+    } else {
+        e.code
+    };
     cni::CniError {
-        code: e.code,
+        code,
         msg: e.msg,
         details: e.details,
     }
@@ -186,7 +193,8 @@ pub fn mac_from_string(s: &str) -> Result<Vec<u8>, CapError> {
     let bytes: Vec<u8> = s
         .split(':')
         .map(|b| {
-            if b.len() == 2 {
+            // from_str_radix alone would take "+a".
+            if b.len() == 2 && b.chars().all(|c| c.is_ascii_hexdigit()) {
                 u8::from_str_radix(b, 16).map_err(|_| bad())
             } else {
                 Err(bad())
@@ -230,6 +238,7 @@ mod tests {
             "0a:58:0a:f4:00:01"
         );
         for bad in [
+            "+a:58:0a:f4:00:01",
             "",
             "0a:58:0a:f4:00",
             "0a:58:0a:f4:00:01:02",

@@ -16,6 +16,28 @@ impl Runtime {
         call: &Call,
         command: Command,
     ) -> Result<Option<CniResult>, CniError> {
+        self.delegate_ipam_until(call, command, self.deadlines.ipam())
+            .await
+    }
+
+    /// IPAM DEL undoing a failed ADD, with time of its own: the ADD may
+    /// have failed because its time ran out, and its address must still be
+    /// released.
+    pub async fn undo_ipam(&self, call: &Call) -> Result<Option<CniResult>, CniError> {
+        self.delegate_ipam_until(
+            call,
+            Command::Del,
+            tokio::time::Instant::now() + CLEANUP_TIME,
+        )
+        .await
+    }
+
+    async fn delegate_ipam_until(
+        &self,
+        call: &Call,
+        command: Command,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<CniResult>, CniError> {
         let Some(ty) = call.conf.ipam_type() else {
             return Err(CniError::config(
                 "network config has no \"ipam.type\" to delegate to",
@@ -23,15 +45,14 @@ impl Runtime {
         };
         match self.load(ty)? {
             Some(module) if module.role == Role::Ipam => {
-                self.run_ipam(&module, call, command, self.deadlines.ipam())
-                    .await
+                self.run_ipam(&module, call, command, deadline).await
             }
             Some(module) => Err(CniError::module(format!(
                 "IPAM module {ty:?} ({}) targets the interface-plugin world; ipam.type must name an IPAM plugin",
                 module.path.display()
             ))),
             None => match find_in_cni_path(call, ty)? {
-                Some(path) => exec_plugin(call, ty, &path, command, self.deadlines.ipam()).await,
+                Some(path) => exec_plugin(call, ty, &path, command, deadline).await,
                 // DEL must succeed when there is nothing left to undo, and a
                 // plugin that is not installed holds nothing we could
                 // release (the reference bridge fails here instead).
@@ -44,6 +65,9 @@ impl Runtime {
         }
     }
 }
+
+/// How long undoing a failed ADD's IPAM allocation may take.
+const CLEANUP_TIME: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// `<dir>/<type>` in the first `CNI_PATH` directory that has it.
 fn find_in_cni_path(call: &Call, ty: &str) -> Result<Option<PathBuf>, CniError> {
@@ -98,8 +122,9 @@ async fn exec_plugin(
         .spawn()
         .map_err(|e| io_error("cannot run", e))?;
     if let Some(mut stdin) = child.stdin.take() {
-        // A plugin may exit without reading stdin; its answer tells.
-        let _ = stdin.write_all(call.conf.raw.as_bytes()).await;
+        // A plugin may exit without reading stdin (its answer tells), or
+        // never read it (the deadline tells).
+        let _ = tokio::time::timeout_at(deadline, stdin.write_all(call.conf.raw.as_bytes())).await;
     }
     let out = match tokio::time::timeout_at(deadline, child.wait_with_output()).await {
         Ok(out) => out.map_err(|e| io_error("waiting for", e))?,

@@ -10,6 +10,9 @@ pub const FUEL: u64 = 2_000_000_000;
 pub const MAX_MEMORY: usize = 64 << 20;
 /// Instances, tables and memories per store: a component is a handful.
 pub const MAX_INSTANCES: usize = 32;
+/// Elements per table (function references): a Rust plugin uses a few
+/// hundred, and every element is host memory the memory limit does not see.
+pub const MAX_TABLE_ELEMENTS: usize = 10_000;
 
 pub fn new_engine() -> wasmtime::Result<Engine> {
     let mut config = Config::new();

@@ -10,6 +10,7 @@ pub mod linker;
 pub mod resolve;
 pub mod state;
 
+use crate::caps::grant::Assigned;
 use crate::caps::{
     firewall::FirewallCtx, ipam::IpamCtx, log::LogCtx, netns::NetCtx, store::StoreCtx,
 };
@@ -69,11 +70,6 @@ impl Deadlines {
     /// A delegated IPAM plugin: stopped at three quarters.
     pub fn ipam(&self) -> tokio::time::Instant {
         self.started + self.limit * 3 / 4
-    }
-
-    /// Waiting for the IPAM store's lock: given up at half.
-    pub fn lock(&self) -> tokio::time::Instant {
-        self.started + self.limit / 2
     }
 
     pub fn limit(&self) -> std::time::Duration {
@@ -156,11 +152,25 @@ impl Runtime {
         command: Command,
     ) -> Result<Option<CniResult>, CniError> {
         let needs_netns = matches!(command, Command::Add | Command::Check);
-        let net = NetCtx::new(call.env.netns.clone(), needs_netns).map_err(CniError::env)?;
+        // What IPAM assigns in this call bounds what the guest may put on
+        // the node (gateway addresses, masquerade).
+        let assigned = Assigned::default();
+        let net = NetCtx::new(
+            call.env.netns.clone(),
+            needs_netns,
+            call.conf.bridge.clone(),
+            assigned.clone(),
+        )
+        .map_err(CniError::env)?;
+        let owner = (
+            call.conf.name.as_str(),
+            call.env.container_id.as_str(),
+            call.env.ifname.as_str(),
+        );
         let state = InterfaceState::new(
             net,
-            FirewallCtx::new(&call.conf.name, &call.env.container_id),
-            IpamCtx::new(self.clone(), call.clone()),
+            FirewallCtx::new(owner, assigned.clone()),
+            IpamCtx::new(self.clone(), call.clone(), assigned),
             LogCtx::new(&module.name),
         );
         let mut store = self.store(state, |s| &mut s.limits)?;
@@ -203,15 +213,20 @@ impl Runtime {
         deadline: tokio::time::Instant,
     ) -> Result<Option<CniResult>, CniError> {
         let data_dir = call.conf.ipam.as_ref().and_then(|i| i.data_dir.as_deref());
+        // Waiting for the store's lock ends at two thirds of the plugin's
+        // time (half the call's, when delegated), so "busy" comes back
+        // while there is time to report it.
+        let now = tokio::time::Instant::now();
+        let lock_deadline = now + deadline.saturating_duration_since(now) * 2 / 3;
         let state = IpamState::new(
-            StoreCtx::new(data_dir, &call.conf.name, self.deadlines.lock()),
+            StoreCtx::new(data_dir, &call.conf.name, lock_deadline),
             LogCtx::new(&module.name),
         );
         let mut store = self.store(state, |s| &mut s.limits)?;
         let linker = get_linker(&self.ipam_linker, || linker::ipam_linker(&self.engine))?;
         let outcome = invoke(&mut store, linker, module, call, command, deadline).await;
         if command == Command::Add && outcome.is_err() {
-            let failures = store.data_mut().store.rollback();
+            let failures = store.data_mut().store.rollback().await;
             return Err(with_rollback_failures(outcome.unwrap_err(), failures));
         }
         outcome
@@ -269,7 +284,7 @@ async fn invoke<T: GuestOutput + Send + 'static>(
     let printed = store.data().output().contents();
     let printed = String::from_utf8_lossy(&printed);
     for line in printed.lines() {
-        crate::log::info(&format!("[{}] {line}", module.name));
+        crate::log::info(&crate::log::guest_line(&module.name, line));
     }
     outcome.map_err(|mut e| {
         if !printed.trim().is_empty() {

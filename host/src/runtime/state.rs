@@ -2,7 +2,7 @@
 //! own field, reached through its own `HasData` projection (see
 //! `runtime::linker`); an IPAM store has no network state at all.
 
-use super::engine::{MAX_INSTANCES, MAX_MEMORY};
+use super::engine::{MAX_INSTANCES, MAX_MEMORY, MAX_TABLE_ELEMENTS};
 use crate::caps::{
     firewall::FirewallCtx, ipam::IpamCtx, log::LogCtx, netns::NetCtx, store::StoreCtx,
 };
@@ -37,6 +37,7 @@ pub trait GuestOutput {
 fn limits() -> StoreLimits {
     StoreLimitsBuilder::new()
         .memory_size(MAX_MEMORY)
+        .table_elements(MAX_TABLE_ELEMENTS)
         .instances(MAX_INSTANCES)
         .tables(MAX_INSTANCES)
         .memories(MAX_INSTANCES)
