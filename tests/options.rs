@@ -230,10 +230,9 @@ fn bad_option_combinations_are_config_errors() {
 
 #[test]
 fn without_is_gateway_no_gateway_is_invented() {
-    let Some(reference) = wasm_cni_tests::reference_plugins() else {
-        eprintln!(
-            "SKIPPED without_is_gateway_no_gateway_is_invented: no reference plugins in /usr/lib/cni"
-        );
+    let Some(path) =
+        wasm_cni_tests::cni_path_with_reference("without_is_gateway_no_gateway_is_invented")
+    else {
         return;
     };
     let Some(mut sb) = Sandbox::for_test("no_invented_gateway") else {
@@ -245,11 +244,6 @@ fn without_is_gateway_no_gateway_is_invented() {
         "ipam": {"type": "static", "addresses": [{"address": "10.56.0.9/24"}],
                  "routes": [{"dst": "192.168.99.0/24"}]}})
     .to_string();
-    let path = format!(
-        "{}:{}",
-        wasm_cni_tests::install().bin.display(),
-        reference.display()
-    );
     let r = sb
         .cni_env(
             "bridge",

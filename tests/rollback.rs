@@ -2,7 +2,7 @@
 //! whatever step failed.
 
 use serde_json::json;
-use wasm_cni_tests::{Sandbox, root_or_skip};
+use wasm_cni_tests::Sandbox;
 
 #[test]
 fn exhaustion_names_the_range_and_leaves_nothing() {
@@ -50,25 +50,18 @@ fn unknown_ipam_type_fails_add_cleanly_and_del_still_succeeds() {
 
 #[test]
 fn native_ipam_plugins_are_executed_from_cni_path() {
-    if !root_or_skip("native_ipam_plugins") {
-        return;
-    }
-    let Some(reference) = wasm_cni_tests::reference_plugins() else {
-        eprintln!("SKIPPED native_ipam_plugins: no reference plugins in /usr/lib/cni");
+    let Some(path) = wasm_cni_tests::cni_path_with_reference("native_ipam_plugins") else {
         return;
     };
-    let mut sb = Sandbox::new("nativeipam");
+    let Some(mut sb) = Sandbox::for_test("native_ipam_plugins") else {
+        return;
+    };
     let c1 = sb.container("c1");
     // `static` has no wasm module, so it runs as a process, as CNI
     // delegation specifies.
     let cfg = json!({"cniVersion": "1.0.0", "name": "st", "type": "bridge", "bridge": "stbr", "isGateway": true,
         "ipam": {"type": "static", "addresses": [{"address": "10.55.0.9/24", "gateway": "10.55.0.1"}]}})
     .to_string();
-    let path = format!(
-        "{}:{}",
-        wasm_cni_tests::install().bin.display(),
-        reference.display()
-    );
     let r = sb
         .cni_env(
             "bridge",

@@ -114,6 +114,22 @@ pub fn cnitool() -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
+/// `CNI_PATH` with wasm-cni's links first and the reference plugins after,
+/// or `None` (saying why `test` skips) without the reference plugins.
+pub fn cni_path_with_reference(test: &str) -> Option<String> {
+    let Some(reference) = reference_plugins() else {
+        eprintln!(
+            "SKIPPED {test}: no reference plugins in /usr/lib/cni (tests/setup.sh --interop installs them)"
+        );
+        return None;
+    };
+    Some(format!(
+        "{}:{}",
+        install().bin.display(),
+        reference.display()
+    ))
+}
+
 pub fn reference_plugins() -> Option<&'static Path> {
     let p = Path::new("/usr/lib/cni");
     p.join("bridge").is_file().then_some(p)
