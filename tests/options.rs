@@ -353,3 +353,23 @@ fn bridge_macs_are_pinned_once() {
         "the neighbour cache was not flushed: {left:?}"
     );
 }
+
+#[test]
+fn a_cni0_left_by_the_reference_plugin_is_used_by_default() {
+    // A node switching over: the reference bridge made cni0 (no mark), and
+    // the config relies on the default name.
+    let Some(mut sb) = Sandbox::for_test("reference_cni0") else {
+        return;
+    };
+    let c1 = sb.container("c1");
+    sb.run_in("host", &["ip", "link", "add", "cni0", "type", "bridge"]);
+    let cfg = json!({"cniVersion": "1.0.0", "name": "dflt", "type": "bridge", "isGateway": true,
+        "ipam": {"type": "host-local", "subnet": "10.79.0.0/24"}})
+    .to_string();
+    let r = sb
+        .cni("bridge", "ADD", "c1", Some(&c1), "eth0", &cfg)
+        .ok()
+        .json();
+    assert_eq!(r["interfaces"][0]["name"], "cni0");
+    assert!(sb.ping("c1", "10.79.0.1"));
+}

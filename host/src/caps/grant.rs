@@ -6,7 +6,8 @@
 //! - **own**: created by this call (the host end of its veth). Anything.
 //! - **granted bridge**: a bridge wasm-cni created (the host marks every
 //!   bridge it creates with the alias `wasm-cni`), or the bridge the
-//!   network config names in `"bridge"` (the operator's choice). It may be
+//!   network config names in `"bridge"` (the operator's choice; for the
+//!   bridge plugin, its default `cni0` when absent). It may be
 //!   brought up, have its MAC pinned, be made promiscuous, have addresses
 //!   managed and `net.ipv{4,6}.conf.<bridge>.*` set, and take the guest's
 //!   own links as ports. Not: down, MTU, a master, deletion.

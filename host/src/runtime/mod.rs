@@ -155,10 +155,18 @@ impl Runtime {
         // What IPAM assigns in this call bounds what the guest may put on
         // the node (gateway addresses, masquerade).
         let assigned = Assigned::default();
+        // The config names the bridge it may use; for the bridge plugin,
+        // an absent "bridge" means its documented default, cni0 (a node
+        // switching from the reference plugin has one they made).
+        let named_bridge = call
+            .conf
+            .bridge
+            .clone()
+            .or_else(|| (module.name == "bridge").then(|| "cni0".to_string()));
         let net = NetCtx::new(
             call.env.netns.clone(),
             needs_netns,
-            call.conf.bridge.clone(),
+            named_bridge,
             assigned.clone(),
         )
         .map_err(CniError::env)?;
