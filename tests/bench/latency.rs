@@ -196,8 +196,7 @@ fn main() {
     for mode in modes {
         for (i, imp) in impls.iter().enumerate() {
             let (mut adds, mut dels) = (Vec::new(), Vec::new());
-            for n in 0..rounds {
-                let ns = &netns[i][n];
+            for (n, ns) in netns[i].iter().enumerate().take(rounds) {
                 let (add, del) = match mode {
                     "direct" => {
                         let id = format!("bench-{n}");
@@ -232,8 +231,8 @@ fn main() {
         let wall = |op: &str| {
             let start = Instant::now();
             std::thread::scope(|s| {
-                for n in 0..parallel {
-                    let c = run.direct(imp, op, &format!("par-{n}"), &netns[i][n]);
+                for (n, ns) in netns[i].iter().enumerate().take(parallel) {
+                    let c = run.direct(imp, op, &format!("par-{n}"), ns);
                     s.spawn(move || timed(c, &imp.config));
                 }
             });

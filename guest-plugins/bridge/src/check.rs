@@ -31,13 +31,13 @@ pub fn check(req: &Request) -> Result<(), CniError> {
     let same_mac = |want: &Option<String>, have: &str| {
         want.as_deref().is_none_or(|w| w.eq_ignore_ascii_case(have))
     };
-    if let Some(i) = prev.interfaces.iter().find(|i| i.name == conf.bridge) {
-        if !same_mac(&i.mac, &br.mac) {
-            return Err(fail(format!(
-                "bridge {} has MAC {}, prevResult says {:?}",
-                br.name, br.mac, i.mac
-            )));
-        }
+    if let Some(i) = prev.interfaces.iter().find(|i| i.name == conf.bridge)
+        && !same_mac(&i.mac, &br.mac)
+    {
+        return Err(fail(format!(
+            "bridge {} has MAC {}, prevResult says {:?}",
+            br.name, br.mac, i.mac
+        )));
     }
 
     let is_container_if =

@@ -30,17 +30,16 @@ impl Args {
         let ignore_unknown = pairs.iter().any(|(k, v)| {
             k == "IgnoreUnknown" && matches!(v.to_ascii_lowercase().as_str(), "1" | "true")
         });
-        if !ignore_unknown {
-            if let Some((k, _)) = pairs
+        if !ignore_unknown
+            && let Some((k, _)) = pairs
                 .iter()
                 .find(|(k, _)| k != "IgnoreUnknown" && !known.contains(&k.as_str()))
-            {
-                return Err(CniError::new(
-                    codes::INVALID_ENVIRONMENT,
-                    format!("CNI_ARGS: unknown key {k:?}"),
-                )
-                .with_details("set IgnoreUnknown=1 to pass keys this plugin does not use"));
-            }
+        {
+            return Err(CniError::new(
+                codes::INVALID_ENVIRONMENT,
+                format!("CNI_ARGS: unknown key {k:?}"),
+            )
+            .with_details("set IgnoreUnknown=1 to pass keys this plugin does not use"));
         }
         Ok(Args {
             pairs: pairs.to_vec(),

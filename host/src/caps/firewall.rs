@@ -70,10 +70,10 @@ impl FirewallCtx {
     /// Undo a failed ADD.
     pub async fn rollback(&mut self) -> Vec<String> {
         let mut failures: Vec<String> = self.finish().await.err().into_iter().collect();
-        if std::mem::take(&mut self.added) {
-            if let Err(e) = nft::remove(&self.owner) {
-                failures.push(format!("remove masquerade rules: {e}"));
-            }
+        if std::mem::take(&mut self.added)
+            && let Err(e) = nft::remove(&self.owner)
+        {
+            failures.push(format!("remove masquerade rules: {e}"));
         }
         failures
     }

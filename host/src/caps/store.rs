@@ -117,10 +117,10 @@ impl StoreCtx {
         }
         for (key, value) in created {
             let path = self.dir.join(&key);
-            if fs::read_to_string(&path).is_ok_and(|v| v == value) {
-                if let Err(e) = fs::remove_file(&path) {
-                    failures.push(format!("remove {}: {e}", path.display()));
-                }
+            if fs::read_to_string(&path).is_ok_and(|v| v == value)
+                && let Err(e) = fs::remove_file(&path)
+            {
+                failures.push(format!("remove {}: {e}", path.display()));
             }
         }
         failures
@@ -137,6 +137,7 @@ impl StoreCtx {
                 .read(true)
                 .write(true)
                 .create(true)
+                .truncate(false)
                 .mode(0o600)
                 .open(self.dir.join(LOCK_FILE))
         };

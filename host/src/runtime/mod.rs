@@ -203,14 +203,16 @@ impl Runtime {
                 Err(_) => crate::log::error(&e),
             }
         }
-        if command == Command::Add && outcome.is_err() {
-            let s = store.data_mut();
-            let mut failures = s.firewall.rollback().await;
-            failures.extend(s.ipam.rollback().await);
-            failures.extend(s.net.rollback().await);
-            return Err(with_rollback_failures(outcome.unwrap_err(), failures));
+        match outcome {
+            Err(e) if command == Command::Add => {
+                let s = store.data_mut();
+                let mut failures = s.firewall.rollback().await;
+                failures.extend(s.ipam.rollback().await);
+                failures.extend(s.net.rollback().await);
+                Err(with_rollback_failures(e, failures))
+            }
+            outcome => outcome,
         }
-        outcome
     }
 
     async fn run_ipam(
@@ -233,11 +235,13 @@ impl Runtime {
         let mut store = self.store(state, |s| &mut s.limits)?;
         let linker = get_linker(&self.ipam_linker, || linker::ipam_linker(&self.engine))?;
         let outcome = invoke(&mut store, linker, module, call, command, deadline).await;
-        if command == Command::Add && outcome.is_err() {
-            let failures = store.data_mut().store.rollback().await;
-            return Err(with_rollback_failures(outcome.unwrap_err(), failures));
+        match outcome {
+            Err(e) if command == Command::Add => {
+                let failures = store.data_mut().store.rollback().await;
+                Err(with_rollback_failures(e, failures))
+            }
+            outcome => outcome,
         }
-        outcome
     }
 
     fn store<T: Send + 'static>(
