@@ -8,12 +8,12 @@
 //! /var/lib itself (no `ip netns exec` in the measurement). "direct" execs
 //! the plugin as a runtime does; "cnitool" goes through libcni.
 
-use std::io::Write;
 use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+use wasm_cni_tests::sandbox::run_with_stdin;
 use wasm_cni_tests::{Sandbox, cnitool, install, reference_plugins, root_or_skip};
 
 struct Impl {
@@ -55,26 +55,11 @@ fn in_sandbox(mut c: Command, host: &Path, varlib: &Path) -> Command {
     c
 }
 
-fn timed(mut c: Command, stdin: &str) -> Duration {
-    c.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+fn timed(c: Command, stdin: &str) -> Duration {
     let start = Instant::now();
-    let mut child = c.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = run_with_stdin(c, stdin);
     let took = start.elapsed();
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.code, 0, "{out:?}");
     took
 }
 
