@@ -68,6 +68,9 @@ fn classic_config_two_containers() {
             .contains(&"10.244.0.2/16".to_string())
     );
     assert_eq!(sb.sysctl("host", "net.ipv4.ip_forward"), "1");
+    // Best effort in the guest, so only this shows the grant for a
+    // bridge's `conf` keys works.
+    assert_eq!(sb.sysctl("host", "net.ipv6.conf.mybridge.accept_ra"), "0");
     assert_eq!(sb.sysctl("c1", "net.ipv4.conf.eth0.arp_notify"), "1");
 
     // Traffic: container to gateway, container to container.

@@ -1,11 +1,10 @@
 //! `wasm-cni:plugin/sysctl`.
 
-use super::grant::{self, HostLink, Standing};
+use super::grant::{self, HostLink};
 use super::netns::{NamespaceHandle, NetCtx, NsKind};
 use super::{CapError, CapResult};
 use crate::kernel::sysctl::{self as kernel, SysctlKey};
 use crate::runtime::bindings::wasm_cni::plugin::sysctl;
-use std::collections::HashMap;
 use wasmtime::component::Resource;
 
 fn key(k: &str) -> CapResult<SysctlKey> {
@@ -32,21 +31,17 @@ impl sysctl::Host for NetCtx {
             return Err(CapError::invalid(format!("value for sysctl {key}")));
         }
         if kind == NsKind::Host {
-            // The policy needs to know what a `conf.<link>` key's link is.
-            let nl = self.netlink(NsKind::Host)?;
-            let links = nl
-                .link_list()
-                .await
-                .map_err(|e| CapError::io("list host links", e))?;
-            let known: HashMap<String, (bool, Standing)> = links
-                .into_iter()
-                .map(|l| (l.name.clone(), (l.kind == "bridge", self.standing(&l))))
-                .collect();
+            // The policy needs the link a `conf.<link>` key names: that one
+            // link, not a dump of the node's (this runs on every ADD).
+            let link = match key.conf_link() {
+                Some(dev) => self.state(NsKind::Host, dev).await.ok(),
+                None => None,
+            };
             grant::check_sysctl_write(&key, &value, |dev| {
-                known.get(dev).map(|&(is_bridge, standing)| HostLink {
+                link.as_ref().filter(|l| l.name == dev).map(|l| HostLink {
                     name: dev,
-                    is_bridge,
-                    standing,
+                    is_bridge: l.kind == "bridge",
+                    standing: self.standing(l),
                 })
             })?;
         }

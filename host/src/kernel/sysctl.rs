@@ -39,6 +39,19 @@ impl SysctlKey {
         &self.0
     }
 
+    /// The link a `net.ipv{4,6}.conf.<link>.<param>` key names (not
+    /// `all` or `default`).
+    pub fn conf_link(&self) -> Option<&str> {
+        match self.0.as_slice() {
+            [net, ip, conf, dev, _]
+                if net == "net" && (ip == "ipv4" || ip == "ipv6") && conf == "conf" =>
+            {
+                Some(dev.as_str()).filter(|d| *d != "all" && *d != "default")
+            }
+            _ => None,
+        }
+    }
+
     fn path(&self) -> PathBuf {
         let mut p = PathBuf::from("/proc/sys");
         p.extend(&self.0);
@@ -95,6 +108,22 @@ mod tests {
         ] {
             assert!(SysctlKey::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn conf_keys_name_their_link() {
+        let link = |k: &str| SysctlKey::parse(k).unwrap().conf_link().map(str::to_string);
+        assert_eq!(
+            link("net/ipv6/conf/cni0/accept_ra").as_deref(),
+            Some("cni0")
+        );
+        assert_eq!(
+            link("net/ipv4/conf/eth0.100/arp_notify").as_deref(),
+            Some("eth0.100")
+        );
+        assert_eq!(link("net.ipv4.conf.all.forwarding"), None);
+        assert_eq!(link("net.ipv6.conf.default.forwarding"), None);
+        assert_eq!(link("net.ipv4.ip_forward"), None);
     }
 
     #[test]
