@@ -56,10 +56,6 @@ impl StoreCtx {
         }
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     fn path(&self, key: &str) -> CapResult<PathBuf> {
         let bad = |why: &str| Err(CapError::invalid(format!("store key {key:?}: {why}")));
         if key.is_empty() || key.len() > 255 {

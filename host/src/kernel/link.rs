@@ -248,16 +248,6 @@ impl Netlink {
         self.handle.link().change(msg).execute().within().await
     }
 
-    pub async fn link_del(&self, name: &str) -> io::Result<()> {
-        let msg = LinkUnspec::new_with_name(name).build();
-        self.handle
-            .link()
-            .del_with_message(msg)
-            .execute()
-            .within()
-            .await
-    }
-
     /// Delete by index: what was created is what goes, whatever its name
     /// is now.
     pub async fn link_del_index(&self, index: u32) -> io::Result<()> {

@@ -16,7 +16,7 @@ use crate::caps::{
 };
 use crate::cni::{Call, CniError, CniResult, Command};
 use bindings::wasm_cni::plugin::types as wit;
-use cache::{Cache, Outcome};
+use cache::Cache;
 use linker::Role;
 use resolve::ModulePath;
 use state::{GuestOutput, InterfaceState, IpamState};
@@ -41,7 +41,6 @@ pub struct Module {
     pub path: PathBuf,
     pub component: Component,
     pub role: Role,
-    pub cache: Outcome,
 }
 
 /// How long a CNI call may take, and when its parts must give up, so each
@@ -70,10 +69,6 @@ impl Deadlines {
     /// A delegated IPAM plugin: stopped at three quarters.
     pub fn ipam(&self) -> tokio::time::Instant {
         self.started + self.limit * 3 / 4
-    }
-
-    pub fn limit(&self) -> std::time::Duration {
-        self.limit
     }
 }
 
@@ -123,7 +118,6 @@ impl Runtime {
             path,
             component,
             role,
-            cache: outcome,
         }))
     }
 
