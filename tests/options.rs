@@ -125,8 +125,12 @@ fn promiscuous_mode_l2_only_dns_and_requested_ip() {
 }
 
 #[test]
-fn force_address_replaces_a_foreign_gateway() {
-    let Some(mut sb) = Sandbox::for_test("force_address_replaces_a_foreign_gateway") else {
+fn force_address_removes_no_address_this_call_did_not_assign() {
+    // The reference replaces whatever IPv4 address the bridge has; here a
+    // plugin may take off a node link only an address it may put on (the
+    // gateway IPAM assigned in this call), so a stale or foreign address
+    // stays, and the ADD says which and why.
+    let Some(mut sb) = Sandbox::for_test("force_address_removes_no_address") else {
         return;
     };
     let c1 = sb.container("c1");
@@ -151,12 +155,28 @@ fn force_address_replaces_a_foreign_gateway() {
         "the failed ADD released its address"
     );
     let forced = conf(json!({"isGateway": true, "forceAddress": true}));
+    let e = sb
+        .cni("bridge", "ADD", "c1", Some(&c1), "eth0", &forced)
+        .err(100);
+    let msg = e["msg"].as_str().unwrap();
+    assert!(
+        msg.contains("denied") && msg.contains("10.99.0.1/24"),
+        "{e}"
+    );
+    assert_eq!(
+        sb.addresses("host", "optbr"),
+        ["10.99.0.1/24"],
+        "nothing changed"
+    );
+    assert!(sb.ip_files("opts").is_empty());
+    assert!(sb.link("c1", "eth0").is_none() && sb.host_veths().is_empty());
+    // Once the operator takes the stale address off, the ADD goes through.
+    sb.run_in("host", &["ip", "addr", "flush", "dev", "optbr"]);
     sb.cni("bridge", "ADD", "c1", Some(&c1), "eth0", &forced)
         .ok();
-    let addrs = sb.addresses("host", "optbr");
     assert!(
-        addrs.contains(&"10.77.0.1/24".into()) && !addrs.contains(&"10.99.0.1/24".into()),
-        "{addrs:?}"
+        sb.addresses("host", "optbr")
+            .contains(&"10.77.0.1/24".to_string())
     );
 }
 
@@ -355,19 +375,40 @@ fn bridge_macs_are_pinned_once() {
 }
 
 #[test]
-fn a_cni0_left_by_the_reference_plugin_is_used_by_default() {
-    // A node switching over: the reference bridge made cni0 (no mark), and
-    // the config relies on the default name.
+fn a_cni0_left_by_the_reference_plugin_is_used_when_the_config_names_it() {
+    // A node switching over: the reference bridge made cni0 (no mark). The
+    // host does not know a plugin's defaults, so a config that leaves
+    // "bridge" to the plugin's default is not granted someone else's cni0;
+    // one that names it is.
     let Some(mut sb) = Sandbox::for_test("reference_cni0") else {
         return;
     };
     let c1 = sb.container("c1");
     sb.run_in("host", &["ip", "link", "add", "cni0", "type", "bridge"]);
-    let cfg = json!({"cniVersion": "1.0.0", "name": "dflt", "type": "bridge", "isGateway": true,
-        "ipam": {"type": "host-local", "subnet": "10.79.0.0/24"}})
-    .to_string();
+    let unnamed = json!({"cniVersion": "1.0.0", "name": "dflt", "type": "bridge", "isGateway": true,
+        "ipam": {"type": "host-local", "subnet": "10.79.0.0/24"}});
+    let e = sb
+        .cni(
+            "bridge",
+            "ADD",
+            "c1",
+            Some(&c1),
+            "eth0",
+            &unnamed.to_string(),
+        )
+        .err(100);
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap()
+            .contains("names it in \"bridge\""),
+        "{e}"
+    );
+    assert!(sb.addresses("host", "cni0").is_empty() && sb.host_veths().is_empty());
+    let mut named = unnamed.clone();
+    named["bridge"] = "cni0".into();
     let r = sb
-        .cni("bridge", "ADD", "c1", Some(&c1), "eth0", &cfg)
+        .cni("bridge", "ADD", "c1", Some(&c1), "eth0", &named.to_string())
         .ok()
         .json();
     assert_eq!(r["interfaces"][0]["name"], "cni0");

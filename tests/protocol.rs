@@ -250,7 +250,7 @@ fn a_bad_netns_is_refused_before_the_guest_runs() {
             .set("CNI_NETNS", "/proc/self/ns/net")
             .run(CLASSIC),
         4,
-        "host's own",
+        "node's own",
     );
 }
 

@@ -176,7 +176,7 @@ fn memory_is_bounded() {
             &misbehave("memory"),
         )
         .err(100);
-    assert!(e["msg"].as_str().unwrap().contains("trapped"), "{e}");
+    assert!(e["msg"].as_str().unwrap().contains("64 MiB"), "{e}");
 }
 
 #[test]

@@ -4,9 +4,10 @@
 use crate::cni::error::code;
 use crate::cni::version::{self, LATEST};
 use crate::cni::{Call, CniEnv, CniError, Command, NetConf};
+use crate::policy::Policy;
 use crate::runtime::cache::DEFAULT_CACHE_DIR;
 use crate::runtime::resolve::ModulePath;
-use crate::runtime::{Deadlines, Runtime};
+use crate::runtime::{DEFAULT_LOCK_DIR, Deadlines, Runtime};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -47,11 +48,18 @@ fn run(
     cni_version: &mut &'static str,
 ) -> Result<String, CniError> {
     let env = CniEnv::from_vars(vars)?;
+    // Before anything else: a broken policy fails every call, closed.
+    let policy = Policy::load(vars.get("WASM_CNI_POLICY").map(String::as_str))?;
     if env.command == Command::Version {
         return Ok(version::version_reply(stdin));
     }
     let conf = NetConf::parse(stdin)?;
     *cni_version = conf.cni_version.as_str();
+    // Whatever plugin runs, a config cannot point IPAM state outside the
+    // node's store roots (a native host-local would write there too).
+    if let Some(ipam) = &conf.ipam {
+        policy.store_location(ipam.data_dir.as_deref(), &conf.name)?;
+    }
     match env.command {
         Command::Gc | Command::Status => {
             return Err(CniError::env(format!(
@@ -71,7 +79,18 @@ fn run(
         _ => {}
     }
     let plugin = plugin_name(argv0, &conf)?;
-    let modules = ModulePath::from_env(vars.get("WASM_CNI_MODULE_PATH").map(String::as_str));
+    let modules = ModulePath::new(
+        vars.get("WASM_CNI_MODULE_PATH").map(String::as_str),
+        policy.module_dirs.as_deref(),
+        policy.allow_modules_outside_module_dirs,
+    );
+    let path = modules.find_plugin(&plugin)?.ok_or_else(|| {
+        CniError::config(format!(
+            "no wasm module {plugin:?}: looked for {plugin}.wasm in {}",
+            modules.describe()
+        ))
+        .with_details("install the module there or set WASM_CNI_MODULE_PATH")
+    })?;
     let cache_dir = vars
         .get("WASM_CNI_CACHE_DIR")
         .filter(|d| !d.is_empty())
@@ -88,15 +107,15 @@ fn run(
         .build()
         .map_err(|e| CniError::host(format!("cannot start the I/O runtime: {e}")))?;
     rt.block_on(async {
-        let runtime = Runtime::new(modules, &cache_dir, deadlines)?;
+        let runtime = Runtime::new(
+            modules,
+            Arc::new(policy),
+            &cache_dir,
+            Path::new(DEFAULT_LOCK_DIR),
+            deadlines,
+        )?;
         crate::log::debug("engine ready");
-        let module = runtime.load(&plugin)?.ok_or_else(|| {
-            CniError::config(format!(
-                "no wasm module {plugin:?}: looked for {plugin}.wasm in {}",
-                runtime.modules().describe()
-            ))
-            .with_details("install the module there or set WASM_CNI_MODULE_PATH")
-        })?;
+        let module = runtime.load(&plugin, path, deadlines.call()).await?;
         let result = runtime.run(&module, &call, command).await?;
         Ok(result
             .map(|r| r.to_json(call.conf.cni_version))
@@ -130,6 +149,6 @@ fn plugin_name(argv0: &str, conf: &NetConf) -> Result<String, CniError> {
     }
     conf.plugin.clone().ok_or_else(|| {
         CniError::config("network config has no \"plugin\" key naming the wasm module to run")
-            .with_details("wasm-cni was called by its own name: set \"plugin\" to a module name such as \"bridge\" or an absolute path to a .wasm file, or call it through a link named like the module")
+            .with_details("wasm-cni was called by its own name: set \"plugin\" to a module name such as \"bridge\", or call it through a link named like the module")
     })
 }

@@ -3,7 +3,14 @@
 
 pub mod caps;
 pub mod cni;
+pub mod contract;
+pub mod fault;
+pub mod grant;
 pub mod invoke;
 pub mod kernel;
 pub mod log;
+pub mod owner;
+pub mod policy;
 pub mod runtime;
+pub mod trust;
+pub mod undo;

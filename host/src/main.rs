@@ -21,22 +21,19 @@ Environment:
   WASM_CNI_LOG          error | warn | info | debug (default warn), to stderr
   WASM_CNI_LOG_FILE     also append the log to this file
   WASM_CNI_NFT          the nft binary (default /usr/sbin/nft)
+  WASM_CNI_POLICY       the node policy file (default /etc/wasm-cni/policy.json)
+  WASM_CNI_TIMEOUT      seconds one call may take (default 60)
 ";
 
 fn main() -> ExitCode {
     wasm_cni::log::start_clock();
-    // A bug must still answer in CNI's terms: one JSON error, exit 1.
-    // A panic on another thread (a netlink task, a helper) is contained
-    // where it happened and becomes an error there, so the call can still
-    // undo what it did; only the main thread's is the end.
+    // A bug must still answer in CNI's terms: one JSON error, exit 1. A
+    // panic is caught where it can still be undone (around the guest call,
+    // see `runtime::contained`; on a helper thread or task, by whoever
+    // waits for it); the hook only logs it. One that escapes everything is
+    // caught around `invoke` below.
     std::panic::set_hook(Box::new(|info| {
-        let msg = format!("wasm-cni internal error: {info}");
-        let _ = writeln!(std::io::stderr(), "{msg}");
-        if std::thread::current().name() == Some("main") {
-            let doc = serde_json::json!({"cniVersion": wasm_cni::cni::version::LATEST, "code": 102, "msg": msg});
-            let _ = writeln!(std::io::stdout(), "{doc}");
-            std::process::exit(1);
-        }
+        wasm_cni::log::error(&format!("internal error: {info}"));
     }));
 
     let mut args = std::env::args();
@@ -72,7 +69,13 @@ fn main() -> ExitCode {
         println!("{}", e.to_json(wasm_cni::cni::version::LATEST));
         return ExitCode::FAILURE;
     }
-    let out = invoke(&argv0, &vars, &stdin);
+    let out = std::panic::catch_unwind(|| invoke(&argv0, &vars, &stdin)).unwrap_or_else(|_| {
+        invoke::Output {
+            stdout: wasm_cni::cni::CniError::host("wasm-cni internal error (see the log)")
+                .to_json(wasm_cni::cni::version::LATEST),
+            exit_code: 1,
+        }
+    });
     let mut stdout = std::io::stdout().lock();
     if !out.stdout.is_empty() {
         let _ = writeln!(stdout, "{}", out.stdout);

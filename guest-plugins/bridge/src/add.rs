@@ -150,7 +150,7 @@ fn ensure_bridge(host: &Namespace, conf: &BridgeConf) -> Result<LinkInfo, CniErr
     // Pinned once: at birth for a bridge wasm-cni made (it carries the
     // mark); a bridge someone else made is pinned when it is the gateway,
     // as the reference does, since its MAC would follow its ports.
-    let ours = br.alias.as_deref() == Some(wasm_cni_sdk::BRIDGE_MARK);
+    let ours = wasm_cni_sdk::made_by_wasm_cni(br.alias.as_deref());
     let mac = if br.mac == ZERO_MAC {
         random_mac()
     } else {

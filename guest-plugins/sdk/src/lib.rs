@@ -56,8 +56,19 @@ pub use types::{
     CniError, CniResult, Command, Dns, InterfaceInfo, IpAddress, IpConfig, IpPrefix, Request, Route,
 };
 
-/// The alias the host gives every bridge it creates.
+/// How the alias of every bridge the host creates begins: `wasm-cni`, a
+/// space, and the network it was created for (`wasm-cni mynet`). Such a
+/// bridge's MAC is pinned at birth.
 pub const BRIDGE_MARK: &str = "wasm-cni";
+
+/// The bridge with this alias was made by wasm-cni (for any network).
+pub fn made_by_wasm_cni(alias: Option<&str>) -> bool {
+    alias.is_some_and(|a| {
+        a == BRIDGE_MARK
+            || a.strip_prefix(BRIDGE_MARK)
+                .is_some_and(|r| r.starts_with(' '))
+    })
+}
 
 /// Log through the host (stderr and the host's log file, never stdout).
 pub fn log(level: logging::Level, message: &str) {

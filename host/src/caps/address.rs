@@ -1,12 +1,43 @@
 //! `wasm-cni:plugin/address`.
 
-use super::grant::{self, LinkOp};
-use super::netns::{NamespaceHandle, NetCtx, NsKind};
+use super::netns::NetCtx;
 use super::{CapError, CapResult};
-use crate::runtime::bindings::wasm_cni::plugin::address;
-use crate::runtime::bindings::wasm_cni::plugin::types::IpPrefix;
-use crate::runtime::convert::{prefix_from_wit, prefix_to_wit_parts};
+use crate::contract::NamespaceHandle;
+use crate::contract::convert::{prefix_from_wit, prefix_to_wit};
+use crate::contract::wasm_cni::plugin::address;
+use crate::contract::wasm_cni::plugin::types::IpPrefix;
+use crate::grant::{NodeAddress, Standing};
+use crate::kernel::Ns;
+use crate::undo::Change;
+use std::collections::HashMap;
 use wasmtime::component::Resource;
+
+impl NetCtx {
+    /// Every address on the node's links, with the links' names.
+    async fn node_addresses(&self) -> CapResult<Vec<NodeAddress>> {
+        let io = |e| CapError::io("addresses in the node's namespace", e);
+        let names: HashMap<u32, String> = self
+            .kernel
+            .link_list(Ns::Host)
+            .await
+            .map_err(io)?
+            .into_iter()
+            .map(|l| (l.index, l.name))
+            .collect();
+        Ok(self
+            .kernel
+            .addr_list(Ns::Host, None)
+            .await
+            .map_err(io)?
+            .into_iter()
+            .map(|(index, address)| NodeAddress {
+                index,
+                link: names.get(&index).cloned().unwrap_or_default(),
+                address,
+            })
+            .collect())
+    }
+}
 
 impl address::Host for NetCtx {
     async fn list(
@@ -14,17 +45,14 @@ impl address::Host for NetCtx {
         ns: Resource<NamespaceHandle>,
         link: String,
     ) -> CapResult<Vec<IpPrefix>> {
-        let kind = self.kind(&ns)?;
-        let st = self.state(kind, &link).await?;
-        let nl = self.netlink(kind)?;
-        let addrs = nl
-            .addr_list(st.index)
+        let ns = self.kind(&ns)?;
+        let st = self.state(ns, &link).await?;
+        let addrs = self
+            .kernel
+            .addr_list(ns, Some(st.index))
             .await
             .map_err(|e| CapError::io(format!("addresses of {link}"), e))?;
-        Ok(addrs
-            .into_iter()
-            .map(|(ip, len)| prefix_to_wit_parts(ip, len))
-            .collect())
+        Ok(addrs.into_iter().map(|(_, a)| prefix_to_wit(a)).collect())
     }
 
     async fn add(
@@ -34,16 +62,45 @@ impl address::Host for NetCtx {
         address: IpPrefix,
         no_dad: bool,
     ) -> CapResult<()> {
-        let kind = self.kind(&ns)?;
+        let ns = self.kind(&ns)?;
         let net = prefix_from_wit(address)?;
-        let st = self.state(kind, &link).await?;
-        if kind == NsKind::Host {
-            grant::check_address(self.host_link(&st), &net, self.assigned())?;
+        let st = self.state(ns, &link).await?;
+        let host_link = self.host_link(ns, &st).await?;
+        let mut journaled = false;
+        if ns == Ns::Host {
+            let node = self.node_addresses().await?;
+            self.shared
+                .lock()
+                .grant
+                .add_address(ns, host_link, st.index, &net, &node)?;
+            let present = node.iter().any(|n| n.index == st.index && n.address == net);
+            // Journaled before the kernel call, and only when it is not
+            // there already: rollback must never take away an address the
+            // call did not add.
+            if host_link.standing == Standing::GrantedBridge && !present {
+                self.shared.lock().journal.changed(Change::AddressAdded {
+                    index: st.index,
+                    addr: net,
+                });
+                journaled = true;
+            }
+        } else {
+            self.shared
+                .lock()
+                .grant
+                .add_address(ns, host_link, st.index, &net, &[])?;
         }
-        let nl = self.netlink(kind)?;
-        nl.addr_add(st.index, net.ip(), net.prefix(), no_dad)
-            .await
-            .map_err(|e| CapError::io(format!("add {net} to {link} in the {kind}"), e))
+        let added = self.kernel.addr_add(ns, st.index, net, no_dad).await;
+        if added.is_err() && journaled {
+            // Refused (someone else added it meanwhile, or the kernel said
+            // no): not this call's to remove.
+            self.shared.lock().journal.changes.retain(|c| {
+                !matches!(c, Change::AddressAdded { index, addr } if *index == st.index && *addr == net)
+            });
+        }
+        added.map_err(|e| CapError::io(format!("add {net} to {link} in the {ns}"), e))?;
+        crate::fault::point("address.add");
+        Ok(())
     }
 
     async fn delete(
@@ -52,12 +109,33 @@ impl address::Host for NetCtx {
         link: String,
         address: IpPrefix,
     ) -> CapResult<()> {
-        let kind = self.kind(&ns)?;
+        let ns = self.kind(&ns)?;
         let net = prefix_from_wit(address)?;
-        let st = self.grant(kind, &link, LinkOp::Address).await?;
-        let nl = self.netlink(kind)?;
-        nl.addr_del(st.index, net.ip(), net.prefix())
+        let st = self.state(ns, &link).await?;
+        let host_link = self.host_link(ns, &st).await?;
+        self.shared
+            .lock()
+            .grant
+            .remove_address(ns, host_link, &net)?;
+        if ns == Ns::Host && host_link.standing == Standing::GrantedBridge {
+            let present = self
+                .kernel
+                .addr_list(ns, Some(st.index))
+                .await
+                .map_err(|e| CapError::io(format!("addresses of {link}"), e))?
+                .iter()
+                .any(|(_, a)| *a == net);
+            if !present {
+                return Err(CapError::not_found(format!("{net} is not on {link}")));
+            }
+            self.shared.lock().journal.changed(Change::AddressRemoved {
+                index: st.index,
+                addr: net,
+            });
+        }
+        self.kernel
+            .addr_del(ns, st.index, net)
             .await
-            .map_err(|e| CapError::io(format!("remove {net} from {link} in the {kind}"), e))
+            .map_err(|e| CapError::io(format!("remove {net} from {link} in the {ns}"), e))
     }
 }

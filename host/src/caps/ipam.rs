@@ -1,74 +1,88 @@
 //! `wasm-cni:plugin/ipam`: delegation to the IPAM plugin the config names.
+//! How it runs (a wasm module in-process, a native plugin from `CNI_PATH`)
+//! is the runtime's business, behind [`Delegate`].
 
-use super::grant::Assigned;
-use crate::cni::{Call, Command};
-use crate::runtime::Runtime;
-use crate::runtime::bindings::wasm_cni::plugin::ipam;
-use crate::runtime::bindings::wasm_cni::plugin::types::{CniError, CniResult};
-use crate::runtime::convert::{error_to_wit, result_to_wit};
+use super::Shared;
+use crate::cni::error::code;
+use crate::cni::{Call, CniError, CniResult, Command};
+use crate::contract::convert::{error_to_wit, result_to_wit};
+use crate::contract::wasm_cni::plugin::ipam;
+use crate::contract::wasm_cni::plugin::types as wit;
+use crate::grant::AssignedIp;
+use futures::future::BoxFuture;
 use std::sync::Arc;
 
+/// Runs the IPAM plugin of a call.
+pub trait Delegate: Send + Sync {
+    /// `command` (ADD, DEL or CHECK) for `call`, within the IPAM's share of
+    /// the call's time.
+    fn run<'a>(
+        &'a self,
+        call: &'a Call,
+        command: Command,
+    ) -> BoxFuture<'a, Result<Option<CniResult>, CniError>>;
+}
+
 pub struct IpamCtx {
-    runtime: Arc<Runtime>,
+    delegate: Arc<dyn Delegate>,
     call: Arc<Call>,
-    /// Where this call's addresses are recorded for the grant checks.
-    assigned: Assigned,
-    /// IPAM ADD succeeded in this call: a failed ADD must release it.
-    added: bool,
+    shared: Shared,
 }
 
 impl IpamCtx {
-    pub fn new(runtime: Arc<Runtime>, call: Arc<Call>, assigned: Assigned) -> Self {
+    pub fn new(delegate: Arc<dyn Delegate>, call: Arc<Call>, shared: Shared) -> Self {
         IpamCtx {
-            runtime,
+            delegate,
             call,
-            assigned,
-            added: false,
+            shared,
         }
     }
 
-    /// Undo a failed ADD: IPAM DEL, as the spec requires of the plugin
-    /// that called IPAM ADD.
-    pub async fn rollback(&mut self) -> Vec<String> {
-        if !std::mem::take(&mut self.added) {
-            return Vec::new();
+    async fn run(&mut self, command: Command) -> Result<Option<CniResult>, wit::CniError> {
+        if let Err(e) = self.shared.lock().grant.ipam(command.as_str()) {
+            return Err(error_to_wit(CniError::new(
+                code::PLUGIN_FAILED,
+                e.to_string(),
+            )));
         }
-        match self.runtime.undo_ipam(&self.call).await {
-            Ok(_) => Vec::new(),
-            Err(e) => vec![format!("IPAM DEL: {e}")],
-        }
+        self.delegate
+            .run(&self.call, command)
+            .await
+            .map_err(error_to_wit)
     }
 }
 
 impl ipam::Host for IpamCtx {
-    async fn add(&mut self) -> wasmtime::Result<Result<CniResult, CniError>> {
-        Ok(
-            match self.runtime.delegate_ipam(&self.call, Command::Add).await {
-                Ok(r) => {
-                    self.added = true;
-                    let r = r.unwrap_or_default();
-                    self.assigned.record(r.ips.iter().map(|ip| ip.address));
-                    Ok(result_to_wit(&r))
-                }
-                Err(e) => Err(error_to_wit(e)),
-            },
-        )
-    }
-
-    async fn del(&mut self) -> wasmtime::Result<Result<(), CniError>> {
-        let r = self.runtime.delegate_ipam(&self.call, Command::Del).await;
-        if r.is_ok() {
-            self.added = false;
+    async fn add(&mut self) -> wasmtime::Result<Result<wit::CniResult, wit::CniError>> {
+        if self.shared.lock().grant.ipam("ADD").is_ok() {
+            // Before it starts: an ADD that fails or is stopped halfway may
+            // have reserved an address, and only IPAM DEL releases it.
+            self.shared.lock().journal.ipam_started = true;
         }
-        Ok(r.map(|_| ()).map_err(error_to_wit))
+        let outcome = self.run(Command::Add).await;
+        if outcome.is_err() {
+            // It answered: a failed IPAM ADD has undone its own work. (One
+            // stopped halfway never gets here, and its DEL runs on rollback.)
+            self.shared.lock().journal.ipam_started = false;
+        }
+        Ok(outcome.map(|r| {
+            let r = r.unwrap_or_default();
+            self.shared
+                .lock()
+                .grant
+                .record_assigned(r.ips.iter().map(|ip| AssignedIp {
+                    address: ip.address,
+                    gateway: ip.gateway,
+                }));
+            result_to_wit(&r)
+        }))
     }
 
-    async fn check(&mut self) -> wasmtime::Result<Result<(), CniError>> {
-        Ok(self
-            .runtime
-            .delegate_ipam(&self.call, Command::Check)
-            .await
-            .map(|_| ())
-            .map_err(error_to_wit))
+    async fn del(&mut self) -> wasmtime::Result<Result<(), wit::CniError>> {
+        Ok(self.run(Command::Del).await.map(drop))
+    }
+
+    async fn check(&mut self) -> wasmtime::Result<Result<(), wit::CniError>> {
+        Ok(self.run(Command::Check).await.map(drop))
     }
 }

@@ -1,8 +1,8 @@
 //! `wasm-cni:plugin/log`: a guest's diagnostics, tagged with its name, to
 //! the host's log. Never stdout.
 
+use crate::contract::wasm_cni::plugin::log::{self, Level as WitLevel};
 use crate::log::Level;
-use crate::runtime::bindings::wasm_cni::plugin::log::{self, Level as WitLevel};
 
 /// The longest message a guest may log in one call.
 const MAX_MESSAGE: usize = 4096;

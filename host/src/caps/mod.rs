@@ -1,11 +1,13 @@
 //! The capabilities guests import, one module per WIT interface. Each
 //! capability owns its slice of the store's state (a `*Ctx` type) and is
 //! linked through a `HasData` projection onto that slice, as wasmtime-wasi
-//! does, so no capability can reach another's state.
+//! does, so no capability can reach another's state. What they share is
+//! the call's [`Shared`] state: its grant (what it may change) and its
+//! journal (what it did, for rollback), kept outside the store so that a
+//! rollback can read it whatever became of the store.
 
 pub mod address;
 pub mod firewall;
-pub mod grant;
 pub mod ipam;
 pub mod link;
 pub mod log;
@@ -14,90 +16,37 @@ pub mod route;
 pub mod store;
 pub mod sysctl;
 
-use crate::runtime::bindings::wasm_cni::plugin::types;
-use std::fmt;
-use std::io;
+pub use crate::contract::{CapError, CapResult};
+use crate::grant::Grant;
+use crate::undo::Journal;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-/// What a capability call returns on failure: an error the guest sees
-/// (`types::Error`), or a trap that ends the guest.
+/// The grant and the journal of one call.
 #[derive(Debug)]
-pub enum CapError {
-    Guest(types::Error),
-    Trap(wasmtime::Error),
+pub struct CallState {
+    pub grant: Grant,
+    pub journal: Journal,
 }
 
-pub type CapResult<T> = Result<T, CapError>;
+#[derive(Debug, Clone)]
+pub struct Shared(Arc<Mutex<CallState>>);
 
-impl CapError {
-    pub fn not_found(msg: impl fmt::Display) -> Self {
-        CapError::Guest(types::Error::NotFound(msg.to_string()))
-    }
-    pub fn exists(msg: impl fmt::Display) -> Self {
-        CapError::Guest(types::Error::AlreadyExists(msg.to_string()))
-    }
-    pub fn denied(msg: impl fmt::Display) -> Self {
-        CapError::Guest(types::Error::Denied(msg.to_string()))
-    }
-    pub fn invalid(msg: impl fmt::Display) -> Self {
-        CapError::Guest(types::Error::Invalid(msg.to_string()))
-    }
-    pub fn busy(msg: impl fmt::Display) -> Self {
-        CapError::Guest(types::Error::Busy(msg.to_string()))
-    }
-    pub fn other(msg: impl fmt::Display) -> Self {
-        CapError::Guest(types::Error::Other(msg.to_string()))
+impl Shared {
+    pub fn new(grant: Grant) -> Self {
+        Shared(Arc::new(Mutex::new(CallState {
+            grant,
+            journal: Journal::default(),
+        })))
     }
 
-    /// A kernel or disk failure, classified by errno so the guest can act
-    /// on it (`not-found` on ENODEV/ENOENT/ESRCH/EADDRNOTAVAIL, `already-exists`
-    /// on EEXIST, `invalid` on EINVAL/ERANGE, `busy` on EAGAIN/EBUSY and
-    /// timeouts).
-    pub fn io(what: impl fmt::Display, e: io::Error) -> Self {
-        use rustix::io::Errno;
-        let msg = format!("{what}: {e}");
-        match e.raw_os_error().map(Errno::from_raw_os_error) {
-            Some(Errno::NODEV | Errno::NOENT | Errno::SRCH | Errno::ADDRNOTAVAIL) => {
-                CapError::not_found(msg)
-            }
-            Some(Errno::EXIST) => CapError::exists(msg),
-            Some(Errno::INVAL | Errno::RANGE) => CapError::invalid(msg),
-            Some(Errno::AGAIN | Errno::BUSY) => CapError::busy(msg),
-            _ if e.kind() == io::ErrorKind::NotFound => CapError::not_found(msg),
-            _ if e.kind() == io::ErrorKind::TimedOut => CapError::busy(msg),
-            _ => CapError::other(msg),
-        }
+    /// The state, also after a panic elsewhere poisoned the lock: rollback
+    /// must still read the journal then.
+    pub fn lock(&self) -> MutexGuard<'_, CallState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The guest-visible error, if this is one.
-    pub fn guest(&self) -> Option<&types::Error> {
-        match self {
-            CapError::Guest(e) => Some(e),
-            CapError::Trap(_) => None,
-        }
-    }
-
-    pub fn is_not_found(&self) -> bool {
-        matches!(self, CapError::Guest(types::Error::NotFound(_)))
-    }
-}
-
-impl fmt::Display for CapError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CapError::Guest(types::Error::NotFound(m))
-            | CapError::Guest(types::Error::AlreadyExists(m))
-            | CapError::Guest(types::Error::Denied(m))
-            | CapError::Guest(types::Error::Invalid(m))
-            | CapError::Guest(types::Error::Busy(m))
-            | CapError::Guest(types::Error::Other(m)) => f.write_str(m),
-            CapError::Trap(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-impl From<wasmtime::Error> for CapError {
-    fn from(e: wasmtime::Error) -> Self {
-        CapError::Trap(e)
+    pub fn take_journal(&self) -> Journal {
+        std::mem::take(&mut self.lock().journal)
     }
 }
 
@@ -105,11 +54,11 @@ impl From<wasmtime::Error> for CapError {
 /// are returned, traps trap.
 macro_rules! convert_cap_errors {
     ($($ctx:ty),* $(,)?) => {$(
-        impl crate::runtime::bindings::wasm_cni::plugin::types::Host for $ctx {
+        impl crate::contract::wasm_cni::plugin::types::Host for $ctx {
             fn convert_error(
                 &mut self,
                 err: crate::caps::CapError,
-            ) -> wasmtime::Result<crate::runtime::bindings::wasm_cni::plugin::types::Error> {
+            ) -> wasmtime::Result<crate::contract::wasm_cni::plugin::types::Error> {
                 match err {
                     crate::caps::CapError::Guest(e) => Ok(e),
                     crate::caps::CapError::Trap(e) => Err(e),

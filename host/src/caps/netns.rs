@@ -1,253 +1,140 @@
-//! `wasm-cni:plugin/netns`, and the state the network capabilities share:
-//! the two namespaces this request grants, their rtnetlink connections,
-//! and the links this call created (for the grant policy and for undoing a
-//! failed ADD).
+//! `wasm-cni:plugin/netns`, and the context every network capability
+//! shares: the node, the call's grant and journal, and the standing of the
+//! node links it has looked at.
 
-use super::grant::{Assigned, BRIDGE_MARK, Standing};
-use super::{CapError, CapResult};
-use crate::kernel::netlink::Netlink;
-use crate::kernel::netns::Netns;
-use crate::runtime::bindings::wasm_cni::plugin::netns;
-use std::fmt;
-use std::path::PathBuf;
+use super::{CapError, CapResult, Shared};
+use crate::contract::NamespaceHandle;
+use crate::contract::wasm_cni::plugin::netns;
+use crate::grant::{HostLink, Standing};
+use crate::kernel::link::LinkState;
+use crate::kernel::{Kernel, Ns, ports};
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
 use wasmtime::component::Resource;
-
-/// The WIT `namespace` resource. Its rep says which namespace: the guest
-/// holds only handles the host minted, so it cannot name any other.
-pub struct NamespaceHandle;
 
 const HOST_REP: u32 = 0;
 const CONTAINER_REP: u32 = 1;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NsKind {
-    Host,
-    Container,
-}
-
-impl fmt::Display for NsKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            NsKind::Host => "host namespace",
-            NsKind::Container => "container namespace",
-        })
-    }
-}
-
-struct Ns {
-    /// `None` for the namespace this process runs in.
-    netns: Option<Netns>,
-    netlink: Option<Netlink>,
-}
-
-impl Ns {
-    fn netlink(&mut self) -> std::io::Result<Netlink> {
-        if self.netlink.is_none() {
-            self.netlink = Some(Netlink::connect(self.netns.as_ref())?);
-        }
-        Ok(self.netlink.clone().expect("just connected"))
-    }
-}
-
-/// A link this call created, known by its index (a name can be reused
-/// once the link is gone; an index is not handed out again soon).
-#[derive(Debug, Clone)]
-pub struct Created {
-    pub ns: NsKind,
-    pub index: u32,
-    pub name: String,
-    /// Delete it if the ADD fails (veths yes; bridges are shared, no).
-    pub undo: bool,
-    /// The other end of a veth pair: deleting one end deletes both.
-    pub peer: Option<(NsKind, u32)>,
-}
-
-/// The most links one call may create: a plugin needs two or three.
-const MAX_CREATED: usize = 16;
-
 pub struct NetCtx {
-    host: Ns,
-    host_id: Netns,
-    container_path: Option<PathBuf>,
-    container: Option<Ns>,
-    created: Vec<Created>,
-    /// The bridge the network config names (`"bridge"`), granted to it.
-    named_bridge: Option<String>,
-    assigned: Assigned,
+    pub(crate) kernel: Arc<dyn Kernel>,
+    pub(crate) shared: Shared,
+    /// Standing of node links by index, decided once per call.
+    standing: HashMap<u32, Standing>,
+    /// `CNI_NETNS`, for messages.
+    netns_path: String,
+}
+
+/// Why the container namespace cannot be used. For a guest a path that is
+/// no namespace is a namespace that is gone (`not-found`): a torn-down
+/// sandbox often leaves its path behind as a plain file, and a DEL must
+/// still release everything (the reference fails there). ADD and CHECK
+/// refuse it before any guest code runs.
+pub fn container_error(path: &str, e: &io::Error) -> CapError {
+    match e.kind() {
+        io::ErrorKind::NotFound => CapError::not_found(format!("CNI_NETNS {path}: {e}")),
+        io::ErrorKind::InvalidInput => CapError::not_found(format!(
+            "CNI_NETNS {path} is not a usable network namespace: {e}"
+        )),
+        _ => CapError::io(
+            format!("CNI_NETNS {path}"),
+            io::Error::new(e.kind(), e.to_string()),
+        ),
+    }
 }
 
 impl NetCtx {
-    /// `container_path` is `CNI_NETNS`. With `require_container` (ADD,
-    /// CHECK) it is opened now, so a bad path is a clear error before any
-    /// guest code runs; otherwise (DEL) on first use, and a vanished
-    /// namespace is `not-found`.
-    pub fn new(
-        container_path: Option<PathBuf>,
-        require_container: bool,
-        named_bridge: Option<String>,
-        assigned: Assigned,
-    ) -> Result<NetCtx, String> {
-        let host_id = Netns::current()
-            .map_err(|e| format!("cannot open this process's network namespace: {e}"))?;
-        let mut ctx = NetCtx {
-            host: Ns {
-                netns: None,
-                netlink: None,
-            },
-            host_id,
-            container_path,
-            container: None,
-            created: Vec::new(),
-            named_bridge,
-            assigned,
-        };
-        if require_container {
-            ctx.open_container().map_err(|e| e.to_string())?;
+    pub fn new(kernel: Arc<dyn Kernel>, shared: Shared, netns_path: Option<&str>) -> Self {
+        NetCtx {
+            kernel,
+            shared,
+            standing: HashMap::new(),
+            netns_path: netns_path.unwrap_or("(none)").to_string(),
         }
-        Ok(ctx)
     }
 
-    fn open_container(&mut self) -> CapResult<()> {
-        if self.container.is_some() {
-            return Ok(());
+    /// Open the container namespace (on first use): it must be a network
+    /// namespace, and not the node's own.
+    pub async fn open_container(&self) -> CapResult<()> {
+        let path = &self.netns_path;
+        if let Err(e) = self.kernel.open_container().await {
+            return Err(container_error(path, &e));
         }
-        let Some(path) = self.container_path.clone() else {
-            return Err(CapError::not_found("this request has no CNI_NETNS"));
-        };
-        let netns = Netns::open(&path)
-            .map_err(|e| CapError::io(format!("CNI_NETNS {}", path.display()), e))?;
-        if netns.same_as(&self.host_id) {
+        let (host, container) = (
+            self.kernel.namespace_id(Ns::Host),
+            self.kernel.namespace_id(Ns::Container),
+        );
+        if host.is_some() && host == container {
             return Err(CapError::denied(format!(
-                "CNI_NETNS {} is the host's own network namespace",
-                path.display()
+                "CNI_NETNS {path} is the node's own network namespace"
             )));
         }
-        let mut ns = Ns {
-            netns: Some(netns),
-            netlink: None,
-        };
-        // Entering it proves it is a network namespace. After a sandbox is
-        // torn down its bind mount is often left as a plain file: for the
-        // container capability that namespace is gone (`not-found`), so a
-        // DEL can still release everything (the reference fails there).
-        ns.netlink().map_err(|e| {
-            CapError::not_found(format!(
-                "CNI_NETNS {} is not a usable network namespace: {e}",
-                path.display()
-            ))
-        })?;
-        self.container = Some(ns);
         Ok(())
     }
 
-    pub(crate) fn kind(&self, ns: &Resource<NamespaceHandle>) -> CapResult<NsKind> {
+    pub(crate) fn kind(&self, ns: &Resource<NamespaceHandle>) -> CapResult<Ns> {
         match ns.rep() {
-            HOST_REP => Ok(NsKind::Host),
-            CONTAINER_REP if self.container.is_some() => Ok(NsKind::Container),
+            HOST_REP => Ok(Ns::Host),
+            CONTAINER_REP if self.kernel.namespace_id(Ns::Container).is_some() => Ok(Ns::Container),
             rep => Err(CapError::Trap(wasmtime::format_err!(
                 "unknown namespace handle {rep}"
             ))),
         }
     }
 
-    pub(crate) fn netlink(&mut self, kind: NsKind) -> CapResult<Netlink> {
-        let ns = match kind {
-            NsKind::Host => &mut self.host,
-            NsKind::Container => self
-                .container
-                .as_mut()
-                .ok_or_else(|| CapError::not_found("container namespace"))?,
-        };
-        ns.netlink()
-            .map_err(|e| CapError::io(format!("netlink in the {kind}"), e))
+    /// A link as the kernel has it now; every name is checked first.
+    pub(crate) async fn state(&self, ns: Ns, name: &str) -> CapResult<LinkState> {
+        crate::kernel::link::check_name(name).map_err(CapError::invalid)?;
+        self.kernel
+            .link_get(ns, name)
+            .await
+            .map_err(|e| CapError::io(format!("link {name} in the {ns}"), e))
     }
 
-    /// The namespace to enter for `kind`; `None` means stay in this one.
-    pub(crate) fn netns(&self, kind: NsKind) -> Option<&Netns> {
-        match kind {
-            NsKind::Host => None,
-            NsKind::Container => self.container.as_ref().and_then(|c| c.netns.as_ref()),
+    /// Where a link stands with this call (see `grant`). In the container
+    /// every link is the request's: standing matters on the node only.
+    pub(crate) async fn standing(&mut self, ns: Ns, link: &LinkState) -> CapResult<Standing> {
+        if ns == Ns::Container {
+            return Ok(Standing::Own);
         }
-    }
-
-    pub(crate) fn assigned(&self) -> &Assigned {
-        &self.assigned
-    }
-
-    /// Refuse to create past the per-call limit.
-    pub(crate) fn may_create(&self) -> CapResult<()> {
-        if self.created.len() < MAX_CREATED {
-            Ok(())
-        } else {
-            Err(CapError::denied(format!(
-                "a call may create at most {MAX_CREATED} links"
-            )))
+        if self.shared.lock().grant.created(Ns::Host, link.index) {
+            return Ok(Standing::Own);
         }
-    }
-
-    pub(crate) fn record_created(&mut self, c: Created) {
-        self.created.push(c);
-    }
-
-    /// A link (and its veth peer) is gone.
-    pub(crate) fn forget_created(&mut self, ns: NsKind, index: u32) {
-        let peer = self
-            .created
-            .iter()
-            .find(|c| c.ns == ns && c.index == index)
-            .and_then(|c| c.peer);
-        self.created
-            .retain(|c| !((c.ns, c.index) == (ns, index) || Some((c.ns, c.index)) == peer));
-    }
-
-    pub fn created_in(&self, ns: NsKind, index: u32) -> bool {
-        self.created.iter().any(|c| c.ns == ns && c.index == index)
-    }
-
-    /// Where a host-namespace link stands with this call (see `grant`).
-    pub fn standing(&self, link: &crate::kernel::link::LinkState) -> Standing {
-        if self.created_in(NsKind::Host, link.index) {
-            Standing::Own
-        } else if link.kind == "bridge"
-            && (link.alias.as_deref() == Some(BRIDGE_MARK)
-                || self.named_bridge.as_deref() == Some(link.name.as_str()))
-        {
-            Standing::GrantedBridge
-        } else {
-            Standing::Foreign
+        if let Some(s) = self.standing.get(&link.index) {
+            return Ok(*s);
         }
-    }
-
-    /// Undo a failed ADD: delete the links it created, newest first. A veth
-    /// takes its peer with it, so a missing link is fine.
-    pub async fn rollback(&mut self) -> Vec<String> {
-        let mut failures = Vec::new();
-        let undo: Vec<Created> = self
-            .created
-            .iter()
-            .rev()
-            .filter(|c| c.undo)
-            .cloned()
-            .collect();
-        for c in undo {
-            let result = match self.netlink(c.ns) {
-                Ok(nl) => nl
-                    .link_del_index(c.index)
+        let needs_ports = self.shared.lock().grant.needs_ports(link);
+        let ports = if needs_ports {
+            Some(
+                ports(&*self.kernel, Ns::Host, link.index)
                     .await
-                    .map_err(|e| CapError::io(&c.name, e)),
-                Err(e) => Err(e),
-            };
-            match result {
-                Ok(()) => crate::log::debug(&format!(
-                    "rollback: deleted link {} in the {}",
-                    c.name, c.ns
-                )),
-                Err(e) if e.is_not_found() => {}
-                Err(e) => failures.push(format!("delete link {} in the {}: {e}", c.name, c.ns)),
-            }
-        }
-        self.created.clear();
-        failures
+                    .map_err(|e| CapError::io(format!("ports of {}", link.name), e))?,
+            )
+        } else {
+            None
+        };
+        let s = self.shared.lock().grant.standing(link, ports.as_deref());
+        self.standing.insert(link.index, s);
+        Ok(s)
+    }
+
+    pub(crate) async fn host_link<'a>(
+        &mut self,
+        ns: Ns,
+        link: &'a LinkState,
+    ) -> CapResult<HostLink<'a>> {
+        Ok(HostLink {
+            name: &link.name,
+            is_bridge: link.kind == "bridge",
+            standing: self.standing(ns, link).await?,
+        })
+    }
+
+    /// This call made a link: its grant and journal learn of it.
+    pub(crate) fn made(&mut self, ns: Ns, temp: &str, index: u32, bridge: bool) {
+        let mut s = self.shared.lock();
+        s.journal.created(ns, temp, index, bridge);
+        s.grant.record_created(ns, index);
     }
 }
 
@@ -267,7 +154,7 @@ impl netns::Host for NetCtx {
     }
 
     async fn container(&mut self) -> CapResult<Resource<NamespaceHandle>> {
-        self.open_container()?;
+        self.open_container().await?;
         Ok(Resource::new_own(CONTAINER_REP))
     }
 }

@@ -1,24 +1,21 @@
 //! `wasm-cni:plugin/route`.
 
-use super::netns::{NamespaceHandle, NetCtx, NsKind};
+use super::netns::NetCtx;
 use super::{CapError, CapResult};
+use crate::contract::NamespaceHandle;
+use crate::contract::convert::{ip_from_wit, ip_to_wit, prefix_from_wit, prefix_to_wit_parts};
+use crate::contract::wasm_cni::plugin::route::{self, RouteEntry};
+use crate::kernel::Ns;
 use crate::kernel::route::{RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, RT_TABLE_MAIN, RouteSpec};
-use crate::runtime::bindings::wasm_cni::plugin::route::{self, RouteEntry};
-use crate::runtime::convert::{ip_from_wit, ip_to_wit, prefix_from_wit, prefix_to_wit_parts};
 use std::collections::HashMap;
 use wasmtime::component::Resource;
 
 impl NetCtx {
-    /// A guest's route as the kernel takes it. Routes in the host
-    /// namespace are not granted (see `grant`): one through the guest's own
-    /// veth could pull the node's traffic into the container.
-    async fn route_spec(&mut self, kind: NsKind, r: RouteEntry) -> CapResult<RouteSpec> {
+    /// A guest's route as the kernel takes it, if the grant allows the
+    /// change (`creates`: adding it).
+    async fn route_spec(&mut self, kind: Ns, r: RouteEntry, creates: bool) -> CapResult<RouteSpec> {
         let dst = prefix_from_wit(r.dst)?;
-        if kind == NsKind::Host {
-            return Err(CapError::denied(format!(
-                "route to {dst} in the host namespace: routes there are not granted"
-            )));
-        }
+        self.shared.lock().grant.change_route(kind, &dst, creates)?;
         let gw = r.gw.map(ip_from_wit);
         if gw.is_some_and(|g| g.is_ipv4() != dst.is_ipv4()) {
             return Err(CapError::invalid(format!(
@@ -56,13 +53,14 @@ impl route::Host for NetCtx {
         table: Option<u32>,
     ) -> CapResult<Vec<RouteEntry>> {
         let kind = self.kind(&ns)?;
-        let nl = self.netlink(kind)?;
-        let routes = nl
-            .route_list(table.unwrap_or(RT_TABLE_MAIN))
+        let routes = self
+            .kernel
+            .route_list(kind, table.unwrap_or(RT_TABLE_MAIN))
             .await
             .map_err(|e| CapError::io(format!("list routes in the {kind}"), e))?;
-        let names: HashMap<u32, String> = nl
-            .link_list()
+        let names: HashMap<u32, String> = self
+            .kernel
+            .link_list(kind)
             .await
             .map_err(|e| CapError::io(format!("list links in the {kind}"), e))?
             .into_iter()
@@ -85,9 +83,8 @@ impl route::Host for NetCtx {
 
     async fn add(&mut self, ns: Resource<NamespaceHandle>, route: RouteEntry) -> CapResult<()> {
         let kind = self.kind(&ns)?;
-        let spec = self.route_spec(kind, route).await?;
-        let nl = self.netlink(kind)?;
-        nl.route_add(&spec).await.map_err(|e| {
+        let spec = self.route_spec(kind, route, true).await?;
+        self.kernel.route_add(kind, &spec).await.map_err(|e| {
             CapError::io(
                 format!("add route {}/{} in the {kind}", spec.dst, spec.dst_len),
                 e,
@@ -97,9 +94,8 @@ impl route::Host for NetCtx {
 
     async fn delete(&mut self, ns: Resource<NamespaceHandle>, route: RouteEntry) -> CapResult<()> {
         let kind = self.kind(&ns)?;
-        let spec = self.route_spec(kind, route).await?;
-        let nl = self.netlink(kind)?;
-        nl.route_del(&spec).await.map_err(|e| {
+        let spec = self.route_spec(kind, route, false).await?;
+        self.kernel.route_del(kind, &spec).await.map_err(|e| {
             CapError::io(
                 format!("delete route {}/{} in the {kind}", spec.dst, spec.dst_len),
                 e,

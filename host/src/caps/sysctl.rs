@@ -1,10 +1,13 @@
 //! `wasm-cni:plugin/sysctl`.
 
-use super::grant::{self, HostLink};
-use super::netns::{NamespaceHandle, NetCtx, NsKind};
+use super::netns::NetCtx;
 use super::{CapError, CapResult};
-use crate::kernel::sysctl::{self as kernel, SysctlKey};
-use crate::runtime::bindings::wasm_cni::plugin::sysctl;
+use crate::contract::NamespaceHandle;
+use crate::contract::wasm_cni::plugin::sysctl;
+use crate::grant::{HostLink, Standing};
+use crate::kernel::Ns;
+use crate::kernel::sysctl::SysctlKey;
+use crate::undo::Change;
 use wasmtime::component::Resource;
 
 fn key(k: &str) -> CapResult<SysctlKey> {
@@ -13,10 +16,12 @@ fn key(k: &str) -> CapResult<SysctlKey> {
 
 impl sysctl::Host for NetCtx {
     async fn get(&mut self, ns: Resource<NamespaceHandle>, k: String) -> CapResult<String> {
-        let kind = self.kind(&ns)?;
+        let ns = self.kind(&ns)?;
         let key = key(&k)?;
-        kernel::read(self.netns(kind), &key)
-            .map_err(|e| CapError::io(format!("read sysctl {key} in the {kind}"), e))
+        self.kernel
+            .sysctl_read(ns, &key)
+            .await
+            .map_err(|e| CapError::io(format!("read sysctl {key} in the {ns}"), e))
     }
 
     async fn set(
@@ -25,27 +30,45 @@ impl sysctl::Host for NetCtx {
         k: String,
         value: String,
     ) -> CapResult<()> {
-        let kind = self.kind(&ns)?;
+        let ns = self.kind(&ns)?;
         let key = key(&k)?;
         if value.contains('\n') || value.len() > 256 {
             return Err(CapError::invalid(format!("value for sysctl {key}")));
         }
-        if kind == NsKind::Host {
-            // The policy needs the link a `conf.<link>` key names: that one
-            // link, not a dump of the node's (this runs on every ADD).
-            let link = match key.conf_link() {
-                Some(dev) => self.state(NsKind::Host, dev).await.ok(),
-                None => None,
-            };
-            grant::check_sysctl_write(&key, &value, |dev| {
-                link.as_ref().filter(|l| l.name == dev).map(|l| HostLink {
-                    name: dev,
-                    is_bridge: l.kind == "bridge",
-                    standing: self.standing(l),
-                })
-            })?;
+        // The one link a `conf.<link>` key names: its standing, and (for a
+        // bridge that existed before) the value to put back on rollback.
+        let link = match (ns, key.conf_link()) {
+            (Ns::Host, Some(dev)) => Some(self.state(ns, dev).await?),
+            _ => None,
+        };
+        let standing = match &link {
+            Some(l) => Some(self.standing(ns, l).await?),
+            None => None,
+        };
+        let host_link = link.as_ref().zip(standing).map(|(l, standing)| HostLink {
+            name: &l.name,
+            is_bridge: l.kind == "bridge",
+            standing,
+        });
+        self.shared
+            .lock()
+            .grant
+            .write_sysctl(ns, &key, &value, host_link)?;
+        if let (Some(l), Some(Standing::GrantedBridge)) = (&link, standing) {
+            let prior = self
+                .kernel
+                .sysctl_read(ns, &key)
+                .await
+                .map_err(|e| CapError::io(format!("read sysctl {key}"), e))?;
+            self.shared.lock().journal.changed(Change::Sysctl {
+                index: l.index,
+                key: key.clone(),
+                prior,
+            });
         }
-        kernel::write(self.netns(kind), &key, &value)
-            .map_err(|e| CapError::io(format!("write sysctl {key} in the {kind}"), e))
+        self.kernel
+            .sysctl_write(ns, &key, &value)
+            .await
+            .map_err(|e| CapError::io(format!("write sysctl {key} in the {ns}"), e))
     }
 }

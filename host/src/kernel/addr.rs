@@ -7,20 +7,17 @@ use std::io;
 use std::net::IpAddr;
 
 impl Netlink {
-    /// Addresses on the link with this index, both families.
-    pub async fn addr_list(&self, index: u32) -> io::Result<Vec<(IpAddr, u8)>> {
-        let msgs: Vec<_> = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(index)
-            .execute()
-            .try_collect()
-            .within()
-            .await?;
+    /// Addresses of both families on the link with this index, or on
+    /// every link: (link index, address, prefix length).
+    pub async fn addr_list(&self, index: Option<u32>) -> io::Result<Vec<(u32, IpAddr, u8)>> {
+        let mut req = self.handle.address().get();
+        if let Some(i) = index {
+            req = req.set_link_index_filter(i);
+        }
+        let msgs: Vec<_> = req.execute().try_collect().within().await?;
         Ok(msgs
             .into_iter()
-            .filter(|m| m.header.index == index)
+            .filter(|m| index.is_none_or(|i| m.header.index == i))
             .filter_map(|m| {
                 // IFA_LOCAL is the interface's own address (IFA_ADDRESS is
                 // the peer's on point-to-point links); fall back to it.
@@ -32,7 +29,9 @@ impl Netlink {
                     AddressAttribute::Address(ip) => Some(*ip),
                     _ => None,
                 });
-                local.or(addr).map(|ip| (ip, m.header.prefix_len))
+                local
+                    .or(addr)
+                    .map(|ip| (m.header.index, ip, m.header.prefix_len))
             })
             .collect())
     }

@@ -34,6 +34,7 @@ pub struct LinkState {
     pub mac: Vec<u8>,
     pub mtu: u32,
     pub up: bool,
+    pub promiscuous: bool,
     pub oper: OperState,
     pub master: Option<u32>,
     /// For a bridge port: its STP state.
@@ -51,6 +52,7 @@ impl LinkState {
             mac: Vec::new(),
             mtu: 0,
             up: msg.header.flags.contains(LinkFlags::Up),
+            promiscuous: msg.header.flags.contains(LinkFlags::Promisc),
             oper: OperState::Unknown,
             master: None,
             port_forwarding: None,
@@ -109,6 +111,8 @@ pub enum LinkChange {
     Alias(String),
     /// Rename (the link must be down).
     Name(String),
+    /// Bridge port hairpin mode.
+    Hairpin(bool),
 }
 
 /// Where a new veth end goes: its name, and the namespace to move it into
@@ -143,35 +147,13 @@ impl Netlink {
             .await
     }
 
-    /// Create a bridge named `name`, down, carrying `alias`. The kernel
-    /// takes no alias at creation, and a concurrent caller must never see
-    /// the bridge unmarked: so it is made under `temp`, marked, and renamed
-    /// into place (atomic, and EEXIST if someone else got there first, in
-    /// which case ours is deleted).
-    pub async fn bridge_add(
-        &self,
-        name: &str,
-        temp: &str,
-        mtu: Option<u32>,
-        alias: &str,
-    ) -> io::Result<()> {
-        let mut b = LinkBridge::new(temp);
+    /// Create a bridge, down.
+    pub async fn bridge_add(&self, name: &str, mtu: Option<u32>) -> io::Result<()> {
+        let mut b = LinkBridge::new(name);
         if let Some(mtu) = mtu {
             b = b.mtu(mtu);
         }
-        self.handle.link().add(b.build()).execute().within().await?;
-        let index = self.link_get(temp).await?.index;
-        let placed = async {
-            self.link_set_index(index, LinkChange::Alias(alias.to_string()))
-                .await?;
-            self.link_set_index(index, LinkChange::Name(name.to_string()))
-                .await
-        }
-        .await;
-        if placed.is_err() {
-            let _ = self.link_del_index(index).await;
-        }
-        placed
+        self.handle.link().add(b.build()).execute().within().await
     }
 
     /// Create a veth pair in one request; each end may be placed in another
@@ -205,47 +187,32 @@ impl Netlink {
         self.handle.link().add(msg.build()).execute().within().await
     }
 
-    pub async fn link_set(&self, name: &str, change: LinkChange) -> io::Result<()> {
-        let b = LinkUnspec::new_with_name(name);
-        let b = match change {
-            LinkChange::Master(Some(index)) => b.controller(index),
-            LinkChange::Master(None) => b.nocontroller(),
-            LinkChange::Up(true) => b.up(),
-            LinkChange::Up(false) => b.down(),
-            LinkChange::Mtu(mtu) => b.mtu(mtu),
-            LinkChange::Mac(mac) => b.address(mac),
-            LinkChange::Promiscuous(on) => b.promiscuous(on),
-            LinkChange::Alias(alias) => b.alias(alias),
-            LinkChange::Name(_) => unreachable!("renames go by index"),
-        };
-        self.handle.link().set(b.build()).execute().within().await
-    }
-
-    /// Change a link found by index (a rename names it by what it is).
-    pub async fn link_set_index(&self, index: u32, change: LinkChange) -> io::Result<()> {
+    /// Change the link with this index: what was checked is what changes,
+    /// whatever its name is by now.
+    pub async fn link_set(&self, index: u32, change: LinkChange) -> io::Result<()> {
         let b = LinkUnspec::new_with_index(index);
-        let b = match change {
-            LinkChange::Name(name) => b.name(name),
-            LinkChange::Alias(alias) => b.alias(alias),
-            other => {
-                return Err(io::Error::other(format!(
-                    "{other:?} by index is not supported"
-                )));
+        let msg = match change {
+            LinkChange::Master(Some(master)) => b.controller(master).build(),
+            LinkChange::Master(None) => b.nocontroller().build(),
+            LinkChange::Up(true) => b.up().build(),
+            LinkChange::Up(false) => b.down().build(),
+            LinkChange::Mtu(mtu) => b.mtu(mtu).build(),
+            LinkChange::Mac(mac) => b.address(mac).build(),
+            LinkChange::Promiscuous(on) => b.promiscuous(on).build(),
+            LinkChange::Alias(alias) => b.alias(alias).build(),
+            LinkChange::Name(name) => b.name(name).build(),
+            // What `ip link set dev X type bridge_slave hairpin on` sends.
+            LinkChange::Hairpin(on) => {
+                let msg = b
+                    .set_port_kind(InfoPortKind::Bridge)
+                    .set_port_data(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(
+                        on,
+                    )]))
+                    .build();
+                return self.handle.link().change(msg).execute().within().await;
             }
         };
-        self.handle.link().set(b.build()).execute().within().await
-    }
-
-    /// Bridge port hairpin mode, through the port's bridge_slave data (what
-    /// `ip link set dev X type bridge_slave hairpin on` sends).
-    pub async fn port_set_hairpin(&self, name: &str, on: bool) -> io::Result<()> {
-        let msg = LinkUnspec::new_with_name(name)
-            .set_port_kind(InfoPortKind::Bridge)
-            .set_port_data(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(
-                on,
-            )]))
-            .build();
-        self.handle.link().change(msg).execute().within().await
+        self.handle.link().set(msg).execute().within().await
     }
 
     /// Delete by index: what was created is what goes, whatever its name
@@ -304,4 +271,49 @@ impl Subscription {
 
 fn libc_enodev() -> i32 {
     rustix::io::Errno::NODEV.raw_os_error()
+}
+
+/// Kernel link names: 1..=15 bytes, no '/', ':' or whitespace. Checked on
+/// every name a guest or a policy gives, not only on create: a name too
+/// long for a netlink attribute would otherwise reach the message encoder.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 15
+        && name != "."
+        && name != ".."
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("link name {name:?}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_name;
+
+    #[test]
+    fn every_name_is_a_kernel_link_name() {
+        assert!(
+            check_name("eth0").is_ok()
+                && check_name("veth1a2b3c4d").is_ok()
+                && check_name("fifteen-bytes-x").is_ok()
+        );
+        let huge = "a".repeat(70_000);
+        for bad in [
+            "",
+            "sixteen-bytes-xx",
+            "a/b",
+            "a:b",
+            "a b",
+            "..",
+            "a\nb",
+            huge.as_str(),
+        ] {
+            assert!(check_name(bad).is_err(), "{:?}", &bad[..bad.len().min(20)]);
+        }
+    }
 }

@@ -1,10 +1,115 @@
-//! The kernel backends the capabilities call: rtnetlink, namespaces,
-//! `/proc/sys/net` and nftables. Nothing here knows about wasm.
+//! The node, as the capabilities see it: a [`Kernel`] trait with one real
+//! implementation ([`linux::Linux`]: rtnetlink, namespaces, `/proc/sys/net`,
+//! nftables). The capabilities decide nothing here and this layer knows
+//! nothing of wasm or grants, so a simulated node can take its place.
+//!
+//! Namespaces are named by [`Ns`]: the node's (`Host`, the namespace the
+//! plugin was called in) and the request's container (`CNI_NETNS`). Links
+//! are changed by index, so what a grant checked is what changes.
 
 pub mod addr;
 pub mod link;
+pub mod linux;
 pub mod netlink;
 pub mod netns;
 pub mod nft;
 pub mod route;
+pub mod store;
 pub mod sysctl;
+
+use futures::future::BoxFuture;
+use ipnetwork::IpNetwork;
+use link::{LinkChange, LinkState};
+use route::RouteSpec;
+use std::fmt;
+use std::io;
+use std::time::{Duration, Instant};
+use sysctl::SysctlKey;
+
+/// The two namespaces a call may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Ns {
+    Host,
+    Container,
+}
+
+impl fmt::Display for Ns {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Ns::Host => "node's namespace",
+            Ns::Container => "container namespace",
+        })
+    }
+}
+
+/// An address on a link: (link index, address with prefix).
+pub type LinkAddress = (u32, IpNetwork);
+
+pub type KFuture<'a, T> = BoxFuture<'a, io::Result<T>>;
+
+/// What the capabilities ask of the node. Errors carry the kernel's errno.
+pub trait Kernel: Send + Sync {
+    /// Open the container namespace now, if not yet. `NotFound` when the
+    /// request has none or it is gone; `InvalidInput` when the path is not
+    /// a network namespace.
+    fn open_container(&self) -> KFuture<'_, ()>;
+    /// (device, inode) of a namespace, once open.
+    fn namespace_id(&self, ns: Ns) -> Option<(u64, u64)>;
+
+    fn link_get<'a>(&'a self, ns: Ns, name: &'a str) -> KFuture<'a, LinkState>;
+    fn link_list(&self, ns: Ns) -> KFuture<'_, Vec<LinkState>>;
+    /// A bridge, down, under `name`.
+    fn bridge_add<'a>(&'a self, ns: Ns, name: &'a str, mtu: Option<u32>) -> KFuture<'a, ()>;
+    /// A veth pair in one request, each end born in its namespace.
+    fn veth_add<'a>(
+        &'a self,
+        end: (Ns, &'a str),
+        peer: (Ns, &'a str),
+        mtu: Option<u32>,
+        mac: Option<Vec<u8>>,
+    ) -> KFuture<'a, ()>;
+    fn link_set(&self, ns: Ns, index: u32, change: LinkChange) -> KFuture<'_, ()>;
+    fn link_del(&self, ns: Ns, index: u32) -> KFuture<'_, ()>;
+    /// Wait until the link is up and, if a bridge port, forwarding.
+    fn wait_forwarding<'a>(
+        &'a self,
+        ns: Ns,
+        name: &'a str,
+        timeout: Duration,
+    ) -> KFuture<'a, LinkState>;
+
+    /// Addresses on one link, or on every link of the namespace.
+    fn addr_list(&self, ns: Ns, index: Option<u32>) -> KFuture<'_, Vec<LinkAddress>>;
+    fn addr_add(&self, ns: Ns, index: u32, addr: IpNetwork, no_dad: bool) -> KFuture<'_, ()>;
+    fn addr_del(&self, ns: Ns, index: u32, addr: IpNetwork) -> KFuture<'_, ()>;
+
+    fn route_list(&self, ns: Ns, table: u32) -> KFuture<'_, Vec<RouteSpec>>;
+    fn route_add<'a>(&'a self, ns: Ns, route: &'a RouteSpec) -> KFuture<'a, ()>;
+    fn route_del<'a>(&'a self, ns: Ns, route: &'a RouteSpec) -> KFuture<'a, ()>;
+
+    fn sysctl_read<'a>(&'a self, ns: Ns, key: &'a SysctlKey) -> KFuture<'a, String>;
+    fn sysctl_write<'a>(&'a self, ns: Ns, key: &'a SysctlKey, value: &'a str) -> KFuture<'a, ()>;
+
+    /// Masquerade `addrs` in rules marked `owner`, in the node's namespace;
+    /// given up (and never committed later) at `deadline`.
+    fn masquerade<'a>(
+        &'a self,
+        owner: &'a str,
+        addrs: &'a [IpNetwork],
+        deadline: Instant,
+    ) -> KFuture<'a, ()>;
+    /// Remove the rules marked `owner`; how many there were.
+    fn unmasquerade<'a>(&'a self, owner: &'a str, deadline: Instant) -> KFuture<'a, usize>;
+    /// The addresses masqueraded by rules marked `owner`.
+    fn masqueraded<'a>(&'a self, owner: &'a str, deadline: Instant) -> KFuture<'a, Vec<IpNetwork>>;
+}
+
+/// The ports of the bridge with this index.
+pub async fn ports(kernel: &dyn Kernel, ns: Ns, bridge: u32) -> io::Result<Vec<LinkState>> {
+    Ok(kernel
+        .link_list(ns)
+        .await?
+        .into_iter()
+        .filter(|l| l.master == Some(bridge))
+        .collect())
+}

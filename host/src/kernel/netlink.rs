@@ -32,17 +32,17 @@ pub struct Subscription {
 impl Netlink {
     /// Connect to `ns`; `None` is the namespace this process runs in.
     /// Must be called inside the tokio runtime.
-    pub fn connect(ns: Option<&Netns>) -> io::Result<Netlink> {
-        Ok(Self::open(ns, 0)?._connection)
+    pub async fn connect(ns: Option<&Netns>) -> io::Result<Netlink> {
+        Ok(Self::open(ns, 0).await?._connection)
     }
 
     /// Connect to `ns` and subscribe to the multicast `groups` bitmask.
     /// Subscribe first, then query, and no change is missed in between.
-    pub fn subscribe(ns: Option<&Netns>, groups: u32) -> io::Result<Subscription> {
-        Self::open(ns, groups)
+    pub async fn subscribe(ns: Option<&Netns>, groups: u32) -> io::Result<Subscription> {
+        Self::open(ns, groups).await
     }
 
-    fn open(ns: Option<&Netns>, groups: u32) -> io::Result<Subscription> {
+    async fn open(ns: Option<&Netns>, groups: u32) -> io::Result<Subscription> {
         let make = move || -> io::Result<Socket> {
             let mut socket = Socket::new(NETLINK_ROUTE)?;
             socket.bind(&SocketAddr::new(0, groups))?;
@@ -51,9 +51,11 @@ impl Netlink {
             }
             Ok(socket)
         };
+        // This namespace's socket is made here (a syscall or two); another
+        // namespace's on a thread that enters it.
         let socket = match ns {
             None => make()?,
-            Some(ns) => ns.run(make)?,
+            Some(ns) => super::netns::run(Some(ns), make).await?,
         };
         // SAFETY: the fd was just created and is owned by nobody else.
         let socket = unsafe { TokioSocket::from_raw_fd(socket.into_raw_fd()) };

@@ -22,11 +22,11 @@ use nftables::expr::{Expression, NamedExpression, Payload, PayloadField, Prefix}
 use nftables::schema::{Chain, NfListObject, NfObject, Rule, Table};
 use nftables::stmt::{Match, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
-use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 use std::io;
 use std::net::IpAddr;
 use std::path::Path;
+use std::time::Instant;
 
 pub const TABLE: &str = "wasm-cni";
 pub const CHAIN: &str = "postrouting";
@@ -37,19 +37,12 @@ const COMMENT_MAX: usize = 127;
 
 /// The comment that marks one attachment's rules.
 pub fn owner_comment(network: &str, container_id: &str, ifname: &str) -> String {
-    let c = format!("wasm-cni {network} {container_id} {ifname}");
-    if c.len() <= COMMENT_MAX {
-        c
-    } else {
-        let digest = Sha256::digest(format!("{network}\0{container_id}\0{ifname}"));
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        format!("wasm-cni sha256:{hex}")
-    }
+    crate::owner::tag(&[network, container_id, ifname], COMMENT_MAX)
 }
 
 /// Masquerade traffic from each address leaving its subnet, except to
 /// multicast. One atomic batch: table, chain and rules together.
-pub fn masquerade(comment: &str, addrs: &[IpNetwork]) -> io::Result<()> {
+pub fn masquerade(comment: &str, addrs: &[IpNetwork], deadline: Instant) -> io::Result<()> {
     let rules: Vec<NfListObject> = addrs
         .iter()
         .map(|a| NfListObject::Rule(masquerade_rule(a, comment)))
@@ -57,7 +50,7 @@ pub fn masquerade(comment: &str, addrs: &[IpNetwork]) -> io::Result<()> {
     // Declaring the NAT base chain makes the kernel re-register its hook
     // (~15 ms here) even when it exists, so the chain is declared only when
     // appending to it finds it missing: on the first ADD of a node.
-    match apply(rules.clone()) {
+    match apply(rules.clone(), deadline) {
         Err(NftError::Missing(_)) => {
             let mut with_chain = vec![
                 NfListObject::Table(Table {
@@ -77,7 +70,7 @@ pub fn masquerade(comment: &str, addrs: &[IpNetwork]) -> io::Result<()> {
                 }),
             ];
             with_chain.extend(rules);
-            Ok(apply(with_chain)?)
+            Ok(apply(with_chain, deadline)?)
         }
         other => Ok(other?),
     }
@@ -90,18 +83,18 @@ const NFT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 const MISSING: &str = "No such file or directory";
 
 /// Add `objects` in one batch: one transaction, one nft process.
-fn apply(objects: Vec<NfListObject<'static>>) -> Result<(), NftError> {
+fn apply(objects: Vec<NfListObject<'static>>, deadline: Instant) -> Result<(), NftError> {
     let mut batch = Batch::new();
     for o in objects {
         batch.add(o);
     }
-    submit(batch)
+    submit(batch, deadline)
 }
 
-fn submit(batch: Batch) -> Result<(), NftError> {
+fn submit(batch: Batch, deadline: Instant) -> Result<(), NftError> {
     let json =
         serde_json::to_string(&batch.to_nftables()).expect("nftables JSON always serializes");
-    run_nft(&["-f", "-"], Some(&json)).map(drop)
+    run_nft(&["-f", "-"], Some(&json), deadline).map(drop)
 }
 
 /// A failed nft run, with what nft said.
@@ -128,13 +121,24 @@ impl From<NftError> for io::Error {
     }
 }
 
-/// Run `nft -j ARGS`, with `stdin` if given. Written here rather than
-/// through the nftables crate's helpers: those let nft's stderr through to
-/// ours and return an empty message, and the message is how a missing
-/// chain is told from a real failure (and what an operator needs to read).
-fn run_nft(args: &[&str], stdin: Option<&str>) -> Result<String, NftError> {
+/// Run `nft -j ARGS`, with `stdin` if given, killed at `deadline` (or
+/// after `NFT_TIMEOUT`). Written here rather than through the nftables
+/// crate's helpers: those let nft's stderr through to ours and return an
+/// empty message, and the message is how a missing chain is told from a
+/// real failure (and what an operator needs to read); nor do they stop a
+/// hung nft.
+///
+/// nft runs in a process group of its own, and the whole group is killed
+/// at the deadline: a change that was given up on must not commit later,
+/// after the call has rolled back and answered (not even through a
+/// wrapper script's child).
+fn run_nft(args: &[&str], stdin: Option<&str>, deadline: Instant) -> Result<String, NftError> {
     use std::io::Write;
+    use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
+    let limit = deadline
+        .saturating_duration_since(Instant::now())
+        .min(NFT_TIMEOUT);
     let mut child = Command::new(nft_program())
         .arg("-j")
         .args(args)
@@ -145,22 +149,32 @@ fn run_nft(args: &[&str], stdin: Option<&str>) -> Result<String, NftError> {
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .spawn()
         .map_err(NftError::Exec)?;
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input.as_bytes()).map_err(NftError::Exec)?;
-    }
-    // nft answers in milliseconds; one that hangs is killed, not waited for.
     let pid = rustix::process::Pid::from_child(&child);
+    let kill = move || {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    };
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(child.wait_with_output()));
-    let out = match rx.recv_timeout(NFT_TIMEOUT) {
+    let input = stdin.map(str::to_string);
+    let mut pipe = child.stdin.take();
+    std::thread::spawn(move || {
+        // Fed on the waiting thread: a stuck nft must not block us on a
+        // full pipe either.
+        if let (Some(input), Some(p)) = (input, pipe.as_mut()) {
+            let _ = p.write_all(input.as_bytes());
+        }
+        drop(pipe);
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(limit) {
         Ok(out) => out.map_err(NftError::Exec)?,
         Err(_) => {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            kill();
             return Err(NftError::Failed(format!(
-                "nft did not finish within {} s and was killed",
-                NFT_TIMEOUT.as_secs()
+                "nft did not finish within {} ms and was killed",
+                limit.as_millis()
             )));
         }
     };
@@ -221,8 +235,8 @@ fn prefix(addr: String, len: u8) -> Expression<'static> {
 
 /// This attachment's rules with their handles, and the address each one
 /// masquerades (source address, subnet prefix length).
-fn owned_rules(comment: &str) -> io::Result<Vec<(u32, Option<IpNetwork>)>> {
-    let listed = match run_nft(&["list", "chain", "inet", TABLE, CHAIN], None) {
+fn owned_rules(comment: &str, deadline: Instant) -> io::Result<Vec<(u32, Option<IpNetwork>)>> {
+    let listed = match run_nft(&["list", "chain", "inet", TABLE, CHAIN], None, deadline) {
         Ok(json) => json,
         // No table or chain yet: nothing of ours.
         Err(NftError::Missing(_)) => return Ok(Vec::new()),
@@ -266,16 +280,16 @@ fn rule_address(rule: &Rule) -> Option<IpNetwork> {
 }
 
 /// The addresses masqueraded for this attachment.
-pub fn masqueraded(comment: &str) -> io::Result<Vec<IpNetwork>> {
-    Ok(owned_rules(comment)?
+pub fn masqueraded(comment: &str, deadline: Instant) -> io::Result<Vec<IpNetwork>> {
+    Ok(owned_rules(comment, deadline)?
         .into_iter()
         .filter_map(|(_, a)| a)
         .collect())
 }
 
 /// Remove this attachment's rules; how many there were.
-pub fn remove(comment: &str) -> io::Result<usize> {
-    let rules = owned_rules(comment)?;
+pub fn remove(comment: &str, deadline: Instant) -> io::Result<usize> {
+    let rules = owned_rules(comment, deadline)?;
     if rules.is_empty() {
         return Ok(0);
     }
@@ -289,7 +303,7 @@ pub fn remove(comment: &str) -> io::Result<usize> {
             ..Default::default()
         }));
     }
-    submit(batch)?;
+    submit(batch, deadline)?;
     Ok(rules.len())
 }
 
@@ -312,20 +326,6 @@ fn nft_program() -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn long_owners_are_hashed_to_fit() {
-        assert_eq!(
-            owner_comment("mynet", "c1", "eth0"),
-            "wasm-cni mynet c1 eth0"
-        );
-        let long = owner_comment(&"n".repeat(100), &"c".repeat(64), "eth0");
-        assert!(long.len() <= COMMENT_MAX && long.starts_with("wasm-cni sha256:"));
-        assert_ne!(
-            long,
-            owner_comment(&"n".repeat(100), &"c".repeat(64), "eth1")
-        );
-    }
 
     #[test]
     fn rule_reads_back_its_address() {

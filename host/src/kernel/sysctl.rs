@@ -65,24 +65,30 @@ impl std::fmt::Display for SysctlKey {
     }
 }
 
-fn open(ns: Option<&Netns>, key: &SysctlKey, write: bool) -> io::Result<File> {
+/// Read a parameter, without the trailing newline. Off the runtime's
+/// thread: a `/proc/sys/net` file is opened in its namespace.
+pub async fn read(ns: Option<&Netns>, key: &SysctlKey) -> io::Result<String> {
     let path = key.path();
-    let open = move || OpenOptions::new().read(!write).write(write).open(&path);
-    match ns {
-        None => open(),
-        Some(ns) => ns.run(open),
-    }
+    super::netns::run(ns, move || {
+        let mut s = String::new();
+        File::open(&path)?.read_to_string(&mut s)?;
+        Ok(s.trim_end_matches('\n').to_string())
+    })
+    .await
 }
 
-/// Read a parameter, without the trailing newline.
-pub fn read(ns: Option<&Netns>, key: &SysctlKey) -> io::Result<String> {
-    let mut s = String::new();
-    open(ns, key, false)?.read_to_string(&mut s)?;
-    Ok(s.trim_end_matches('\n').to_string())
-}
-
-pub fn write(ns: Option<&Netns>, key: &SysctlKey, value: &str) -> io::Result<()> {
-    open(ns, key, true)?.write_all(value.as_bytes())
+/// Write a parameter. Off the runtime's thread: writing `forwarding` takes
+/// the kernel's RTNL lock, which a busy node holds for a while.
+pub async fn write(ns: Option<&Netns>, key: &SysctlKey, value: &str) -> io::Result<()> {
+    let path = key.path();
+    let value = value.to_string();
+    super::netns::run(ns, move || {
+        OpenOptions::new()
+            .write(true)
+            .open(&path)?
+            .write_all(value.as_bytes())
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -128,7 +134,15 @@ mod tests {
 
     #[test]
     fn reads_a_real_parameter() {
-        let v = read(None, &SysctlKey::parse("net.ipv4.ip_forward").unwrap()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let v = rt
+            .block_on(read(
+                None,
+                &SysctlKey::parse("net.ipv4.ip_forward").unwrap(),
+            ))
+            .unwrap();
         assert!(v == "0" || v == "1", "{v}");
     }
 }

@@ -21,6 +21,7 @@ use wasmtime::component::Component;
 
 pub const DEFAULT_CACHE_DIR: &str = "/var/lib/wasm-cni/cache";
 
+#[derive(Clone)]
 pub struct Cache {
     /// `None` when the directory is unusable: modules are then compiled in
     /// memory on every call (slow, but correct), with a warning.
@@ -71,10 +72,19 @@ impl Cache {
         Cache { dir, compat }
     }
 
-    /// The component in `module`, from the cache when it is there.
-    pub fn load(&self, engine: &Engine, module: &Path) -> Result<(Component, Outcome), String> {
-        let bytes =
-            fs::read(module).map_err(|e| format!("cannot read {}: {e}", module.display()))?;
+    /// The component in `module`, from the cache when it is there. A file
+    /// over `max_bytes` is refused before it is read; waiting for another
+    /// process's compile ends at `lock_deadline` (then we compile too: the
+    /// artifact is written atomically, so two writers are harmless). Blocks:
+    /// call it off the runtime's thread.
+    pub fn load(
+        &self,
+        engine: &Engine,
+        module: &Path,
+        max_bytes: u64,
+        lock_deadline: std::time::Instant,
+    ) -> Result<(Component, Outcome), String> {
+        let bytes = read_capped(module, max_bytes)?;
         let Some(dir) = &self.dir else {
             return compile(engine, &bytes, module).map(|c| (c, Outcome::Uncached));
         };
@@ -87,7 +97,7 @@ impl Cache {
         // caller compiles under the lock, the others wait for it and load
         // its artifact (thirty pods starting on a cold node would otherwise
         // compile thirty times over).
-        let _lock = CompileLock::take(dir);
+        let _lock = CompileLock::take(dir, lock_deadline);
         if let Some(c) = load_artifact(engine, &artifact) {
             return Ok((c, Outcome::Hit));
         }
@@ -128,18 +138,58 @@ struct CompileLock {
 }
 
 impl CompileLock {
-    fn take(dir: &Path) -> CompileLock {
-        let file = fs::OpenOptions::new()
+    /// Wait for the lock until `deadline`: a process stuck holding it (or
+    /// compiling a huge module) must not hold up every call on the node.
+    fn take(dir: &Path, deadline: std::time::Instant) -> CompileLock {
+        use rustix::fs::{FlockOperation, flock};
+        let Ok(file) = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(dir.join(".compile.lock"));
-        CompileLock {
-            _held: file.ok().filter(|f| {
-                rustix::fs::flock(f, rustix::fs::FlockOperation::LockExclusive).is_ok()
-            }),
+            .open(dir.join(".compile.lock"))
+        else {
+            return CompileLock { _held: None };
+        };
+        let mut pause = std::time::Duration::from_millis(1);
+        loop {
+            match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => return CompileLock { _held: Some(file) },
+                Err(rustix::io::Errno::WOULDBLOCK) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_millis(50));
+                }
+                Err(_) => {
+                    crate::log::warn("the compile lock was not free in time: compiling without it");
+                    return CompileLock { _held: None };
+                }
+            }
         }
     }
+}
+
+/// The module's bytes, refusing a file larger than `max` before reading it
+/// (and reading no more than that if it grows meanwhile).
+fn read_capped(module: &Path, max: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let f = fs::File::open(module).map_err(|e| format!("cannot read {}: {e}", module.display()))?;
+    let too_big = |n: u64| {
+        format!(
+            "{} is {n} bytes, over the node's limit of {max} (\"maxModuleBytes\" in the node policy)",
+            module.display()
+        )
+    };
+    let len = f.metadata().map_err(|e| e.to_string())?.len();
+    if len > max {
+        return Err(too_big(len));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    f.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read {}: {e}", module.display()))?;
+    if bytes.len() as u64 > max {
+        return Err(too_big(bytes.len() as u64));
+    }
+    Ok(bytes)
 }
 
 fn compile(engine: &Engine, bytes: &[u8], module: &Path) -> Result<Component, String> {
@@ -176,34 +226,10 @@ fn prepare_dir(dir: &Path) -> io::Result<PathBuf> {
             Err(e) => return Err(e),
         }
     }
-    let me = rustix::process::geteuid().as_raw();
     if !fs::symlink_metadata(dir)?.is_dir() {
         return Err(io::Error::other("not a directory (symlinks are refused)"));
     }
-    // Check where it really is: an ancestor may be a link to elsewhere.
-    let dir = &fs::canonicalize(dir)?;
-    let meta = fs::metadata(dir)?;
-    if meta.uid() != me || meta.mode() & 0o022 != 0 {
-        return Err(io::Error::other(format!(
-            "must be owned by uid {me} and not writable by group or others (owner {}, mode {:o})",
-            meta.uid(),
-            meta.mode() & 0o7777
-        )));
-    }
-    // Nobody else may replace the directory through its ancestors: each is
-    // ours or root's, and not writable by others unless sticky (/tmp).
-    for anc in dir.ancestors().skip(1) {
-        let m = fs::metadata(anc)?;
-        let owner_ok = m.uid() == 0 || m.uid() == me;
-        let writable_by_others = m.mode() & 0o022 != 0 && m.mode() & 0o1000 == 0;
-        if !owner_ok || writable_by_others {
-            return Err(io::Error::other(format!(
-                "ancestor {} can be changed by others",
-                anc.display()
-            )));
-        }
-    }
-    Ok(dir.to_path_buf())
+    crate::trust::dir(dir).map_err(|e| io::Error::other(e.to_string()))
 }
 
 /// A regular file (not a link), ours, not writable by others.

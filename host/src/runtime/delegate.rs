@@ -4,32 +4,37 @@
 //! environment but `CNI_COMMAND`, the whole config on stdin).
 
 use super::Runtime;
+use super::limits::CallLimits;
 use super::linker::Role;
+use crate::caps::ipam::Delegate;
 use crate::cni::{Call, CniError, CniResult, Command};
+use futures::future::BoxFuture;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
+
+impl Delegate for Runtime {
+    fn run<'a>(
+        &'a self,
+        call: &'a Call,
+        command: Command,
+    ) -> BoxFuture<'a, Result<Option<CniResult>, CniError>> {
+        Box::pin(self.delegate_ipam_until(call, command, self.deadlines.ipam(), &self.limits))
+    }
+}
 
 impl Runtime {
-    pub async fn delegate_ipam(
-        &self,
-        call: &Call,
-        command: Command,
-    ) -> Result<Option<CniResult>, CniError> {
-        self.delegate_ipam_until(call, command, self.deadlines.ipam())
-            .await
-    }
-
     /// IPAM DEL undoing a failed ADD, with time of its own: the ADD may
     /// have failed because its time ran out, and its address must still be
     /// released.
     pub async fn undo_ipam(&self, call: &Call) -> Result<Option<CniResult>, CniError> {
-        self.delegate_ipam_until(
-            call,
-            Command::Del,
-            tokio::time::Instant::now() + CLEANUP_TIME,
-        )
-        .await
+        let deadline = tokio::time::Instant::now() + CLEANUP_TIME;
+        // A budget of its own: the call's may be spent (its deadline is
+        // often why the ADD failed).
+        let limits = CallLimits::new(deadline.into_std());
+        self.delegate_ipam_until(call, Command::Del, deadline, &limits)
+            .await
     }
 
     async fn delegate_ipam_until(
@@ -37,20 +42,30 @@ impl Runtime {
         call: &Call,
         command: Command,
         deadline: tokio::time::Instant,
+        limits: &Arc<CallLimits>,
     ) -> Result<Option<CniResult>, CniError> {
         let Some(ty) = call.conf.ipam_type() else {
             return Err(CniError::config(
                 "network config has no \"ipam.type\" to delegate to",
             ));
         };
-        match self.load(ty)? {
-            Some(module) if module.role == Role::Ipam => {
-                self.run_ipam(&module, call, command, deadline).await
+        // A name, never a path: \"ipam.type\" comes from the config.
+        let found = self.modules.find(ty).map_err(|e| CniError {
+            msg: format!("\"ipam.type\": {}", e.msg),
+            ..e
+        })?;
+        match found {
+            Some(path) => {
+                let module = self.load(ty, path, deadline).await?;
+                if module.role != Role::Ipam {
+                    return Err(CniError::module(format!(
+                        "IPAM module {ty:?} ({}) targets the interface-plugin world; ipam.type must name an IPAM plugin",
+                        module.path.display()
+                    )));
+                }
+                self.run_ipam(&module, call, command, deadline, limits)
+                    .await
             }
-            Some(module) => Err(CniError::module(format!(
-                "IPAM module {ty:?} ({}) targets the interface-plugin world; ipam.type must name an IPAM plugin",
-                module.path.display()
-            ))),
             None => match find_in_cni_path(call, ty)? {
                 Some(path) => exec_plugin(call, ty, &path, command, deadline).await,
                 // DEL must succeed when there is nothing left to undo, and a
@@ -129,12 +144,29 @@ async fn exec_plugin(
     let out = match tokio::time::timeout_at(deadline, child.wait_with_output()).await {
         Ok(out) => out.map_err(|e| io_error("waiting for", e))?,
         Err(_) => {
-            return Err(CniError::new(
+            let stopped = CniError::new(
                 crate::cni::error::code::TRY_AGAIN_LATER,
                 format!(
                     "IPAM plugin {ty:?} did not answer in time and was stopped (WASM_CNI_TIMEOUT)"
                 ),
-            ));
+            );
+            // Stopped halfway, it may hold an address it never reported:
+            // only its own DEL can release that.
+            // (It was killed when its wait was dropped: kill_on_drop.)
+            if command == Command::Add {
+                let undo = Box::pin(exec_plugin(
+                    call,
+                    ty,
+                    path,
+                    Command::Del,
+                    tokio::time::Instant::now() + CLEANUP_TIME,
+                ))
+                .await;
+                if let Err(e) = undo {
+                    return Err(stopped.with_details(format!("its IPAM DEL failed too: {e}")));
+                }
+            }
+            return Err(stopped);
         }
     };
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -4,12 +4,12 @@
 //! guest needs: cli, io, clocks, random, with no files and no sockets), so
 //! a module that imports more fails to instantiate.
 
-use super::bindings::wasm_cni::plugin::{
-    address, firewall, ipam, link, log, netns, route, store, sysctl, types,
-};
 use super::state::{InterfaceState, IpamState};
 use crate::caps::{
     firewall::FirewallCtx, ipam::IpamCtx, log::LogCtx, netns::NetCtx, store::StoreCtx,
+};
+use crate::contract::wasm_cni::plugin::{
+    address, firewall, ipam, link, log, netns, route, store, sysctl, types,
 };
 use wasmtime::Engine;
 use wasmtime::component::{Component, HasSelf, Linker};

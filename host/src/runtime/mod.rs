@@ -1,35 +1,50 @@
 //! The wasm runtime: engine, module resolution, compiled-module cache, one
-//! linker per world, and running one CNI command in a guest.
+//! linker per world, the call's limits, and running one CNI command in a
+//! guest.
 
-pub mod bindings;
 pub mod cache;
-pub mod convert;
 mod delegate;
 pub mod engine;
+pub mod limits;
 pub mod linker;
 pub mod resolve;
 pub mod state;
 
-use crate::caps::grant::Assigned;
 use crate::caps::{
-    firewall::FirewallCtx, ipam::IpamCtx, log::LogCtx, netns::NetCtx, store::StoreCtx,
+    Shared, firewall::FirewallCtx, ipam::IpamCtx, log::LogCtx, netns::NetCtx, store::StoreCtx,
 };
-use crate::cni::{Call, CniError, CniResult, Command};
-use bindings::wasm_cni::plugin::types as wit;
+use crate::cni::{Call, CniError, CniResult, Command, error::code};
+use crate::contract::convert;
+use crate::contract::wasm_cni::plugin::types as wit;
+use crate::grant::{Grant, Phase};
+use crate::kernel::Kernel;
+use crate::kernel::linux::Linux;
+use crate::policy::Policy;
+use crate::undo::{NetworkLock, Rollback};
 use cache::Cache;
+use futures::FutureExt;
+use limits::{CallLimits, StoreLimiter};
 use linker::Role;
 use resolve::ModulePath;
 use state::{GuestOutput, InterfaceState, IpamState};
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store};
+
+/// Where the host keeps the network locks (see `undo::lock`).
+pub use crate::undo::lock::DEFAULT_LOCK_DIR;
 
 pub struct Runtime {
     engine: Engine,
     cache: Cache,
     modules: ModulePath,
+    policy: Arc<Policy>,
     deadlines: Deadlines,
+    limits: Arc<CallLimits>,
+    lock_dir: PathBuf,
     // Built on first use: a call needs one world, or two with wasm IPAM.
     interface_linker: OnceLock<Linker<InterfaceState>>,
     ipam_linker: OnceLock<Linker<IpamState>>,
@@ -50,11 +65,11 @@ pub struct Module {
 #[derive(Debug, Clone, Copy)]
 pub struct Deadlines {
     started: tokio::time::Instant,
-    limit: std::time::Duration,
+    limit: Duration,
 }
 
 impl Deadlines {
-    pub fn new(limit: std::time::Duration) -> Self {
+    pub fn new(limit: Duration) -> Self {
         Deadlines {
             started: tokio::time::Instant::now(),
             limit,
@@ -70,12 +85,37 @@ impl Deadlines {
     pub fn ipam(&self) -> tokio::time::Instant {
         self.started + self.limit * 3 / 4
     }
+
+    /// Waiting for a lock that others hold: a quarter of the call, at most
+    /// ten seconds.
+    pub fn lock_wait(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + (self.limit / 4).min(Duration::from_secs(10))
+    }
+}
+
+/// The grant phase of a command.
+fn phase(command: Command) -> Phase {
+    match command {
+        Command::Add => Phase::Add,
+        Command::Del => Phase::Del,
+        _ => Phase::Check,
+    }
+}
+
+/// A panic's message.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }
 
 impl Runtime {
     pub fn new(
         modules: ModulePath,
+        policy: Arc<Policy>,
         cache_dir: &Path,
+        lock_dir: &Path,
         deadlines: Deadlines,
     ) -> Result<Arc<Runtime>, CniError> {
         let engine = engine::new_engine()
@@ -85,7 +125,10 @@ impl Runtime {
             engine,
             cache,
             modules,
+            policy,
+            limits: CallLimits::new(deadlines.call().into_std()),
             deadlines,
+            lock_dir: lock_dir.to_path_buf(),
             interface_linker: OnceLock::new(),
             ipam_linker: OnceLock::new(),
         }))
@@ -95,15 +138,29 @@ impl Runtime {
         &self.modules
     }
 
-    /// Load the module `name` names; `None` when a plain name has none.
-    pub fn load(&self, name: &str) -> Result<Option<Module>, CniError> {
-        let Some(path) = self.modules.find(name).map_err(CniError::config)? else {
-            return Ok(None);
-        };
-        let (component, outcome) = self
-            .cache
-            .load(&self.engine, &path)
-            .map_err(CniError::module)?;
+    /// Load the module at `path` (found by `resolve`). Compiling runs off
+    /// the runtime's thread and is given up at `deadline`.
+    pub async fn load(
+        &self,
+        name: &str,
+        path: PathBuf,
+        deadline: tokio::time::Instant,
+    ) -> Result<Module, CniError> {
+        let (cache, engine, p) = (self.cache.clone(), self.engine.clone(), path.clone());
+        let max = self.policy.max_module_bytes;
+        let lock_deadline = self.deadlines.lock_wait().into_std();
+        let compiled = tokio::time::timeout_at(
+            deadline,
+            tokio::task::spawn_blocking(move || cache.load(&engine, &p, max, lock_deadline)),
+        )
+        .await
+        .map_err(|_| {
+            CniError::plugin(format!(
+                "module {name} was not compiled in time (WASM_CNI_TIMEOUT)"
+            ))
+        })?
+        .map_err(|e| CniError::host(format!("compiling {name} failed: {e}")))?;
+        let (component, outcome) = compiled.map_err(CniError::module)?;
         let role = linker::role_of(&self.engine, &component)
             .map_err(|e| CniError::module(format!("{}: {e}", path.display())))?;
         crate::log::debug(&format!(
@@ -113,17 +170,18 @@ impl Runtime {
         let name = Path::new(name)
             .file_stem()
             .map_or(name.to_string(), |s| s.to_string_lossy().into_owned());
-        Ok(Some(Module {
+        Ok(Module {
             name,
             path,
             component,
             role,
-        }))
+        })
     }
 
     /// Run `command` in `module` for `call`. A failed ADD is undone: IPAM
-    /// released, rules and links this call made removed, even when the guest
-    /// trapped halfway.
+    /// released, rules, links and bridge changes this call made removed,
+    /// whether the guest returned an error, trapped, ran out of time, or a
+    /// host call panicked.
     pub async fn run(
         self: &Arc<Self>,
         module: &Module,
@@ -133,7 +191,7 @@ impl Runtime {
         match module.role {
             Role::Interface => self.run_interface(module, call, command).await,
             Role::Ipam => {
-                self.run_ipam(module, call, command, self.deadlines.call())
+                self.run_ipam(module, call, command, self.deadlines.call(), &self.limits)
                     .await
             }
         }
@@ -145,53 +203,73 @@ impl Runtime {
         call: &Arc<Call>,
         command: Command,
     ) -> Result<Option<CniResult>, CniError> {
-        let needs_netns = matches!(command, Command::Add | Command::Check);
-        // What IPAM assigns in this call bounds what the guest may put on
-        // the node (gateway addresses, masquerade).
-        let assigned = Assigned::default();
-        // The config names the bridge it may use; for the bridge plugin,
-        // an absent "bridge" means its documented default, cni0 (a node
-        // switching from the reference plugin has one they made).
-        let named_bridge = call
-            .conf
-            .bridge
-            .clone()
-            .or_else(|| (module.name == "bridge").then(|| "cni0".to_string()));
+        let network = call.conf.name.as_str();
+        let shared_bridges = self
+            .policy
+            .shared_bridges
+            .keys()
+            .filter(|b| self.policy.shares_bridge(b, network))
+            .cloned()
+            .collect();
+        let shared = Shared::new(Grant::new(
+            network,
+            phase(command),
+            call.conf.bridge.clone(),
+            shared_bridges,
+        ));
+        let kernel: Arc<dyn Kernel> =
+            Arc::new(Linux::new(call.env.netns.clone()).map_err(|e| {
+                CniError::host(format!("cannot open this process's network namespace: {e}"))
+            })?);
+        // An ADD holds its network's lock shared while it runs, so that a
+        // failed ADD can tell what others rely on (see `undo::lock`).
+        let mut lock = match command {
+            Command::Add => self.network_lock(network).await?,
+            _ => None,
+        };
         let net = NetCtx::new(
-            call.env.netns.clone(),
-            needs_netns,
-            named_bridge,
-            assigned.clone(),
-        )
-        .map_err(CniError::env)?;
-        let owner = (
-            call.conf.name.as_str(),
-            call.env.container_id.as_str(),
-            call.env.ifname.as_str(),
+            kernel.clone(),
+            shared.clone(),
+            call.env.netns.as_deref().and_then(Path::to_str),
         );
+        if matches!(command, Command::Add | Command::Check) {
+            net.open_container()
+                .await
+                .map_err(|e| CniError::env(e.to_string()))?;
+        }
+        let owner =
+            crate::kernel::nft::owner_comment(network, &call.env.container_id, &call.env.ifname);
         let state = InterfaceState::new(
             net,
-            FirewallCtx::new(owner, assigned.clone()),
-            IpamCtx::new(self.clone(), call.clone(), assigned),
+            FirewallCtx::new(
+                kernel.clone(),
+                shared.clone(),
+                owner.clone(),
+                self.deadlines.call().into_std(),
+            ),
+            IpamCtx::new(self.clone(), call.clone(), shared.clone()),
             LogCtx::new(&module.name),
+            StoreLimiter::new(&self.limits),
         );
-        let mut store = self.store(state, |s| &mut s.limits)?;
+        let mut store = self.store(state, &self.limits, |s| &mut s.limits)?;
         let linker = get_linker(&self.interface_linker, || {
             linker::interface_linker(&self.engine)
         })?;
-        let mut outcome = invoke(
-            &mut store,
-            linker,
-            module,
-            call,
-            command,
-            self.deadlines.call(),
+        let mut outcome = contained(
+            &module.name,
+            invoke(
+                &mut store,
+                linker,
+                module,
+                call,
+                command,
+                self.deadlines.call(),
+            ),
         )
         .await;
+        drop(store);
         // Changes the guest started are part of its answer.
-        let firewall = store.data_mut().firewall.finish().await;
-        crate::log::debug("firewall changes done");
-        if let Err(e) = firewall {
+        if let Err(e) = crate::caps::firewall::finish(&shared).await {
             match outcome {
                 Ok(_) => outcome = Err(CniError::plugin(e)),
                 Err(_) => crate::log::error(&e),
@@ -199,13 +277,42 @@ impl Runtime {
         }
         match outcome {
             Err(e) if command == Command::Add => {
-                let s = store.data_mut();
-                let mut failures = s.firewall.rollback().await;
-                failures.extend(s.ipam.rollback().await);
-                failures.extend(s.net.rollback().await);
+                let failures = Rollback {
+                    kernel: &*kernel,
+                    owner: &owner,
+                    ipam_del: Some(Box::pin(async {
+                        self.undo_ipam(call)
+                            .await
+                            .map(drop)
+                            .map_err(|e| e.to_string())
+                    })),
+                    lock: lock.as_mut(),
+                }
+                .run(shared.take_journal())
+                .await;
                 Err(with_rollback_failures(e, failures))
             }
             outcome => outcome,
+        }
+    }
+
+    /// The network's lock, shared. Busy past the wait: code 11. Unusable
+    /// (no writable state directory): the call goes on without it, and a
+    /// rollback then keeps shared state as it is.
+    async fn network_lock(&self, network: &str) -> Result<Option<NetworkLock>, CniError> {
+        match NetworkLock::shared(&self.lock_dir, network, self.deadlines.lock_wait()).await {
+            Ok(Some(l)) => Ok(Some(l)),
+            Ok(None) => Err(CniError::new(
+                code::TRY_AGAIN_LATER,
+                format!("network {network:?} is being rolled back by another call"),
+            )),
+            Err(e) => {
+                crate::log::warn(&format!(
+                    "no lock for network {network:?} in {}: {e}; a failed ADD will keep shared bridges as they are",
+                    self.lock_dir.display()
+                ));
+                Ok(None)
+            }
         }
     }
 
@@ -215,23 +322,40 @@ impl Runtime {
         call: &Call,
         command: Command,
         deadline: tokio::time::Instant,
+        limits: &Arc<CallLimits>,
     ) -> Result<Option<CniResult>, CniError> {
         let data_dir = call.conf.ipam.as_ref().and_then(|i| i.data_dir.as_deref());
+        let location = self.policy.store_location(data_dir, &call.conf.name)?;
         // Waiting for the store's lock ends at two thirds of the plugin's
         // time (half the call's, when delegated), so "busy" comes back
         // while there is time to report it.
         let now = tokio::time::Instant::now();
         let lock_deadline = now + deadline.saturating_duration_since(now) * 2 / 3;
+        let created = crate::caps::store::Created::default();
         let state = IpamState::new(
-            StoreCtx::new(data_dir, &call.conf.name, lock_deadline),
+            StoreCtx::new(
+                location.clone(),
+                phase(command),
+                lock_deadline,
+                created.clone(),
+            ),
             LogCtx::new(&module.name),
+            StoreLimiter::new(limits),
         );
-        let mut store = self.store(state, |s| &mut s.limits)?;
+        let mut store = self.store(state, limits, |s| &mut s.limits)?;
         let linker = get_linker(&self.ipam_linker, || linker::ipam_linker(&self.engine))?;
-        let outcome = invoke(&mut store, linker, module, call, command, deadline).await;
+        let outcome = contained(
+            &module.name,
+            invoke(&mut store, linker, module, call, command, deadline),
+        )
+        .await;
+        // Releases the store's lock.
+        drop(store);
         match outcome {
             Err(e) if command == Command::Add => {
-                let failures = store.data_mut().store.rollback().await;
+                let created =
+                    std::mem::take(&mut *created.lock().unwrap_or_else(|e| e.into_inner()));
+                let failures = crate::caps::store::rollback(&location, created).await;
                 Err(with_rollback_failures(e, failures))
             }
             outcome => outcome,
@@ -241,14 +365,30 @@ impl Runtime {
     fn store<T: Send + 'static>(
         &self,
         state: T,
-        limits: fn(&mut T) -> &mut wasmtime::StoreLimits,
+        limits: &Arc<CallLimits>,
+        limiter: fn(&mut T) -> &mut StoreLimiter,
     ) -> Result<Store<T>, CniError> {
         let mut store = Store::new(&self.engine, state);
-        store.limiter(move |s| limits(s) as &mut dyn wasmtime::ResourceLimiter);
+        limits.install(&mut store, limiter);
         store
             .set_fuel(engine::FUEL)
             .map_err(|e| CniError::host(format!("{e:#}")))?;
         Ok(store)
+    }
+}
+
+/// A panic anywhere in a guest call (a host call's bug, a netlink task)
+/// becomes a code-102 error here, where the call can still be undone.
+async fn contained(
+    name: &str,
+    call: impl Future<Output = Result<Option<CniResult>, CniError>>,
+) -> Result<Option<CniResult>, CniError> {
+    match AssertUnwindSafe(call).catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(p) => Err(CniError::host(format!(
+            "wasm-cni failed while running {name}: {}",
+            panic_message(&*p)
+        ))),
     }
 }
 
@@ -280,8 +420,8 @@ async fn invoke<T: GuestOutput + Send + 'static>(
     .await
     {
         Ok(outcome) => outcome,
-        // Dropping the call stops the guest where it waits; the store
-        // stays ours, so the caller can still undo what it did.
+        // Dropping the call stops the guest where it waits; what it did is
+        // in the journal, so the caller can still undo it.
         Err(_) => Err(CniError::plugin(format!(
             "plugin {} did not finish in time and was stopped (WASM_CNI_TIMEOUT)",
             module.name
@@ -325,14 +465,15 @@ async fn invoke_export<T: Send + 'static>(
     let instance = linker
         .instantiate_async(&mut *store, &module.component)
         .await
-        .map_err(|e| {
-            CniError::module(format!(
+        .map_err(|e| match e.downcast_ref::<limits::Stopped>() {
+            Some(why) => CniError::plugin(format!("plugin {name} {why}")),
+            None => CniError::module(format!(
                 "cannot instantiate {name} ({}): {e:#}",
                 module.path.display()
-            ))
+            )),
         })?;
     crate::log::debug(&format!("{name}: instantiated"));
-    let plugin = bindings::Plugins::new(&mut *store, &instance).map_err(|e| {
+    let plugin = crate::contract::Plugins::new(&mut *store, &instance).map_err(|e| {
         CniError::module(format!(
             "{name} does not export wasm-cni:plugin/plugin@0.1.0: {e:#}"
         ))
@@ -374,6 +515,8 @@ fn trap_error<T>(name: &str, store: &Store<T>, trap: wasmtime::Error) -> CniErro
             "plugin {name} ran out of fuel ({} instructions) and was stopped",
             engine::FUEL
         )
+    } else if let Some(why) = trap.downcast_ref::<limits::Stopped>() {
+        format!("plugin {name} {why}")
     } else {
         format!("plugin {name} trapped: {trap}")
     };

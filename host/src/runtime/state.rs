@@ -2,12 +2,11 @@
 //! own field, reached through its own `HasData` projection (see
 //! `runtime::linker`); an IPAM store has no network state at all.
 
-use super::engine::{MAX_INSTANCES, MAX_MEMORY, MAX_TABLE_ELEMENTS};
+use super::limits::StoreLimiter;
 use crate::caps::{
     firewall::FirewallCtx, ipam::IpamCtx, log::LogCtx, netns::NetCtx, store::StoreCtx,
 };
 use wasmtime::component::ResourceTable;
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_io::IoView;
@@ -15,6 +14,10 @@ use wasmtime_wasi_io::IoView;
 /// What a guest prints is kept (up to this much) and sent to the log after
 /// the call; past it, writes fail in the guest.
 const OUTPUT_CAPACITY: usize = 1 << 20;
+
+/// The most random bytes a guest may ask for at once (wasmtime-wasi's
+/// default is 64 MiB, allocated by the host before the guest sees it).
+const MAX_RANDOM: u64 = 64 << 10;
 
 /// WASI for a plugin: no files, no sockets, no environment, no arguments.
 /// Its stdout and stderr are captured, never the stdout that carries the
@@ -26,6 +29,7 @@ fn wasi(output: &MemoryOutputPipe) -> WasiCtx {
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false)
+        .max_random_size(MAX_RANDOM)
         .build()
 }
 
@@ -34,23 +38,12 @@ pub trait GuestOutput {
     fn output(&self) -> &MemoryOutputPipe;
 }
 
-fn limits() -> StoreLimits {
-    StoreLimitsBuilder::new()
-        .memory_size(MAX_MEMORY)
-        .table_elements(MAX_TABLE_ELEMENTS)
-        .instances(MAX_INSTANCES)
-        .tables(MAX_INSTANCES)
-        .memories(MAX_INSTANCES)
-        .trap_on_grow_failure(true)
-        .build()
-}
-
 /// The store of an interface plugin (`bridge`).
 pub struct InterfaceState {
     pub output: MemoryOutputPipe,
     pub wasi: WasiCtx,
     pub table: ResourceTable,
-    pub limits: StoreLimits,
+    pub limits: StoreLimiter,
     pub net: NetCtx,
     pub firewall: FirewallCtx,
     pub ipam: IpamCtx,
@@ -58,13 +51,19 @@ pub struct InterfaceState {
 }
 
 impl InterfaceState {
-    pub fn new(net: NetCtx, firewall: FirewallCtx, ipam: IpamCtx, log: LogCtx) -> Self {
+    pub fn new(
+        net: NetCtx,
+        firewall: FirewallCtx,
+        ipam: IpamCtx,
+        log: LogCtx,
+        limits: StoreLimiter,
+    ) -> Self {
         let output = MemoryOutputPipe::new(OUTPUT_CAPACITY);
         InterfaceState {
             wasi: wasi(&output),
             output,
             table: ResourceTable::new(),
-            limits: limits(),
+            limits,
             net,
             firewall,
             ipam,
@@ -78,19 +77,19 @@ pub struct IpamState {
     pub output: MemoryOutputPipe,
     pub wasi: WasiCtx,
     pub table: ResourceTable,
-    pub limits: StoreLimits,
+    pub limits: StoreLimiter,
     pub store: StoreCtx,
     pub log: LogCtx,
 }
 
 impl IpamState {
-    pub fn new(store: StoreCtx, log: LogCtx) -> Self {
+    pub fn new(store: StoreCtx, log: LogCtx, limits: StoreLimiter) -> Self {
         let output = MemoryOutputPipe::new(OUTPUT_CAPACITY);
         IpamState {
             wasi: wasi(&output),
             output,
             table: ResourceTable::new(),
-            limits: limits(),
+            limits,
             store,
             log,
         }

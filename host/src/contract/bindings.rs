@@ -17,10 +17,18 @@ wasmtime::component::bindgen!({
     imports: { default: async | trappable },
     exports: { default: async },
     trappable_error_type: {
-        "wasm-cni:plugin/types.error" => crate::caps::CapError,
+        "wasm-cni:plugin/types.error" => crate::contract::CapError,
     },
     with: {
-        "wasm-cni:plugin/netns.namespace": crate::caps::netns::NamespaceHandle,
-        "wasm-cni:plugin/store.lock": crate::caps::store::LockHandle,
+        "wasm-cni:plugin/netns.namespace": NamespaceHandle,
+        "wasm-cni:plugin/store.lock": LockHandle,
     },
 });
+
+/// The WIT `namespace` resource. Its rep says which namespace: a guest
+/// holds only handles the host minted, so it cannot name any other.
+pub struct NamespaceHandle;
+
+/// The WIT `lock` resource; the held lock itself lives in the store's
+/// context.
+pub struct LockHandle;

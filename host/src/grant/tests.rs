@@ -1,0 +1,363 @@
+//! The grant, tested without a kernel: every operation against every
+//! standing and command.
+
+use super::*;
+use crate::contract::wasm_cni::plugin::types::Error as WitError;
+use crate::kernel::link::OperState;
+
+fn link(index: u32, name: &str, kind: &str, alias: Option<&str>) -> LinkState {
+    LinkState {
+        index,
+        name: name.into(),
+        kind: kind.into(),
+        mac: vec![2, 0, 0, 0, 0, index as u8],
+        mtu: 1500,
+        up: true,
+        promiscuous: false,
+        oper: OperState::Up,
+        master: None,
+        port_forwarding: None,
+        alias: alias.map(str::to_string),
+    }
+}
+
+fn host<'a>(name: &'a str, is_bridge: bool, standing: Standing) -> HostLink<'a> {
+    HostLink {
+        name,
+        is_bridge,
+        standing,
+    }
+}
+
+fn is_denied(r: Result<impl Sized, CapError>) -> bool {
+    matches!(
+        r.err().and_then(|e| e.guest().cloned()),
+        Some(WitError::Denied(_))
+    )
+}
+
+fn add_grant() -> Grant {
+    Grant::new(
+        "mynet",
+        Phase::Add,
+        Some("cni0".into()),
+        vec!["br-lan".into()],
+    )
+}
+
+const ALL: [LinkOp; 8] = [
+    LinkOp::Up,
+    LinkOp::Down,
+    LinkOp::Mtu,
+    LinkOp::Mac,
+    LinkOp::Promiscuous,
+    LinkOp::Hairpin,
+    LinkOp::SetMaster,
+    LinkOp::Delete,
+];
+
+#[test]
+fn bridges_are_granted_to_the_network_that_made_them_or_names_them_or_shares_them() {
+    let mut g = add_grant();
+    let veth = || link(20, "veth1", "veth", None);
+    // Made by wasm-cni for this network, or for another.
+    assert_eq!(
+        g.standing(&link(3, "mybr", "bridge", Some("wasm-cni mynet")), None),
+        Standing::GrantedBridge
+    );
+    assert_eq!(
+        g.standing(&link(4, "cni0", "bridge", Some("wasm-cni other")), None),
+        Standing::Foreign,
+        "another network's, even when named"
+    );
+    // Unmarked and named: only with nothing but veths on it.
+    let cni0 = link(5, "cni0", "bridge", None);
+    assert!(g.needs_ports(&cni0));
+    assert_eq!(g.standing(&cni0, None), Standing::Foreign, "ports unknown");
+    assert_eq!(g.standing(&cni0, Some(&[])), Standing::GrantedBridge);
+    assert_eq!(g.standing(&cni0, Some(&[veth()])), Standing::GrantedBridge);
+    assert_eq!(
+        g.standing(&cni0, Some(&[veth(), link(2, "eth0", "", None)])),
+        Standing::Foreign,
+        "the uplink is a port"
+    );
+    assert_eq!(
+        g.standing(&cni0, Some(&[link(21, "tap0", "tun", None)])),
+        Standing::Foreign
+    );
+    let legacy = link(5, "cni0", "bridge", Some("wasm-cni"));
+    assert_eq!(
+        g.standing(&legacy, Some(&[])),
+        Standing::GrantedBridge,
+        "an unnamed-network mark is no claim"
+    );
+    // Unmarked and not named.
+    let docker0 = link(6, "docker0", "bridge", None);
+    assert!(!g.needs_ports(&docker0));
+    assert_eq!(g.standing(&docker0, Some(&[])), Standing::Foreign);
+    // Shared by the node policy, whoever marked it.
+    assert_eq!(
+        g.standing(&link(7, "br-lan", "bridge", Some("wasm-cni other")), None),
+        Standing::GrantedBridge
+    );
+    // Created here.
+    g.record_created(Ns::Host, 9);
+    assert_eq!(
+        g.standing(&link(9, "x", "bridge", Some("wasm-cni other")), None),
+        Standing::Own
+    );
+    assert_eq!(g.standing(&link(9, "x", "veth", None), None), Standing::Own);
+    assert!(!g.created(Ns::Container, 9), "indexes are per namespace");
+    g.forget_created(Ns::Host, 9);
+    assert_eq!(
+        g.standing(&link(9, "x", "veth", None), None),
+        Standing::Foreign
+    );
+    assert_eq!(
+        g.standing(&link(2, "eth0", "", None), Some(&[])),
+        Standing::Foreign
+    );
+}
+
+#[test]
+fn links_by_standing() {
+    let g = add_grant();
+    for op in ALL {
+        assert!(
+            g.change_link(Ns::Host, host("veth1", false, Standing::Own), op)
+                .is_ok(),
+            "{op:?}"
+        );
+        assert!(
+            g.change_link(Ns::Container, host("eth0", false, Standing::Foreign), op)
+                .is_ok(),
+            "container {op:?}"
+        );
+        assert!(
+            is_denied(g.change_link(Ns::Host, host("eth0", false, Standing::Foreign), op)),
+            "{op:?}"
+        );
+        let on_bridge = g.change_link(Ns::Host, host("cni0", true, Standing::GrantedBridge), op);
+        if matches!(op, LinkOp::Up | LinkOp::Mac | LinkOp::Promiscuous) {
+            assert!(on_bridge.is_ok(), "{op:?}");
+        } else {
+            assert!(is_denied(on_bridge), "{op:?}");
+        }
+    }
+}
+
+#[test]
+fn own_ports_go_only_under_granted_bridges() {
+    let g = add_grant();
+    let mine = host("veth1", false, Standing::Own);
+    assert!(
+        g.set_master(
+            Ns::Host,
+            mine,
+            Some(host("cni0", true, Standing::GrantedBridge))
+        )
+        .is_ok()
+    );
+    assert!(
+        g.set_master(Ns::Host, mine, Some(host("mine", true, Standing::Own)))
+            .is_ok()
+    );
+    assert!(is_denied(g.set_master(
+        Ns::Host,
+        mine,
+        Some(host("br0", true, Standing::Foreign))
+    )));
+    assert!(is_denied(g.set_master(
+        Ns::Host,
+        mine,
+        Some(host("eth0", false, Standing::Foreign))
+    )));
+    assert!(
+        is_denied(g.set_master(
+            Ns::Host,
+            host("eth0", false, Standing::Foreign),
+            Some(host("cni0", true, Standing::GrantedBridge))
+        )),
+        "cannot steal the uplink"
+    );
+    assert!(g.set_master(Ns::Host, mine, None).is_ok());
+}
+
+#[test]
+fn node_addresses_are_the_assigned_gateway_on_granted_links() {
+    let mut g = add_grant();
+    let cni0 = host("cni0", true, Standing::GrantedBridge);
+    let gw: IpNetwork = "10.244.0.1/16".parse().unwrap();
+    assert!(
+        is_denied(g.add_address(Ns::Host, cni0, 7, &gw, &[])),
+        "nothing assigned yet"
+    );
+    g.record_assigned([AssignedIp {
+        address: "10.244.0.2/16".parse().unwrap(),
+        gateway: Some("10.244.0.1".parse().unwrap()),
+    }]);
+    assert!(g.add_address(Ns::Host, cni0, 7, &gw, &[]).is_ok());
+    assert!(
+        g.remove_address(Ns::Host, cni0, &gw).is_ok(),
+        "what it may add, it may remove"
+    );
+    let other: IpNetwork = "10.9.0.1/16".parse().unwrap();
+    assert!(
+        is_denied(g.remove_address(Ns::Host, cni0, &other)),
+        "not another address"
+    );
+    assert!(is_denied(g.add_address(
+        Ns::Host,
+        host("br0", true, Standing::Foreign),
+        8,
+        &gw,
+        &[]
+    )));
+    let taken = [NodeAddress {
+        index: 2,
+        link: "eth0".into(),
+        address: "10.244.0.1/24".parse().unwrap(),
+    }];
+    assert!(
+        is_denied(g.add_address(Ns::Host, cni0, 7, &gw, &taken)),
+        "another link has it"
+    );
+    assert!(
+        g.add_address(
+            Ns::Container,
+            host("eth0", false, Standing::Foreign),
+            3,
+            &other,
+            &[]
+        )
+        .is_ok(),
+        "anything in the container"
+    );
+}
+
+#[test]
+fn routes_only_in_the_container() {
+    let g = add_grant();
+    let dst: IpNetwork = "169.254.169.254/32".parse().unwrap();
+    assert!(g.change_route(Ns::Container, &dst, true).is_ok());
+    assert!(is_denied(g.change_route(Ns::Host, &dst, true)));
+    assert!(is_denied(g.change_route(Ns::Host, &dst, false)));
+}
+
+#[test]
+fn masquerade_covers_assigned_addresses_once() {
+    let mut g = add_grant();
+    let a: IpNetwork = "10.244.0.2/16".parse().unwrap();
+    let b: IpNetwork = "10.244.0.3/16".parse().unwrap();
+    assert!(is_denied(g.masquerade(&[a])), "nothing assigned");
+    g.record_assigned([AssignedIp {
+        address: a,
+        gateway: None,
+    }]);
+    assert!(is_denied(g.masquerade(&[a, b])), "another pod's address");
+    let many = vec![a; 200_000];
+    assert_eq!(g.masquerade(&many).unwrap(), [a], "deduplicated");
+    assert!(
+        g.masquerade(&[a]).unwrap().is_empty(),
+        "and never twice in a call"
+    );
+}
+
+#[test]
+fn del_creates_nothing_and_check_changes_nothing() {
+    let mut del = Grant::new("mynet", Phase::Del, None, vec![]);
+    let mut check = Grant::new("mynet", Phase::Check, None, vec![]);
+    let a: IpNetwork = "10.244.0.2/16".parse().unwrap();
+    for g in [&mut del, &mut check] {
+        g.record_assigned([AssignedIp {
+            address: a,
+            gateway: None,
+        }]);
+        assert!(is_denied(g.create_link(Ns::Container, "veth", 0)));
+        assert!(is_denied(g.create_link(Ns::Host, "bridge", 0)));
+        assert!(is_denied(g.add_address(
+            Ns::Container,
+            host("eth0", false, Standing::Foreign),
+            3,
+            &a,
+            &[]
+        )));
+        assert!(is_denied(g.change_route(Ns::Container, &a, true)));
+        assert!(is_denied(g.masquerade(&[a])));
+        assert!(is_denied(g.ipam("ADD")));
+        assert!(g.ipam("CHECK").is_ok());
+        assert!(is_denied(store_write(g.phase(), "create", true)));
+    }
+    // DEL still undoes.
+    assert!(
+        del.change_link(
+            Ns::Container,
+            host("eth0", false, Standing::Foreign),
+            LinkOp::Delete
+        )
+        .is_ok()
+    );
+    assert!(del.change_route(Ns::Container, &a, false).is_ok());
+    assert!(del.unmasquerade().is_ok());
+    assert!(del.ipam("DEL").is_ok());
+    assert!(store_write(Phase::Del, "delete", false).is_ok());
+    // CHECK does not.
+    assert!(is_denied(check.change_link(
+        Ns::Container,
+        host("eth0", false, Standing::Foreign),
+        LinkOp::Delete
+    )));
+    assert!(is_denied(check.unmasquerade()));
+    assert!(is_denied(check.ipam("DEL")));
+    assert!(is_denied(store_write(Phase::Check, "delete", false)));
+    let key = crate::kernel::sysctl::SysctlKey::parse("net.ipv4.ip_forward").unwrap();
+    assert!(is_denied(check.write_sysctl(Ns::Host, &key, "1", None)));
+    assert!(del.write_sysctl(Ns::Host, &key, "1", None).is_ok());
+}
+
+#[test]
+fn a_call_creates_at_most_sixteen_links() {
+    let g = add_grant();
+    assert!(g.create_link(Ns::Host, "bridge", MAX_CREATED - 1).is_ok());
+    assert!(is_denied(g.create_link(Ns::Host, "bridge", MAX_CREATED)));
+}
+
+#[test]
+fn node_sysctls_follow_the_allow_list_and_standing() {
+    let g = add_grant();
+    let key = |k: &str| crate::kernel::sysctl::SysctlKey::parse(k).unwrap();
+    assert!(
+        g.write_sysctl(Ns::Host, &key("net.ipv4.ip_forward"), "1", None)
+            .is_ok()
+    );
+    assert!(is_denied(g.write_sysctl(
+        Ns::Host,
+        &key("net.ipv4.ip_forward"),
+        "0",
+        None
+    )));
+    let veth = Some(host("veth1", false, Standing::Own));
+    assert!(is_denied(g.write_sysctl(
+        Ns::Host,
+        &key("net/ipv4/conf/veth1/route_localnet"),
+        "1",
+        veth
+    )));
+    let br = Some(host("other", true, Standing::Foreign));
+    assert!(is_denied(g.write_sysctl(
+        Ns::Host,
+        &key("net/ipv6/conf/other/accept_ra"),
+        "2",
+        br
+    )));
+    assert!(
+        g.write_sysctl(
+            Ns::Container,
+            &key("net/ipv4/conf/eth0/route_localnet"),
+            "1",
+            None
+        )
+        .is_ok(),
+        "the container is the request's"
+    );
+}

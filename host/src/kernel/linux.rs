@@ -1,0 +1,254 @@
+//! The real node: rtnetlink connections per namespace (opened on first
+//! use), `/proc/sys/net`, and nftables through the `nft` binary. Every
+//! blocking step (a sysctl file, an `nft` process) runs off the async
+//! runtime's thread, so the call's deadline can always fire.
+
+use super::link::{LinkChange, LinkState, OperState, VethEnd};
+use super::netlink::{GROUP_LINK, Netlink};
+use super::netns::Netns;
+use super::route::RouteSpec;
+use super::sysctl::{self, SysctlKey};
+use super::{KFuture, Kernel, LinkAddress, Ns, nft};
+use ipnetwork::IpNetwork;
+use std::io;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::sync::OnceCell;
+
+struct Conn {
+    /// `None` for the namespace this process runs in.
+    netns: Option<Netns>,
+    id: (u64, u64),
+    netlink: OnceCell<Netlink>,
+}
+
+impl Conn {
+    async fn netlink(&self) -> io::Result<Netlink> {
+        self.netlink
+            .get_or_try_init(|| Netlink::connect(self.netns.as_ref()))
+            .await
+            .cloned()
+    }
+}
+
+pub struct Linux {
+    host: Conn,
+    container_path: Option<PathBuf>,
+    container: OnceCell<Conn>,
+}
+
+impl Linux {
+    /// The node as this process sees it; `container_path` is `CNI_NETNS`.
+    pub fn new(container_path: Option<PathBuf>) -> io::Result<Linux> {
+        let here = Netns::current()?;
+        Ok(Linux {
+            host: Conn {
+                netns: None,
+                id: here.id(),
+                netlink: OnceCell::new(),
+            },
+            container_path,
+            container: OnceCell::new(),
+        })
+    }
+
+    async fn open(&self) -> io::Result<Conn> {
+        let Some(path) = &self.container_path else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "this request has no CNI_NETNS",
+            ));
+        };
+        let netns = Netns::open(path)?;
+        // Entering it proves it is a network namespace (setns refuses
+        // another kind with EINVAL).
+        let netlink = Netlink::connect(Some(&netns)).await.map_err(|e| {
+            if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) {
+                io::Error::new(io::ErrorKind::InvalidInput, "not a network namespace")
+            } else {
+                e
+            }
+        })?;
+        Ok(Conn {
+            id: netns.id(),
+            netns: Some(netns),
+            netlink: OnceCell::new_with(Some(netlink)),
+        })
+    }
+
+    fn conn(&self, ns: Ns) -> io::Result<&Conn> {
+        match ns {
+            Ns::Host => Ok(&self.host),
+            Ns::Container => self.container.get().ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "the container namespace is not open",
+                )
+            }),
+        }
+    }
+
+    async fn netlink(&self, ns: Ns) -> io::Result<Netlink> {
+        self.conn(ns)?.netlink().await
+    }
+
+    fn netns(&self, ns: Ns) -> io::Result<Option<&Netns>> {
+        Ok(self.conn(ns)?.netns.as_ref())
+    }
+}
+
+/// Blocking `f` on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    super::netns::run(None, f).await
+}
+
+impl Kernel for Linux {
+    fn open_container(&self) -> KFuture<'_, ()> {
+        Box::pin(async move {
+            self.container
+                .get_or_try_init(|| self.open())
+                .await
+                .map(drop)
+        })
+    }
+
+    fn namespace_id(&self, ns: Ns) -> Option<(u64, u64)> {
+        self.conn(ns).ok().map(|c| c.id)
+    }
+
+    fn link_get<'a>(&'a self, ns: Ns, name: &'a str) -> KFuture<'a, LinkState> {
+        Box::pin(async move { self.netlink(ns).await?.link_get(name).await })
+    }
+
+    fn link_list(&self, ns: Ns) -> KFuture<'_, Vec<LinkState>> {
+        Box::pin(async move { self.netlink(ns).await?.link_list().await })
+    }
+
+    fn bridge_add<'a>(&'a self, ns: Ns, name: &'a str, mtu: Option<u32>) -> KFuture<'a, ()> {
+        Box::pin(async move { self.netlink(ns).await?.bridge_add(name, mtu).await })
+    }
+
+    fn veth_add<'a>(
+        &'a self,
+        end: (Ns, &'a str),
+        peer: (Ns, &'a str),
+        mtu: Option<u32>,
+        mac: Option<Vec<u8>>,
+    ) -> KFuture<'a, ()> {
+        Box::pin(async move {
+            // Sent from the node's connection; an end bound for the
+            // container is born there (IFLA_NET_NS_FD), so no half-made
+            // pair is ever visible.
+            let nl = self.netlink(Ns::Host).await?;
+            let (end_ns, peer_ns) = (self.netns(end.0)?, self.netns(peer.0)?);
+            nl.veth_add(
+                VethEnd {
+                    name: end.1,
+                    netns: end_ns.map(|n| n.fd().as_fd()),
+                },
+                VethEnd {
+                    name: peer.1,
+                    netns: peer_ns.map(|n| n.fd().as_fd()),
+                },
+                mtu,
+                mac,
+            )
+            .await
+        })
+    }
+
+    fn link_set(&self, ns: Ns, index: u32, change: LinkChange) -> KFuture<'_, ()> {
+        Box::pin(async move { self.netlink(ns).await?.link_set(index, change).await })
+    }
+
+    fn link_del(&self, ns: Ns, index: u32) -> KFuture<'_, ()> {
+        Box::pin(async move { self.netlink(ns).await?.link_del_index(index).await })
+    }
+
+    fn wait_forwarding<'a>(
+        &'a self,
+        ns: Ns,
+        name: &'a str,
+        timeout: Duration,
+    ) -> KFuture<'a, LinkState> {
+        Box::pin(async move {
+            let mut sub = Netlink::subscribe(self.netns(ns)?, GROUP_LINK).await?;
+            let query = self.netlink(ns).await?;
+            sub.wait_link(&query, name, timeout, |s| {
+                s.oper == OperState::Up && s.port_forwarding != Some(false)
+            })
+            .await
+        })
+    }
+
+    fn addr_list(&self, ns: Ns, index: Option<u32>) -> KFuture<'_, Vec<LinkAddress>> {
+        Box::pin(async move {
+            let listed = self.netlink(ns).await?.addr_list(index).await?;
+            Ok(listed
+                .into_iter()
+                .filter_map(|(i, ip, len)| IpNetwork::new(ip, len).ok().map(|n| (i, n)))
+                .collect())
+        })
+    }
+
+    fn addr_add(&self, ns: Ns, index: u32, addr: IpNetwork, no_dad: bool) -> KFuture<'_, ()> {
+        Box::pin(async move {
+            self.netlink(ns)
+                .await?
+                .addr_add(index, addr.ip(), addr.prefix(), no_dad)
+                .await
+        })
+    }
+
+    fn addr_del(&self, ns: Ns, index: u32, addr: IpNetwork) -> KFuture<'_, ()> {
+        Box::pin(async move {
+            self.netlink(ns)
+                .await?
+                .addr_del(index, addr.ip(), addr.prefix())
+                .await
+        })
+    }
+
+    fn route_list(&self, ns: Ns, table: u32) -> KFuture<'_, Vec<RouteSpec>> {
+        Box::pin(async move { self.netlink(ns).await?.route_list(table).await })
+    }
+
+    fn route_add<'a>(&'a self, ns: Ns, route: &'a RouteSpec) -> KFuture<'a, ()> {
+        Box::pin(async move { self.netlink(ns).await?.route_add(route).await })
+    }
+
+    fn route_del<'a>(&'a self, ns: Ns, route: &'a RouteSpec) -> KFuture<'a, ()> {
+        Box::pin(async move { self.netlink(ns).await?.route_del(route).await })
+    }
+
+    fn sysctl_read<'a>(&'a self, ns: Ns, key: &'a SysctlKey) -> KFuture<'a, String> {
+        Box::pin(async move { sysctl::read(self.netns(ns)?, key).await })
+    }
+
+    fn sysctl_write<'a>(&'a self, ns: Ns, key: &'a SysctlKey, value: &'a str) -> KFuture<'a, ()> {
+        Box::pin(async move { sysctl::write(self.netns(ns)?, key, value).await })
+    }
+
+    fn masquerade<'a>(
+        &'a self,
+        owner: &'a str,
+        addrs: &'a [IpNetwork],
+        deadline: Instant,
+    ) -> KFuture<'a, ()> {
+        let (owner, addrs) = (owner.to_string(), addrs.to_vec());
+        Box::pin(blocking(move || nft::masquerade(&owner, &addrs, deadline)))
+    }
+
+    fn unmasquerade<'a>(&'a self, owner: &'a str, deadline: Instant) -> KFuture<'a, usize> {
+        let owner = owner.to_string();
+        Box::pin(blocking(move || nft::remove(&owner, deadline)))
+    }
+
+    fn masqueraded<'a>(&'a self, owner: &'a str, deadline: Instant) -> KFuture<'a, Vec<IpNetwork>> {
+        let owner = owner.to_string();
+        Box::pin(blocking(move || nft::masqueraded(&owner, deadline)))
+    }
+}

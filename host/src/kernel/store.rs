@@ -1,0 +1,267 @@
+//! The directory of one network's IPAM state, opened once and used only
+//! through its descriptor.
+//!
+//! The path below the store root comes from a network config (`ipam.dataDir`
+//! and the network name), so it is walked one component at a time with
+//! `openat(O_NOFOLLOW | O_DIRECTORY)`, creating what is missing: no
+//! component may be a symlink or `..`, so nothing is reached outside the
+//! root, the equivalent of `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`
+//! (which cannot create directories on the way). Entries are then single
+//! components opened relative to the directory's descriptor with
+//! `O_NOFOLLOW`: a link planted in the store is refused, not followed.
+//!
+//! Every function here blocks (it is disk I/O): callers run them off the
+//! async runtime's thread.
+
+use rustix::fs::{
+    AtFlags, Dir, FileType, Mode, OFlags, fstat, mkdirat, openat, renameat, unlinkat,
+};
+use rustix::io::Errno;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Component, Path};
+
+/// An open store directory.
+#[derive(Debug)]
+pub struct StoreDir {
+    fd: OwnedFd,
+}
+
+const DIR_MODE: u32 = 0o755;
+const FILE_MODE: u32 = 0o644;
+const LOCK_MODE: u32 = 0o600;
+
+fn dir_flags() -> OFlags {
+    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
+}
+
+/// One path component, or an error naming it.
+fn component(name: &str) -> io::Result<&str> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{name:?} is not a single path component"),
+        ));
+    }
+    Ok(name)
+}
+
+impl StoreDir {
+    /// Open `root/below`; with `create`, make the directories that are
+    /// missing (0755, as host-local does). `root` is the node's (trusted)
+    /// and resolved as usual; `below` is walked without following links.
+    /// `Ok(None)` when it does not exist and `create` is false.
+    pub fn open(root: &Path, below: &Path, create: bool) -> io::Result<Option<StoreDir>> {
+        if create {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(DIR_MODE)
+                .create(root)?;
+        }
+        let mut fd = match rustix::fs::open(
+            root,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) if !create => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        for c in below.components() {
+            let Component::Normal(name) = c else {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "{} is not a relative path of plain components",
+                        below.display()
+                    ),
+                ));
+            };
+            let name = component(name.to_str().ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidInput, "path is not UTF-8")
+            })?)?;
+            if create {
+                match mkdirat(&fd, name, Mode::from_raw_mode(DIR_MODE)) {
+                    Ok(()) | Err(Errno::EXIST) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            fd = match openat(&fd, name, dir_flags(), Mode::empty()) {
+                Ok(next) => next,
+                Err(Errno::NOENT) if !create => return Ok(None),
+                // ELOOP (a symlink) or ENOTDIR: not a directory we may use.
+                Err(Errno::LOOP | Errno::NOTDIR) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!(
+                            "{name:?} under {} is not a plain directory (links are not followed)",
+                            root.display()
+                        ),
+                    ));
+                }
+                Err(e) => return Err(e.into()),
+            };
+        }
+        Ok(Some(StoreDir { fd }))
+    }
+
+    /// The lock file, created if missing (0600).
+    pub fn lock_file(&self, name: &str) -> io::Result<File> {
+        let fd = openat(
+            &self.fd,
+            component(name)?,
+            OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(LOCK_MODE),
+        )?;
+        Ok(File::from(fd))
+    }
+
+    /// An entry's bytes; `None` when there is none. Only regular files are
+    /// entries: a FIFO or device planted here is neither read nor waited on.
+    pub fn read(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
+        let fd = match openat(
+            &self.fd,
+            component(key)?,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        if FileType::from_raw_mode(fstat(&fd)?.st_mode) != FileType::RegularFile {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{key:?} is not a regular file"),
+            ));
+        }
+        let mut bytes = Vec::new();
+        File::from(fd).read_to_end(&mut bytes)?;
+        Ok(Some(bytes))
+    }
+
+    /// Create an entry only if the name is free: false when it was taken.
+    pub fn create_new(&self, key: &str, value: &[u8]) -> io::Result<bool> {
+        let fd = match openat(
+            &self.fd,
+            component(key)?,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(FILE_MODE),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::EXIST) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        if let Err(e) = File::from(fd).write_all(value) {
+            let _ = unlinkat(&self.fd, key, AtFlags::empty());
+            return Err(e);
+        }
+        Ok(true)
+    }
+
+    /// Create or replace an entry atomically (a temporary file renamed over
+    /// it).
+    pub fn replace(&self, key: &str, value: &[u8]) -> io::Result<()> {
+        let key = component(key)?;
+        let mut b = [0u8; 8];
+        rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty())?;
+        let tmp = format!(".wasm-cni-{}", u64::from_ne_bytes(b));
+        let fd = openat(
+            &self.fd,
+            tmp.as_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(FILE_MODE),
+        )?;
+        let written = File::from(fd).write_all(value).and_then(|()| {
+            renameat(&self.fd, tmp.as_str(), &self.fd, key).map_err(io::Error::from)
+        });
+        if written.is_err() {
+            let _ = unlinkat(&self.fd, tmp.as_str(), AtFlags::empty());
+        }
+        written
+    }
+
+    /// Remove an entry: false when there was none.
+    pub fn remove(&self, key: &str) -> io::Result<bool> {
+        match unlinkat(&self.fd, component(key)?, AtFlags::empty()) {
+            Ok(()) => Ok(true),
+            Err(Errno::NOENT) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The names of the regular files in the directory.
+    pub fn names(&self) -> io::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for ent in Dir::read_from(&self.fd)? {
+            let ent = ent?;
+            let Ok(name) = ent.file_name().to_str() else {
+                continue;
+            };
+            if ent.file_type() == FileType::RegularFile {
+                out.push(name.to_string());
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_live_only_beneath_the_root() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("networks");
+        let s = StoreDir::open(&root, Path::new("sub/mynet"), true)
+            .unwrap()
+            .unwrap();
+        assert!(s.create_new("10.0.0.2", b"c1\r\neth0").unwrap());
+        assert!(!s.create_new("10.0.0.2", b"c2").unwrap());
+        s.replace("last_reserved_ip.0", b"10.0.0.2").unwrap();
+        assert_eq!(s.read("10.0.0.2").unwrap().unwrap(), b"c1\r\neth0");
+        let mut names = s.names().unwrap();
+        names.sort();
+        assert_eq!(names, ["10.0.0.2", "last_reserved_ip.0"]);
+        assert!(s.remove("10.0.0.2").unwrap() && !s.remove("10.0.0.2").unwrap());
+        for bad in ["..", ".", "a/b", "", "../../etc/passwd"] {
+            assert!(s.read(bad).is_err(), "{bad}");
+            assert!(s.create_new(bad, b"x").is_err(), "{bad}");
+        }
+        assert!(StoreDir::open(&root, Path::new("../x"), true).is_err());
+        assert!(StoreDir::open(&root, Path::new("/etc"), true).is_err());
+    }
+
+    #[test]
+    fn links_are_refused_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("networks");
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("evil")).unwrap();
+        let e = StoreDir::open(&root, Path::new("evil"), true).unwrap_err();
+        assert!(e.to_string().contains("links are not followed"), "{e}");
+        let s = StoreDir::open(&root, Path::new("n"), true)
+            .unwrap()
+            .unwrap();
+        std::os::unix::fs::symlink(outside.join("target"), root.join("n/10.0.0.9")).unwrap();
+        assert!(
+            s.read("10.0.0.9").is_err(),
+            "a planted link is not read through"
+        );
+        assert!(!s.create_new("10.0.0.9", b"x").unwrap() || !outside.join("target").exists());
+        assert!(
+            !outside.join("target").exists(),
+            "nothing written through it"
+        );
+        assert!(
+            StoreDir::open(&root, Path::new("absent"), false)
+                .unwrap()
+                .is_none()
+        );
+    }
+}

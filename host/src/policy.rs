@@ -1,0 +1,360 @@
+//! The node policy: what the node's root allows, which no network config
+//! can override. Configs are not trusted (with Multus a namespace user
+//! writes them), so every path or shared object a config may name is
+//! checked against this.
+//!
+//! One root-owned JSON file, `/etc/wasm-cni/policy.json` (or the file
+//! `WASM_CNI_POLICY` names: the runtime's environment is as trusted as the
+//! file). Without it the defaults apply, and they are safe. A file that is
+//! malformed, has fields this version does not know, or that others could
+//! change fails every call closed (code 7): a policy the operator meant to
+//! be stricter must never be silently ignored.
+//!
+//! ```json
+//! {
+//!   "version": 1,
+//!   "moduleDirs": ["/opt/cni/wasm"],
+//!   "allowModulesOutsideModuleDirs": false,
+//!   "storeRoots": ["/var/lib/cni/networks", "/run/cni/networks"],
+//!   "sharedBridges": {"br-lan": ["lan", "storage"]},
+//!   "maxModuleBytes": 33554432
+//! }
+//! ```
+
+use crate::cni::CniError;
+use crate::trust::{self, Untrusted};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+pub const DEFAULT_POLICY_PATH: &str = "/etc/wasm-cni/policy.json";
+/// Where IPAM state may live: host-local's default, and its tmpfs twin.
+/// Not `/var/lib/cni` itself, so no network can be named onto libcni's own
+/// result cache (`/var/lib/cni/results`).
+pub const DEFAULT_STORE_ROOTS: [&str; 2] = ["/var/lib/cni/networks", "/run/cni/networks"];
+/// The largest module file loaded: compiling is the one step whose cost
+/// grows with the module, and real plugins are well under 1 MiB.
+pub const DEFAULT_MAX_MODULE_BYTES: u64 = 32 << 20;
+/// The `version` this host reads.
+pub const VERSION: u32 = 1;
+
+/// The file's shape. Unknown fields are an error, not ignored.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PolicyFile {
+    version: u32,
+    #[serde(default)]
+    module_dirs: Option<Vec<PathBuf>>,
+    #[serde(default)]
+    allow_modules_outside_module_dirs: bool,
+    #[serde(default)]
+    store_roots: Option<Vec<PathBuf>>,
+    #[serde(default)]
+    shared_bridges: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    max_module_bytes: Option<u64>,
+}
+
+/// The node policy in force for one call.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// The file it came from; `None` when the defaults apply.
+    pub source: Option<PathBuf>,
+    /// Where modules are found; `None` leaves it to the environment or the
+    /// default (`runtime::resolve`).
+    pub module_dirs: Option<Vec<PathBuf>>,
+    /// A config's `"plugin"` may name a `.wasm` file outside them.
+    pub allow_modules_outside_module_dirs: bool,
+    /// Directories IPAM state may live in (an `ipam.dataDir` is one of
+    /// them or beneath one).
+    pub store_roots: Vec<PathBuf>,
+    /// Bridges wasm-cni did not create that networks may use anyway: bridge
+    /// name to the networks it is granted to.
+    pub shared_bridges: BTreeMap<String, Vec<String>>,
+    pub max_module_bytes: u64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            source: None,
+            module_dirs: None,
+            allow_modules_outside_module_dirs: false,
+            store_roots: DEFAULT_STORE_ROOTS.iter().map(PathBuf::from).collect(),
+            shared_bridges: BTreeMap::new(),
+            max_module_bytes: DEFAULT_MAX_MODULE_BYTES,
+        }
+    }
+}
+
+/// Where a network's IPAM store lives: an allowed root, and the relative
+/// path beneath it (dataDir's remainder, then the network name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreLocation {
+    pub root: PathBuf,
+    pub below: PathBuf,
+}
+
+impl Policy {
+    /// The policy named by `WASM_CNI_POLICY` (`env`), else the default
+    /// file; the defaults when the default file does not exist. A file the
+    /// environment names must exist: a typo there must not mean "no policy".
+    pub fn load(env: Option<&str>) -> Result<Policy, CniError> {
+        let (path, named) = match env.filter(|p| !p.is_empty()) {
+            Some(p) => (PathBuf::from(p), true),
+            None => (PathBuf::from(DEFAULT_POLICY_PATH), false),
+        };
+        let fail = |what: String| {
+            CniError::config(format!("node policy {}: {what}", path.display())).with_details(
+                "every call fails until the policy is fixed (see README, \"Node policy\")",
+            )
+        };
+        let canonical = match trust::file(&path) {
+            Ok(c) => c,
+            Err(Untrusted::Missing(e)) if !named && e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Policy::default());
+            }
+            Err(e) => return Err(fail(e.to_string())),
+        };
+        let text = std::fs::read_to_string(&canonical).map_err(|e| fail(e.to_string()))?;
+        let file: PolicyFile = serde_json::from_str(&text).map_err(|e| fail(e.to_string()))?;
+        Policy::from_file(file, path.clone()).map_err(fail)
+    }
+
+    fn from_file(f: PolicyFile, source: PathBuf) -> Result<Policy, String> {
+        if f.version != VERSION {
+            return Err(format!(
+                "\"version\" is {}, this wasm-cni reads version {VERSION}",
+                f.version
+            ));
+        }
+        if let Some(dirs) = &f.module_dirs {
+            for d in dirs {
+                normalized(d).map_err(|e| format!("\"moduleDirs\": {e}"))?;
+            }
+        }
+        let store_roots = match f.store_roots {
+            Some(roots) => roots
+                .iter()
+                .map(|r| match normalized(r) {
+                    Ok(n) if n == Path::new("/") => {
+                        Err("\"storeRoots\": \"/\" would put IPAM state anywhere".to_string())
+                    }
+                    Ok(n) => Ok(n),
+                    Err(e) => Err(format!("\"storeRoots\": {e}")),
+                })
+                .collect::<Result<_, _>>()?,
+            None => Policy::default().store_roots,
+        };
+        for (bridge, networks) in &f.shared_bridges {
+            if crate::kernel::link::check_name(bridge).is_err() {
+                return Err(format!("\"sharedBridges\": {bridge:?} is not a link name"));
+            }
+            if networks.is_empty() {
+                return Err(format!("\"sharedBridges\": {bridge:?} lists no network"));
+            }
+        }
+        let max_module_bytes = match f.max_module_bytes {
+            Some(0) => return Err("\"maxModuleBytes\" must be positive".into()),
+            Some(n) => n,
+            None => DEFAULT_MAX_MODULE_BYTES,
+        };
+        Ok(Policy {
+            source: Some(source),
+            module_dirs: f.module_dirs,
+            allow_modules_outside_module_dirs: f.allow_modules_outside_module_dirs,
+            store_roots,
+            shared_bridges: f.shared_bridges,
+            max_module_bytes,
+        })
+    }
+
+    /// The policy lists `bridge` as shared with `network`.
+    pub fn shares_bridge(&self, bridge: &str, network: &str) -> bool {
+        self.shared_bridges
+            .get(bridge)
+            .is_some_and(|nets| nets.iter().any(|n| n == network))
+    }
+
+    /// Where `network`'s IPAM store lives for `ipam.dataDir` (`None`: the
+    /// reference's default, `/var/lib/cni/networks`). The directory must be
+    /// an allowed root or beneath one, judged on the path as written: the
+    /// store opens it component by component without following links, so
+    /// what is judged is what is opened.
+    pub fn store_location(
+        &self,
+        data_dir: Option<&Path>,
+        network: &str,
+    ) -> Result<StoreLocation, CniError> {
+        let data_dir = data_dir.unwrap_or(Path::new(DEFAULT_STORE_ROOTS[0]));
+        let roots = || {
+            self.store_roots
+                .iter()
+                .map(|r| r.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let dir = normalized(data_dir).map_err(|e| {
+            CniError::config(format!("\"ipam.dataDir\" {}: {e}", data_dir.display()))
+        })?;
+        let Some((root, below)) = self
+            .store_roots
+            .iter()
+            .find_map(|r| dir.strip_prefix(r).ok().map(|b| (r, b)))
+        else {
+            return Err(CniError::config(format!(
+                "\"ipam.dataDir\" {} is outside the node's IPAM store roots [{}]",
+                data_dir.display(),
+                roots()
+            ))
+            .with_details(format!(
+                "use a directory beneath one of them, or have the node's root add one to \"storeRoots\" in {}",
+                self.source
+                    .as_deref()
+                    .unwrap_or(Path::new(DEFAULT_POLICY_PATH))
+                    .display()
+            )));
+        };
+        crate::cni::config::validate_network_name(network)?;
+        Ok(StoreLocation {
+            root: root.clone(),
+            below: below.join(network),
+        })
+    }
+}
+
+/// An absolute path with no `.` or `..` components, as written.
+fn normalized(p: &Path) -> Result<PathBuf, String> {
+    if !p.is_absolute() {
+        return Err(format!("{} is not an absolute path", p.display()));
+    }
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::RootDir | Component::Normal(_) => out.push(c),
+            Component::ParentDir | Component::CurDir | Component::Prefix(_) => {
+                return Err(format!("{} has a \"..\" or \".\" component", p.display()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn write_policy(dir: &Path, text: &str, mode: u32) -> PathBuf {
+        let p = dir.join("policy.json");
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        p
+    }
+
+    fn load(p: &Path) -> Result<Policy, CniError> {
+        Policy::load(Some(p.to_str().unwrap()))
+    }
+
+    #[test]
+    fn a_full_policy_is_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = write_policy(
+            tmp.path(),
+            r#"{"version":1,"moduleDirs":["/opt/x"],"allowModulesOutsideModuleDirs":true,
+                "storeRoots":["/srv/ipam"],"sharedBridges":{"br-lan":["lan"]},"maxModuleBytes":1000}"#,
+            0o644,
+        );
+        let pol = load(&p).unwrap();
+        assert_eq!(pol.module_dirs, Some(vec![PathBuf::from("/opt/x")]));
+        assert!(pol.allow_modules_outside_module_dirs);
+        assert_eq!(pol.store_roots, [PathBuf::from("/srv/ipam")]);
+        assert!(pol.shares_bridge("br-lan", "lan") && !pol.shares_bridge("br-lan", "other"));
+        assert_eq!(pol.max_module_bytes, 1000);
+    }
+
+    #[test]
+    fn defaults_apply_without_a_file_and_a_named_file_must_exist() {
+        let tmp = tempfile::tempdir().unwrap();
+        let e = load(&tmp.path().join("missing.json")).unwrap_err();
+        assert_eq!(e.code, 7, "{e}");
+        let d = Policy::default();
+        assert_eq!(d.store_roots.len(), 2);
+        assert_eq!(d.max_module_bytes, 32 << 20);
+    }
+
+    #[test]
+    fn malformed_unknown_unsafe_or_wrong_versions_fail_closed() {
+        let tmp = tempfile::tempdir().unwrap();
+        for (text, mode, want) in [
+            ("{not json", 0o644, "key must be a string"),
+            (
+                r#"{"version":1,"moduleDir":["/x"]}"#,
+                0o644,
+                "unknown field `moduleDir`",
+            ),
+            (r#"{"version":2}"#, 0o644, "reads version 1"),
+            (r#"{}"#, 0o644, "missing field `version`"),
+            (r#"{"version":1}"#, 0o666, "writable by group or others"),
+            (r#"{"version":1,"storeRoots":["/"]}"#, 0o644, "anywhere"),
+            (
+                r#"{"version":1,"storeRoots":["rel"]}"#,
+                0o644,
+                "not an absolute path",
+            ),
+            (
+                r#"{"version":1,"storeRoots":["/a/../etc"]}"#,
+                0o644,
+                "\"..\"",
+            ),
+            (
+                r#"{"version":1,"sharedBridges":{"a/b":["n"]}}"#,
+                0o644,
+                "not a link name",
+            ),
+            (r#"{"version":1,"maxModuleBytes":0}"#, 0o644, "positive"),
+        ] {
+            let p = write_policy(tmp.path(), text, mode);
+            let e = load(&p).unwrap_err();
+            assert_eq!(e.code, 7, "{text}");
+            assert!(e.msg.contains(want), "{text}: {e}");
+            assert!(e.msg.contains(p.to_str().unwrap()), "names the file: {e}");
+        }
+    }
+
+    #[test]
+    fn data_dirs_must_lie_in_a_store_root() {
+        let pol = Policy::default();
+        let loc = |d: Option<&str>, net: &str| pol.store_location(d.map(Path::new), net);
+        assert_eq!(
+            loc(None, "mynet").unwrap(),
+            StoreLocation {
+                root: "/var/lib/cni/networks".into(),
+                below: "mynet".into()
+            }
+        );
+        assert_eq!(
+            loc(Some("/run/cni/networks/a/b"), "n").unwrap().below,
+            PathBuf::from("a/b/n")
+        );
+        assert_eq!(
+            loc(Some("/var/lib/cni/networks/"), "n").unwrap().below,
+            PathBuf::from("n")
+        );
+        for bad in [
+            "/",
+            "/etc",
+            "/var/lib/cni",
+            "/var/lib/cni/networks/../results",
+            "/var/lib/cni/networksX",
+            "relative",
+        ] {
+            let e = loc(Some(bad), "n").unwrap_err();
+            assert_eq!(e.code, 7, "{bad}");
+            assert!(e.msg.contains("ipam.dataDir"), "{bad}: {e}");
+        }
+        for bad_net in ["..", "a/b", "", ".hidden"] {
+            assert_eq!(loc(None, bad_net).unwrap_err().code, 7, "{bad_net}");
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! Undo a failed ADD from its journal, with the call's own handles on the
+//! node, whatever state the guest's store was left in.
+//!
+//! In order: the firewall change in flight is awaited (it is bounded by the
+//! call's deadline and killed there, so it cannot commit later) and this
+//! attachment's rules removed; IPAM DEL, when IPAM ADD was started; the
+//! links the call made (its veths, and any link still under a name only
+//! this call uses); then, holding the network's lock exclusively, the
+//! bridges it made or changed: a bridge with a port this call did not make
+//! is relied on by another attachment and is kept exactly as it is (its
+//! gateway address and settings too); otherwise a bridge the call made is
+//! deleted, and a bridge that existed gets its prior settings back.
+//! Forwarding is never turned back off: it is node-wide, and other networks
+//! (or the node itself) may rely on it by now.
+//!
+//! Failures are collected, not dropped: the caller reports them with the
+//! ADD's error.
+
+use super::journal::{Change, Journal, LinkRecord};
+use super::lock::NetworkLock;
+use crate::kernel::link::LinkChange;
+use crate::kernel::{Kernel, Ns, ports};
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::time::Duration;
+
+/// How long rollback waits for the network's lock before it keeps shared
+/// state as it is.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+/// How long the removal of this attachment's rules may take.
+const FIREWALL_TIME: Duration = Duration::from_secs(10);
+
+fn not_found(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound
+        || e.raw_os_error() == Some(rustix::io::Errno::NODEV.raw_os_error())
+        || e.raw_os_error() == Some(rustix::io::Errno::ADDRNOTAVAIL.raw_os_error())
+}
+
+pub struct Rollback<'a> {
+    pub kernel: &'a dyn Kernel,
+    /// The attachment's rule mark.
+    pub owner: &'a str,
+    /// IPAM DEL for this call.
+    pub ipam_del: Option<Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>>,
+    pub lock: Option<&'a mut NetworkLock>,
+}
+
+impl Rollback<'_> {
+    pub async fn run(mut self, mut journal: Journal) -> Vec<String> {
+        let mut failures = Vec::new();
+        let mut fail = |what: String| {
+            crate::log::error(&format!("rollback: {what}"));
+            failures.push(what);
+        };
+
+        if let Some(job) = journal.firewall_job.take()
+            && let Err(e) = job.wait().await
+        {
+            crate::log::debug(&format!("rollback: the firewall change had failed: {e}"));
+        }
+        if journal.rules_added {
+            let deadline = std::time::Instant::now() + FIREWALL_TIME;
+            if let Err(e) = self.kernel.unmasquerade(self.owner, deadline).await {
+                fail(format!("remove masquerade rules: {e}"));
+            }
+        }
+        if journal.ipam_started
+            && let Some(del) = self.ipam_del.take()
+            && let Err(e) = del.await
+        {
+            fail(format!("IPAM DEL: {e}"));
+        }
+
+        // Links, newest first; bridges after their ports.
+        let mut bridges = Vec::new();
+        for rec in journal.links.iter().rev() {
+            match rec {
+                LinkRecord::Created {
+                    ns,
+                    index,
+                    bridge: true,
+                    ..
+                } if *ns == Ns::Host => bridges.push((*index, true)),
+                LinkRecord::Created {
+                    ns, index, name, ..
+                } => match self.kernel.link_del(*ns, *index).await {
+                    Ok(()) => crate::log::debug(&format!("rollback: deleted {name} in the {ns}")),
+                    Err(e) if not_found(&e) => {}
+                    Err(e) => fail(format!("delete link {name} in the {ns}: {e}")),
+                },
+                // The kernel call was dropped before it answered: whatever
+                // holds this call's unique name is the call's own.
+                LinkRecord::Creating { ns, name } => match self.kernel.link_get(*ns, name).await {
+                    Ok(l) => match self.kernel.link_del(*ns, l.index).await {
+                        Ok(()) => crate::log::debug(&format!(
+                            "rollback: deleted {name}, made by a dropped call"
+                        )),
+                        Err(e) if not_found(&e) => {}
+                        Err(e) => fail(format!("delete link {name} in the {ns}: {e}")),
+                    },
+                    Err(e) if not_found(&e) => {}
+                    Err(e) => fail(format!("look for link {name} in the {ns}: {e}")),
+                },
+            }
+        }
+        for c in &journal.changes {
+            let i = c.link_index();
+            if !bridges.iter().any(|(b, _)| *b == i) {
+                bridges.push((i, false));
+            }
+        }
+        if bridges.is_empty() {
+            return failures;
+        }
+
+        let locked = match self.lock.as_deref_mut() {
+            Some(lock) => {
+                lock.exclusive(tokio::time::Instant::now() + LOCK_WAIT)
+                    .await
+            }
+            None => false,
+        };
+        for (index, made_here) in bridges {
+            if !locked {
+                crate::log::warn(&format!(
+                    "rollback: kept bridge {index} as it is: the network's lock was not free within {} s, so another ADD may rely on it",
+                    LOCK_WAIT.as_secs()
+                ));
+                continue;
+            }
+            match ports(self.kernel, Ns::Host, index).await {
+                Ok(p) if !p.is_empty() => {
+                    crate::log::info(&format!(
+                        "rollback: kept bridge {index}: {} other attachment(s) use it",
+                        p.len()
+                    ));
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    fail(format!(
+                        "list the ports of bridge {index} (kept as it is): {e}"
+                    ));
+                    continue;
+                }
+            }
+            if made_here {
+                match self.kernel.link_del(Ns::Host, index).await {
+                    Ok(()) => crate::log::debug(&format!("rollback: deleted bridge {index}")),
+                    Err(e) if not_found(&e) => {}
+                    Err(e) => fail(format!("delete bridge {index}: {e}")),
+                }
+                continue;
+            }
+            for c in journal
+                .changes
+                .iter()
+                .rev()
+                .filter(|c| c.link_index() == index)
+            {
+                if let Err(e) = self.restore(c).await {
+                    fail(format!("restore bridge {index} ({c:?}): {e}"));
+                }
+            }
+        }
+        failures
+    }
+
+    async fn restore(&self, change: &Change) -> io::Result<()> {
+        let k = self.kernel;
+        let r = match change {
+            Change::Link { index, prior } => k.link_set(Ns::Host, *index, prior.clone()).await,
+            Change::AddressAdded { index, addr } => k.addr_del(Ns::Host, *index, *addr).await,
+            Change::AddressRemoved { index, addr } => {
+                k.addr_add(Ns::Host, *index, *addr, true).await
+            }
+            Change::Sysctl { key, prior, .. } => k.sysctl_write(Ns::Host, key, prior).await,
+        };
+        match r {
+            Err(e) if not_found(&e) => Ok(()),
+            other => other,
+        }
+    }
+}
+
+/// The setting a change to a live link replaces, to put back later.
+pub fn prior_of(change: &LinkChange, link: &crate::kernel::link::LinkState) -> Option<LinkChange> {
+    Some(match change {
+        LinkChange::Up(_) => LinkChange::Up(link.up),
+        LinkChange::Mtu(_) => LinkChange::Mtu(link.mtu),
+        LinkChange::Mac(_) => LinkChange::Mac(link.mac.clone()),
+        LinkChange::Promiscuous(_) => LinkChange::Promiscuous(link.promiscuous),
+        LinkChange::Master(_) => LinkChange::Master(link.master),
+        LinkChange::Alias(_) => LinkChange::Alias(link.alias.clone().unwrap_or_default()),
+        LinkChange::Name(_) => LinkChange::Name(link.name.clone()),
+        LinkChange::Hairpin(_) => return None,
+    })
+}
