@@ -45,7 +45,8 @@ impl Libcni {
         ]);
         c.env("NETCONFPATH", self.conf_dir.path())
             .env("CNI_PATH", &self.cni_path)
-            .env("WASM_CNI_MODULE_PATH", &install().wasm);
+            .env("WASM_CNI_MODULE_PATH", &install().wasm)
+            .env("WASM_CNI_POLICY", &install().policy);
         run_with_stdin(c, "")
     }
 }

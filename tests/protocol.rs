@@ -43,6 +43,7 @@ impl<'a> Call<'a> {
         c.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("WASM_CNI_MODULE_PATH", &inst.wasm)
+            .env("WASM_CNI_POLICY", &inst.policy)
             .env("WASM_CNI_CACHE_DIR", cache.path());
         for (k, v) in &self.env {
             c.env(k, v);
@@ -262,4 +263,231 @@ fn logs_never_reach_stdout() {
         out.stderr.contains("wasm-cni["),
         "logs go to stderr: {out:?}"
     );
+}
+
+// --- The node policy and what a config may name. No root needed: each is
+// refused before a namespace is opened.
+
+fn with_policy(policy: &wasm_cni_tests::Policy) -> Call<'_> {
+    call("bridge").set("WASM_CNI_POLICY", policy.path.to_str().unwrap())
+}
+
+#[test]
+fn a_broken_or_unsafe_policy_fails_every_call_closed() {
+    use std::os::unix::fs::PermissionsExt;
+    let cases = [
+        ("{\"version\": 1,", "EOF while parsing"),
+        (
+            r#"{"version": 1, "storeRoot": ["/srv"]}"#,
+            "unknown field `storeRoot`",
+        ),
+        (r#"{"version": 2}"#, "reads version 1"),
+        (r#"{"version": 1, "storeRoots": ["/"]}"#, "anywhere"),
+    ];
+    for (text, want) in cases {
+        let policy = wasm_cni_tests::Policy::new(serde_json::json!({}));
+        std::fs::write(&policy.path, text).unwrap();
+        for command in ["VERSION", "ADD", "DEL"] {
+            let out = with_policy(&policy)
+                .set("CNI_COMMAND", command)
+                .run(CLASSIC);
+            let e = expect_error(&out, 7, want);
+            assert!(
+                e["msg"]
+                    .as_str()
+                    .unwrap()
+                    .contains(policy.path.to_str().unwrap()),
+                "names the file: {e}"
+            );
+        }
+    }
+    // Others could change it: as good as someone else's policy.
+    let open = wasm_cni_tests::Policy::new(serde_json::json!({"version": 1}));
+    std::fs::set_permissions(&open.path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    expect_error(
+        &with_policy(&open).run(CLASSIC),
+        7,
+        "writable by group or others",
+    );
+    // A file the environment names must exist.
+    expect_error(
+        &call("bridge")
+            .set("WASM_CNI_POLICY", "/nonexistent/policy.json")
+            .run(CLASSIC),
+        7,
+        "/nonexistent/policy.json",
+    );
+}
+
+/// A module outside the test install's module directory.
+fn stray_module() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("loopback.wasm");
+    std::fs::copy(install().wasm.join("loopback.wasm"), &p).unwrap();
+    let s = p.to_str().unwrap().to_string();
+    (dir, s)
+}
+
+#[test]
+fn a_config_loads_modules_only_from_the_module_directories() {
+    let (_dir, stray) = stray_module();
+    let cfg = |plugin: &str| {
+        serde_json::json!({"cniVersion": "1.0.0", "name": "n", "type": "wasm-cni", "plugin": plugin})
+            .to_string()
+    };
+    let e = expect_error(
+        &call("wasm-cni").run(&cfg(&stray)),
+        7,
+        "outside the module directories",
+    );
+    assert!(e["msg"].as_str().unwrap().contains(&stray), "names it: {e}");
+    // Inside them, by path: loaded (and then refused for its namespace).
+    let inside = install().wasm.join("loopback.wasm");
+    expect_error(
+        &call("wasm-cni").run(&cfg(inside.to_str().unwrap())),
+        4,
+        "does-not-exist",
+    );
+    // The node may allow modules elsewhere.
+    let open = wasm_cni_tests::Policy::new(
+        serde_json::json!({"version": 1, "allowModulesOutsideModuleDirs": true}),
+    );
+    expect_error(
+        &call("wasm-cni")
+            .set("WASM_CNI_POLICY", open.path.to_str().unwrap())
+            .run(&cfg(&stray)),
+        4,
+        "does-not-exist",
+    );
+    // Names are one path component, for "plugin" and "ipam.type" alike.
+    for bad in ["../loopback", "sub/loopback", ".loopback"] {
+        expect_error(&call("wasm-cni").run(&cfg(bad)), 7, "plugin");
+        let ipam = CLASSIC.replace(r#""type":"host-local""#, &format!(r#""type":"{bad}""#));
+        expect_error(&call("bridge").run(&ipam), 7, "ipam.type");
+    }
+    let ipam = CLASSIC.replace(r#""type":"host-local""#, &format!(r#""type":"{stray}""#));
+    expect_error(&call("bridge").run(&ipam), 7, "ipam.type");
+}
+
+#[test]
+fn ipam_state_stays_in_the_store_roots() {
+    let cfg = |dir: &str| {
+        CLASSIC.replace(
+            r#""type":"host-local","#,
+            &format!(r#""type":"host-local","dataDir":"{dir}","#),
+        )
+    };
+    for bad in [
+        "/",
+        "/etc",
+        "/var/lib/cni",
+        "/var/lib/cni/networks/../results",
+        "/var/lib/cni/networksX",
+    ] {
+        expect_error(&call("bridge").run(&cfg(bad)), 7, "ipam.dataDir");
+    }
+    // Beneath a root is fine (the call goes on to its namespace).
+    expect_error(
+        &call("bridge").run(&cfg("/run/cni/networks/sub")),
+        4,
+        "does-not-exist",
+    );
+    // The node may add roots.
+    let roots =
+        wasm_cni_tests::Policy::new(serde_json::json!({"version": 1, "storeRoots": ["/srv/ipam"]}));
+    expect_error(
+        &with_policy(&roots).run(&cfg("/srv/ipam/x")),
+        4,
+        "does-not-exist",
+    );
+    expect_error(
+        &with_policy(&roots).run(&cfg("/var/lib/cni/networks")),
+        7,
+        "/srv/ipam",
+    );
+    // And the network name becomes one directory, never a path.
+    for bad in ["../etc", "a/b", ".x"] {
+        expect_error(
+            &call("bridge")
+                .run(&CLASSIC.replace(r#""name":"mynet""#, &format!(r#""name":"{bad}""#))),
+            7,
+            "network name",
+        );
+    }
+}
+
+#[test]
+fn modules_over_the_size_cap_are_refused() {
+    let small =
+        wasm_cni_tests::Policy::new(serde_json::json!({"version": 1, "maxModuleBytes": 1000}));
+    let e = expect_error(&with_policy(&small).run(CLASSIC), 101, "maxModuleBytes");
+    assert!(e["msg"].as_str().unwrap().contains("bridge.wasm"), "{e}");
+}
+
+#[test]
+fn a_fifo_as_cni_netns_is_refused_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("netns");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let start = std::time::Instant::now();
+    expect_error(
+        &call("bridge")
+            .set("CNI_NETNS", fifo.to_str().unwrap())
+            .run(CLASSIC),
+        4,
+        "not a namespace file",
+    );
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn a_held_compile_lock_delays_a_cold_start_only_until_its_deadline() {
+    // Another process compiling (or stuck) holds the cache's compile lock.
+    let cache = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        cache.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let lock = std::fs::File::create(cache.path().join(".compile.lock")).unwrap();
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    let start = std::time::Instant::now();
+    let inst = install();
+    let mut c = Command::new(inst.bin.join("bridge"));
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("WASM_CNI_MODULE_PATH", &inst.wasm)
+        .env("WASM_CNI_POLICY", &inst.policy)
+        .env("WASM_CNI_CACHE_DIR", cache.path())
+        .env("WASM_CNI_TIMEOUT", "4");
+    for (k, v) in &call("bridge").env {
+        c.env(k, v);
+    }
+    let child = wasm_cni_tests::sandbox::spawn_with_stdin(c, CLASSIC);
+    let pid = child.id();
+    let watchdog = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(30));
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    });
+    let out = wasm_cni_tests::sandbox::finish(child);
+    drop(watchdog);
+    // It compiled without the lock after a quarter of its time, and went
+    // on to the (missing) namespace.
+    expect_error(&out, 4, "does-not-exist");
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(4),
+        "{:?}",
+        start.elapsed()
+    );
+    drop(lock);
 }

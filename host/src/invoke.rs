@@ -59,6 +59,10 @@ fn run(
     // node's store roots (a native host-local would write there too).
     if let Some(ipam) = &conf.ipam {
         policy.store_location(ipam.data_dir.as_deref(), &conf.name)?;
+        if let Some(ty) = conf.ipam_type() {
+            crate::runtime::resolve::check_name(ty)
+                .map_err(|e| CniError::config(format!("\"ipam.type\": {e}")))?;
+        }
     }
     match env.command {
         Command::Gc | Command::Status => {

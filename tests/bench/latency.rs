@@ -76,7 +76,8 @@ impl Runner<'_> {
             .env("CNI_NETNS", netns)
             .env("CNI_IFNAME", "eth0")
             .env("CNI_PATH", &imp.cni_path)
-            .env("WASM_CNI_MODULE_PATH", &install().wasm);
+            .env("WASM_CNI_MODULE_PATH", &install().wasm)
+            .env("WASM_CNI_POLICY", &install().policy);
         c
     }
 
@@ -89,7 +90,8 @@ impl Runner<'_> {
         ])
         .env("NETCONFPATH", conf_dir)
         .env("CNI_PATH", &imp.cni_path)
-        .env("WASM_CNI_MODULE_PATH", &install().wasm);
+        .env("WASM_CNI_MODULE_PATH", &install().wasm)
+        .env("WASM_CNI_POLICY", &install().policy);
         c
     }
 }

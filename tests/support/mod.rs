@@ -1,8 +1,10 @@
 //! Test support: the built artifacts, an installed layout of them, and
 //! sandboxes of network namespaces to run them in.
 
+pub mod node;
 pub mod sandbox;
 
+pub use node::NodeState;
 pub use sandbox::{CniOutput, Sandbox};
 
 use std::path::{Path, PathBuf};
@@ -46,10 +48,13 @@ pub fn host_binary() -> PathBuf {
 pub struct Install {
     pub bin: PathBuf,
     pub wasm: PathBuf,
+    /// A node policy with the defaults (`{"version": 1}`), so a policy on
+    /// the machine running the tests does not change them.
+    pub policy: PathBuf,
 }
 
 /// Guests installed alongside the built-ins (test plugins).
-pub const TEST_GUESTS: &[&str] = &["misbehave", "greedy", "loopback"];
+pub const TEST_GUESTS: &[&str] = &["misbehave", "greedy", "hostile-ipam", "loopback"];
 
 pub fn install() -> &'static Install {
     static INSTALL: OnceLock<Install> = OnceLock::new();
@@ -77,8 +82,37 @@ pub fn install() -> &'static Install {
                 std::os::unix::fs::symlink("wasm-cni", bin.join(m)).unwrap();
             }
         }
-        Install { bin, wasm }
+        let policy = dir.join("policy.json");
+        write_policy(&policy, &serde_json::json!({"version": 1}));
+        Install { bin, wasm, policy }
     })
+}
+
+/// Write a node policy as the node's root would: 0644, never writable by
+/// others.
+pub fn write_policy(path: &Path, policy: &serde_json::Value) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, policy.to_string()).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+}
+
+/// A node policy in a directory of its own (gone when dropped).
+pub struct Policy {
+    _dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+impl Policy {
+    pub fn new(policy: serde_json::Value) -> Policy {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.json");
+        write_policy(&path, &policy);
+        Policy { _dir: dir, path }
+    }
+
+    pub fn env(&self) -> (&'static str, &str) {
+        ("WASM_CNI_POLICY", self.path.to_str().unwrap())
+    }
 }
 
 /// Root-only tests call this first and return when it says no.

@@ -171,6 +171,21 @@ impl Sandbox {
         config: &str,
         extra: &[(&str, &str)],
     ) -> CniOutput {
+        let c = self.cni_command(plugin, command, container_id, netns, ifname, extra);
+        run_with_stdin(c, config)
+    }
+
+    /// The command for a CNI call, with the test install's modules and
+    /// policy (`extra` overrides), to run or spawn.
+    pub fn cni_command(
+        &self,
+        plugin: &str,
+        command: &str,
+        container_id: &str,
+        netns: Option<&Path>,
+        ifname: &str,
+        extra: &[(&str, &str)],
+    ) -> Command {
         let inst = super::install();
         let bin = inst.bin.join(plugin);
         let mut c = self.command(&[bin.to_str().unwrap()]);
@@ -182,11 +197,12 @@ impl Sandbox {
             )
             .env("CNI_IFNAME", ifname)
             .env("CNI_PATH", &inst.bin)
-            .env("WASM_CNI_MODULE_PATH", &inst.wasm);
+            .env("WASM_CNI_MODULE_PATH", &inst.wasm)
+            .env("WASM_CNI_POLICY", &inst.policy);
         for (k, v) in extra {
             c.env(k, v);
         }
-        run_with_stdin(c, config)
+        c
     }
 
     /// Run a command in one of the sandbox's namespaces ("host", or a
@@ -284,7 +300,12 @@ impl Sandbox {
     }
 }
 
-pub fn run_with_stdin(mut c: Command, stdin: &str) -> CniOutput {
+pub fn run_with_stdin(c: Command, stdin: &str) -> CniOutput {
+    finish(spawn_with_stdin(c, stdin))
+}
+
+/// Start a call in the background, its config on stdin.
+pub fn spawn_with_stdin(mut c: Command, stdin: &str) -> std::process::Child {
     use std::io::Write;
     let mut child = c
         .stdin(Stdio::piped())
@@ -292,12 +313,14 @@ pub fn run_with_stdin(mut c: Command, stdin: &str) -> CniOutput {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    // A call that exits without reading all of it is not our failure.
+    let _ = pipe.write_all(stdin.as_bytes());
     child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
+}
+
+/// Wait for a call started by `spawn_with_stdin`.
+pub fn finish(child: std::process::Child) -> CniOutput {
     let out = child.wait_with_output().unwrap();
     CniOutput {
         code: out.status.code().unwrap_or(-1),

@@ -79,8 +79,12 @@ impl firewall::Host for FirewallCtx {
         }
         self.shared.lock().journal.rules_added = true;
         let (k, owner, deadline) = self.parts();
+        let shared = self.shared.clone();
         self.start("masquerade", async move {
-            k.masquerade(&owner, &new, deadline).await
+            if k.masquerade(&owner, &new, deadline).await? {
+                shared.lock().journal.table_created = true;
+            }
+            Ok(())
         })
         .await
     }

@@ -32,9 +32,18 @@ const MAX_VALUE: usize = 4096;
 /// The most entries one call may write.
 const MAX_WRITES: usize = 256;
 
-/// Entries a call created (key, value), to remove if its ADD fails. Kept
-/// outside the store, so a panic does not lose them.
-pub type Created = Arc<Mutex<Vec<(String, String)>>>;
+/// An entry a call wrote: what it held before (`None`: nothing) and what
+/// the call wrote.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub key: String,
+    pub prior: Option<Vec<u8>>,
+    pub value: String,
+}
+
+/// The entries a call wrote, to put back if its ADD fails. Kept outside
+/// the store, so a panic does not lose them.
+pub type Created = Arc<Mutex<Vec<Written>>>;
 
 enum Lock {
     Held(#[allow(dead_code)] File),
@@ -145,6 +154,13 @@ impl StoreCtx {
         Ok(self.dir.clone())
     }
 
+    fn record(&self, w: Written) {
+        self.created
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(w);
+    }
+
     /// A write is allowed: by the command, the lock, the size, and the
     /// call's total (a store is a few files per container, not a disk to
     /// fill).
@@ -170,11 +186,15 @@ impl StoreCtx {
     }
 }
 
-/// Undo a failed ADD: remove the entries it created, if they still hold
-/// what it wrote. Under the lock when it can be had within a few seconds
-/// (the ADD may have failed for want of it); past that, the entries are
-/// removed anyway: they are this call's, by content.
-pub async fn rollback(location: &StoreLocation, created: Vec<(String, String)>) -> Vec<String> {
+/// Undo a failed ADD: put back every entry it wrote that still holds what
+/// it wrote (an entry it created is removed; one it replaced, such as
+/// `last_reserved_ip.0`, gets its prior value). Under the lock when it can
+/// be had within a few seconds (the ADD may have failed for want of it);
+/// past that, anyway: the entries are this call's, by content. The
+/// directory and its lock file stay: another process may be waiting on
+/// that very lock.
+pub async fn rollback(location: &StoreLocation, written: Vec<Written>) -> Vec<String> {
+    let created = written;
     if created.is_empty() {
         return Vec::new();
     }
@@ -190,11 +210,16 @@ pub async fn rollback(location: &StoreLocation, created: Vec<(String, String)>) 
         .ok();
     let removed = blocking(move || {
         let mut failures = Vec::new();
-        for (key, value) in created {
-            if dir.read(&key).ok().flatten().as_deref() == Some(value.as_bytes())
-                && let Err(e) = dir.remove(&key)
-            {
-                failures.push(format!("remove {key}: {e}"));
+        for w in created.into_iter().rev() {
+            if dir.read(&w.key).ok().flatten().as_deref() != Some(w.value.as_bytes()) {
+                continue;
+            }
+            let undone = match &w.prior {
+                None => dir.remove(&w.key).map(drop),
+                Some(prior) => dir.replace(&w.key, prior),
+            };
+            if let Err(e) = undone {
+                failures.push(format!("restore {}: {e}", w.key));
             }
         }
         Ok(failures)
@@ -276,10 +301,11 @@ impl store::Host for StoreCtx {
             .await
             .map_err(|e| self.io(&format!("create {key}"), e))?;
         if made {
-            self.created
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push((key, value));
+            self.record(Written {
+                key,
+                prior: None,
+                value,
+            });
         }
         Ok(made)
     }
@@ -288,10 +314,16 @@ impl store::Host for StoreCtx {
         check_key(&key)?;
         self.may_write("put", &value, true)?;
         let dir = self.dir(true).await?.expect("created");
-        let k = key.clone();
-        blocking(move || dir.replace(&k, value.as_bytes()))
-            .await
-            .map_err(|e| self.io(&format!("write {key}"), e))
+        let (k, v) = (key.clone(), value.clone());
+        let prior = blocking(move || {
+            let prior = dir.read(&k)?;
+            dir.replace(&k, v.as_bytes())?;
+            Ok(prior)
+        })
+        .await
+        .map_err(|e| self.io(&format!("write {key}"), e))?;
+        self.record(Written { key, prior, value });
+        Ok(())
     }
 
     async fn delete(&mut self, key: String) -> CapResult<bool> {
@@ -305,10 +337,12 @@ impl store::Host for StoreCtx {
             .await
             .map_err(|e| self.io(&format!("delete {key}"), e))?;
         if removed {
+            // Removing what this call created undoes it; removing what was
+            // there before is a DEL's business, not an ADD's rollback.
             self.created
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .retain(|(k, _)| *k != key);
+                .retain(|w| w.key != key);
         }
         Ok(removed)
     }

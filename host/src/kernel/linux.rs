@@ -36,11 +36,14 @@ pub struct Linux {
     host: Conn,
     container_path: Option<PathBuf>,
     container: OnceCell<Conn>,
+    /// Where the nftables table's lock lives.
+    locks: Option<PathBuf>,
 }
 
 impl Linux {
-    /// The node as this process sees it; `container_path` is `CNI_NETNS`.
-    pub fn new(container_path: Option<PathBuf>) -> io::Result<Linux> {
+    /// The node as this process sees it; `container_path` is `CNI_NETNS`,
+    /// `locks` the host's lock directory.
+    pub fn new(container_path: Option<PathBuf>, locks: Option<PathBuf>) -> io::Result<Linux> {
         let here = Netns::current()?;
         Ok(Linux {
             host: Conn {
@@ -50,6 +53,7 @@ impl Linux {
             },
             container_path,
             container: OnceCell::new(),
+            locks,
         })
     }
 
@@ -237,9 +241,18 @@ impl Kernel for Linux {
         owner: &'a str,
         addrs: &'a [IpNetwork],
         deadline: Instant,
-    ) -> KFuture<'a, ()> {
-        let (owner, addrs) = (owner.to_string(), addrs.to_vec());
-        Box::pin(blocking(move || nft::masquerade(&owner, &addrs, deadline)))
+    ) -> KFuture<'a, bool> {
+        let (owner, addrs, locks) = (owner.to_string(), addrs.to_vec(), self.locks.clone());
+        Box::pin(blocking(move || {
+            nft::masquerade(&owner, &addrs, deadline, locks.as_deref())
+        }))
+    }
+
+    fn drop_table_if_unused(&self, deadline: Instant) -> KFuture<'_, bool> {
+        let locks = self.locks.clone();
+        Box::pin(blocking(move || {
+            nft::drop_table_if_unused(locks.as_deref(), deadline)
+        }))
     }
 
     fn unmasquerade<'a>(&'a self, owner: &'a str, deadline: Instant) -> KFuture<'a, usize> {

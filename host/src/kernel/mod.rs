@@ -91,13 +91,16 @@ pub trait Kernel: Send + Sync {
     fn sysctl_write<'a>(&'a self, ns: Ns, key: &'a SysctlKey, value: &'a str) -> KFuture<'a, ()>;
 
     /// Masquerade `addrs` in rules marked `owner`, in the node's namespace;
-    /// given up (and never committed later) at `deadline`.
+    /// given up (and never committed later) at `deadline`. True when this
+    /// created wasm-cni's table.
     fn masquerade<'a>(
         &'a self,
         owner: &'a str,
         addrs: &'a [IpNetwork],
         deadline: Instant,
-    ) -> KFuture<'a, ()>;
+    ) -> KFuture<'a, bool>;
+    /// Remove wasm-cni's table if it holds no rule; true if it did.
+    fn drop_table_if_unused(&self, deadline: Instant) -> KFuture<'_, bool>;
     /// Remove the rules marked `owner`; how many there were.
     fn unmasquerade<'a>(&'a self, owner: &'a str, deadline: Instant) -> KFuture<'a, usize>;
     /// The addresses masqueraded by rules marked `owner`.

@@ -42,7 +42,17 @@ pub fn owner_comment(network: &str, container_id: &str, ifname: &str) -> String 
 
 /// Masquerade traffic from each address leaving its subnet, except to
 /// multicast. One atomic batch: table, chain and rules together.
-pub fn masquerade(comment: &str, addrs: &[IpNetwork], deadline: Instant) -> io::Result<()> {
+/// Masquerade traffic from each address leaving its subnet; true when this
+/// created the table (the node's first masquerade), so a rollback knows to
+/// take it away again. `locks` is where the table's lock lives (see
+/// [`drop_table_if_unused`]); `None` runs without it.
+pub fn masquerade(
+    comment: &str,
+    addrs: &[IpNetwork],
+    deadline: Instant,
+    locks: Option<&Path>,
+) -> io::Result<bool> {
+    let _shared = TableLock::take(locks, false, deadline);
     let rules: Vec<NfListObject> = addrs
         .iter()
         .map(|a| NfListObject::Rule(masquerade_rule(a, comment)))
@@ -70,9 +80,87 @@ pub fn masquerade(comment: &str, addrs: &[IpNetwork], deadline: Instant) -> io::
                 }),
             ];
             with_chain.extend(rules);
-            Ok(apply(with_chain, deadline)?)
+            apply(with_chain, deadline)?;
+            Ok(true)
         }
-        other => Ok(other?),
+        other => other.map(|()| false).map_err(io::Error::from),
+    }
+}
+
+/// Remove the table if no rule is left in it: for a rollback whose call
+/// created it. nftables has no "delete if empty", so every change that
+/// adds rules holds the table's lock shared, and this holds it
+/// exclusively between looking and deleting: a rule added meanwhile by
+/// another call cannot be deleted with the table. Without the lock (not
+/// free in time, or no lock directory) the table stays.
+pub fn drop_table_if_unused(locks: Option<&Path>, deadline: Instant) -> io::Result<bool> {
+    let lock = TableLock::take(locks, true, deadline);
+    if lock.0.is_none() {
+        return Ok(false);
+    }
+    let listed = match run_nft(&["list", "chain", "inet", TABLE, CHAIN], None, deadline) {
+        Ok(json) => json,
+        Err(NftError::Missing(_)) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
+    let ruleset: nftables::schema::Nftables = serde_json::from_str(&listed)
+        .map_err(|e| io::Error::other(format!("nft printed JSON we cannot read: {e}")))?;
+    let rules = ruleset
+        .objects
+        .iter()
+        .filter(|o| matches!(o, NfObject::ListObject(NfListObject::Rule(_))))
+        .count();
+    if rules > 0 {
+        return Ok(false);
+    }
+    let mut batch = Batch::new();
+    batch.delete(NfListObject::Table(Table {
+        family: NfFamily::INet,
+        name: TABLE.into(),
+        handle: None,
+    }));
+    match submit(batch, deadline) {
+        Ok(()) => Ok(true),
+        Err(NftError::Missing(_)) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The `flock` that orders adding rules (shared) before removing the
+/// table (exclusive), across wasm-cni processes.
+struct TableLock(Option<std::fs::File>);
+
+impl TableLock {
+    fn take(dir: Option<&Path>, exclusive: bool, deadline: Instant) -> TableLock {
+        use rustix::fs::{FlockOperation, flock};
+        let Some(dir) = dir else {
+            return TableLock(None);
+        };
+        let Ok(file) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join("nftables"))
+        else {
+            return TableLock(None);
+        };
+        let op = if exclusive {
+            FlockOperation::NonBlockingLockExclusive
+        } else {
+            FlockOperation::NonBlockingLockShared
+        };
+        let mut pause = std::time::Duration::from_millis(1);
+        loop {
+            match flock(&file, op) {
+                Ok(()) => return TableLock(Some(file)),
+                Err(rustix::io::Errno::WOULDBLOCK) if Instant::now() + pause < deadline => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_millis(20));
+                }
+                Err(_) => return TableLock(None),
+            }
+        }
     }
 }
 
@@ -139,7 +227,8 @@ fn run_nft(args: &[&str], stdin: Option<&str>, deadline: Instant) -> Result<Stri
     let limit = deadline
         .saturating_duration_since(Instant::now())
         .min(NFT_TIMEOUT);
-    let mut child = Command::new(nft_program())
+    let mut command = Command::new(nft_program());
+    command
         .arg("-j")
         .args(args)
         .stdin(if stdin.is_some() {
@@ -149,9 +238,12 @@ fn run_nft(args: &[&str], stdin: Option<&str>, deadline: Instant) -> Result<Stri
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .map_err(NftError::Exec)?;
+        .process_group(0);
+    // If this process dies (SIGKILL), nft dies with it rather than commit
+    // after the runtime has moved on to DEL.
+    // SAFETY: prctl is async-signal-safe.
+    unsafe { command.pre_exec(die_with_parent) };
+    let mut child = command.spawn().map_err(NftError::Exec)?;
     let pid = rustix::process::Pid::from_child(&child);
     let kill = move || {
         let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
@@ -187,6 +279,13 @@ fn run_nft(args: &[&str], stdin: Option<&str>, deadline: Instant) -> Result<Stri
     } else {
         NftError::Failed(said)
     })
+}
+
+/// Ask the kernel to kill this child when the thread that started it (and
+/// so the host) dies.
+pub fn die_with_parent() -> io::Result<()> {
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .map_err(io::Error::from)
 }
 
 fn masquerade_rule(addr: &IpNetwork, comment: &str) -> Rule<'static> {

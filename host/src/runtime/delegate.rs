@@ -127,15 +127,18 @@ async fn exec_plugin(
         command.as_str(),
         path.display()
     ));
-    let mut child = tokio::process::Command::new(path)
+    let mut child = tokio::process::Command::new(path);
+    child
         .env("CNI_COMMAND", command.as_str())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        // A plugin still running when the call gives up is not left behind.
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| io_error("cannot run", e))?;
+        // A plugin still running when the call gives up is not left
+        // behind, nor one whose host was killed.
+        .kill_on_drop(true);
+    // SAFETY: prctl is async-signal-safe.
+    unsafe { child.pre_exec(crate::kernel::nft::die_with_parent) };
+    let mut child = child.spawn().map_err(|e| io_error("cannot run", e))?;
     if let Some(mut stdin) = child.stdin.take() {
         // A plugin may exit without reading stdin (its answer tells), or
         // never read it (the deadline tells).

@@ -10,6 +10,7 @@ pub mod linker;
 pub mod resolve;
 pub mod state;
 
+use crate::caps::store::Written;
 use crate::caps::{
     Shared, firewall::FirewallCtx, ipam::IpamCtx, log::LogCtx, netns::NetCtx, store::StoreCtx,
 };
@@ -19,7 +20,7 @@ use crate::contract::wasm_cni::plugin::types as wit;
 use crate::grant::{Grant, Phase};
 use crate::kernel::Kernel;
 use crate::kernel::linux::Linux;
-use crate::policy::Policy;
+use crate::policy::{Policy, StoreLocation};
 use crate::undo::{NetworkLock, Rollback};
 use cache::Cache;
 use futures::FutureExt;
@@ -45,6 +46,10 @@ pub struct Runtime {
     deadlines: Deadlines,
     limits: Arc<CallLimits>,
     lock_dir: PathBuf,
+    /// What delegated in-process IPAM ADDs wrote to their stores, so a
+    /// failed interface ADD can put back what its IPAM DEL does not (the
+    /// round-robin cursor `last_reserved_ip.*`).
+    ipam_writes: std::sync::Mutex<Vec<(StoreLocation, Vec<Written>)>>,
     // Built on first use: a call needs one world, or two with wasm IPAM.
     interface_linker: OnceLock<Linker<InterfaceState>>,
     ipam_linker: OnceLock<Linker<IpamState>>,
@@ -129,6 +134,7 @@ impl Runtime {
             limits: CallLimits::new(deadlines.call().into_std()),
             deadlines,
             lock_dir: lock_dir.to_path_buf(),
+            ipam_writes: Default::default(),
             interface_linker: OnceLock::new(),
             ipam_linker: OnceLock::new(),
         }))
@@ -217,10 +223,11 @@ impl Runtime {
             call.conf.bridge.clone(),
             shared_bridges,
         ));
-        let kernel: Arc<dyn Kernel> =
-            Arc::new(Linux::new(call.env.netns.clone()).map_err(|e| {
+        let kernel: Arc<dyn Kernel> = Arc::new(
+            Linux::new(call.env.netns.clone(), Some(self.lock_dir.clone())).map_err(|e| {
                 CniError::host(format!("cannot open this process's network namespace: {e}"))
-            })?);
+            })?,
+        );
         // An ADD holds its network's lock shared while it runs, so that a
         // failed ADD can tell what others rely on (see `undo::lock`).
         let mut lock = match command {
@@ -281,10 +288,8 @@ impl Runtime {
                     kernel: &*kernel,
                     owner: &owner,
                     ipam_del: Some(Box::pin(async {
-                        self.undo_ipam(call)
-                            .await
-                            .map(drop)
-                            .map_err(|e| e.to_string())
+                        self.undo_ipam(call).await.map_err(|e| e.to_string())?;
+                        self.restore_ipam_writes().await
                     })),
                     lock: lock.as_mut(),
                 }
@@ -351,14 +356,36 @@ impl Runtime {
         .await;
         // Releases the store's lock.
         drop(store);
+        let written = std::mem::take(&mut *created.lock().unwrap_or_else(|e| e.into_inner()));
         match outcome {
+            Ok(r) if command == Command::Add => {
+                self.ipam_writes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((location, written));
+                Ok(r)
+            }
             Err(e) if command == Command::Add => {
-                let created =
-                    std::mem::take(&mut *created.lock().unwrap_or_else(|e| e.into_inner()));
-                let failures = crate::caps::store::rollback(&location, created).await;
+                let failures = crate::caps::store::rollback(&location, written).await;
                 Err(with_rollback_failures(e, failures))
             }
             outcome => outcome,
+        }
+    }
+
+    /// After IPAM DEL has released a failed ADD's address: put back the
+    /// rest of what its in-process IPAM wrote.
+    async fn restore_ipam_writes(&self) -> Result<(), String> {
+        let writes =
+            std::mem::take(&mut *self.ipam_writes.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut failures = Vec::new();
+        for (location, written) in writes {
+            failures.extend(crate::caps::store::rollback(&location, written).await);
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(failures.join("; "))
         }
     }
 

@@ -63,7 +63,10 @@ impl ModulePath {
     /// by) names: a module name, or an absolute path to a `.wasm` file.
     pub fn find_plugin(&self, value: &str) -> Result<Option<PathBuf>, CniError> {
         if !value.contains('/') {
-            return self.find(value);
+            return self.find(value).map_err(|e| CniError {
+                msg: format!("\"plugin\": {}", e.msg),
+                ..e
+            });
         }
         let p = Path::new(value);
         if !p.is_absolute() || p.extension().is_none_or(|e| e != "wasm") {

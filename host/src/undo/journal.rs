@@ -70,6 +70,8 @@ pub struct Journal {
     pub ipam_started: bool,
     /// This call added masquerade rules.
     pub rules_added: bool,
+    /// Its first rule created wasm-cni's nftables table.
+    pub table_created: bool,
     /// The firewall change in flight: awaited before anything is undone, so
     /// it cannot commit after rollback.
     pub firewall_job: Option<FirewallJob>,

@@ -63,6 +63,10 @@ impl Rollback<'_> {
             let deadline = std::time::Instant::now() + FIREWALL_TIME;
             if let Err(e) = self.kernel.unmasquerade(self.owner, deadline).await {
                 fail(format!("remove masquerade rules: {e}"));
+            } else if journal.table_created
+                && let Err(e) = self.kernel.drop_table_if_unused(deadline).await
+            {
+                fail(format!("remove the nftables table this call created: {e}"));
             }
         }
         if journal.ipam_started

@@ -124,6 +124,31 @@ fn rollback_removes_only_what_this_call_wrote() {
 }
 
 #[test]
+fn rollback_puts_back_what_this_call_replaced() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir(tmp.path().join("n")).unwrap();
+    fs::write(tmp.path().join("n/last_reserved_ip.0"), "10.0.0.7").unwrap();
+    let mut s = new_store(tmp.path(), "n", Phase::Add);
+    block_on(async {
+        let _lock = s.acquire_lock().await.unwrap();
+        s.put("last_reserved_ip.0".into(), "10.0.0.8".into())
+            .await
+            .unwrap();
+        s.put("last_reserved_ip.1".into(), "fd00::8".into())
+            .await
+            .unwrap();
+    });
+    s.lock = None;
+    let written = s.created.lock().unwrap().clone();
+    assert!(block_on(rollback(&location(tmp.path(), "n"), written)).is_empty());
+    assert_eq!(
+        fs::read_to_string(tmp.path().join("n/last_reserved_ip.0")).unwrap(),
+        "10.0.0.7"
+    );
+    assert!(!tmp.path().join("n/last_reserved_ip.1").exists());
+}
+
+#[test]
 fn the_lock_excludes_other_processes_holders() {
     let tmp = tempfile::tempdir().unwrap();
     let mut a = new_store(tmp.path(), "n", Phase::Add);

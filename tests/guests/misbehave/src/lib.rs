@@ -1,41 +1,87 @@
 //! A guest that misbehaves on purpose, to show the host contains it. The
-//! config's `"behave"` picks how:
+//! config's `"behave"` picks how; `"target"` names another network's
+//! bridge, `"address"` an address on it, `"sleepMs"` a pause.
 //!
-//! - `spin`: loop forever (the host stops it by fuel);
-//! - `trap-after-veth`: create a veth, allocate an address, then panic
-//!   (the host must undo both);
+//! Stopped by a limit:
+//! - `spin`: loop forever (fuel);
+//! - `memory`: grow memory without bound (the call's 64 MiB);
+//! - `memory-then-ipam`: hold 40 MiB, then delegate to IPAM (with an IPAM
+//!   guest that takes 40 MiB too, the call's one budget is exceeded);
+//! - `list-loop`: call `firewall.list` forever (the deadline);
+//! - `get-loop`: call `link.get` forever (the host-call budget);
 //! - `sleep-halfway`: create a veth, allocate an address, then sleep for an
-//!   hour (the host stops it at the call's deadline and undoes both);
-//! - `memory`: grow memory without bound (the host's limit stops it);
-//! - `uplink`: try to change the node's link `uplink0` (denied);
-//! - `host-sysctl`: set a host sysctl outside the grant (denied);
-//! - `host-route`: route the metadata address through its own veth (denied);
+//!   hour (the deadline; both are undone).
+//!
+//! Refused (`denied`), after doing some real work the host must undo:
+//! - `uplink`: change the node's link `uplink0`;
+//! - `host-sysctl`: a node sysctl outside the allow-list;
+//! - `route-localnet`: `route_localnet=1` on its own host veth;
+//! - `host-route`: route the metadata address through its own veth;
 //! - `rogue-address`: put an address outside its IPAM subnets on its own
-//!   host veth (denied);
-//! - `rogue-masquerade`: masquerade an address IPAM did not give it (denied);
-//! - `foreign-bridge`: attach its veth to the node's `br0` (denied);
-//! - `forwarding-off`: turn the node's forwarding off (denied);
-//! - `long-name`: after creating a veth and allocating an address, pass a
-//!   70 000-byte link name (refused; the host must not crash and undoes
-//!   the rest);
-//! - `stdout`: print to stdout, then succeed (stdout must stay the result's).
+//!   host veth;
+//! - `rogue-masquerade`: masquerade an address IPAM did not give it;
+//! - `foreign-bridge`: attach its veth to `target` (default `br0`);
+//! - `foreign-gateway`: remove `address` from `target`;
+//! - `foreign-accept-ra`: set `accept_ra=2` on `target`;
+//! - `forwarding-off`: turn the node's forwarding off;
+//! - `long-name`: pass a 70 000-byte link name (`invalid`).
+//!
+//! Fails after changing the node, so the host must roll back:
+//! - `trap-after-veth`: create a veth, allocate an address, then panic;
+//! - `bridges-then-fail`: create 16 bridges, then fail;
+//! - `masquerade-flood`: masquerade its one address 200 000 times, fail;
+//! - `gateway-then-fail`: on the config's `bridge` (made if missing): bring
+//!   it up, pin its MAC, `accept_ra=0`, promiscuous, the gateway; sleep
+//!   `sleepMs`; fail.
+//!
+//! Succeeds:
+//! - `join-late`: sleep `sleepMs`, then attach a veth to the config's
+//!   `bridge` (which must exist by then) and take an address;
+//! - `stdout`: print to stdout (which must stay the result's).
+//!
+//! DEL with `create-in-del` and CHECK with `create-in-check` try to create
+//! a veth (DEL creates nothing, CHECK changes nothing).
 
 use serde::Deserialize;
+use wasm_cni_sdk::types::Error;
 use wasm_cni_sdk::{
-    CapResultExt, CniError, CniResult, Plugin, Request, address, firewall, ipam, link, netns,
-    route, sysctl,
+    CapResultExt, CniError, CniResult, InterfaceInfo, IpPrefix, Plugin, Request, address, firewall,
+    ipam, link, netns, route, sysctl,
 };
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct Conf {
     behave: String,
+    #[serde(default)]
+    target: Option<String>,
+    #[serde(default)]
+    address: Option<String>,
+    #[serde(default)]
+    bridge: Option<String>,
+    #[serde(default)]
+    sleep_ms: u64,
+}
+
+impl Conf {
+    fn target(&self) -> &str {
+        self.target.as_deref().unwrap_or("br0")
+    }
+    fn bridge(&self) -> Result<&str, CniError> {
+        self.bridge
+            .as_deref()
+            .ok_or_else(|| CniError::config("this behaviour needs \"bridge\""))
+    }
+    fn pause(&self) {
+        std::thread::sleep(std::time::Duration::from_millis(self.sleep_ms));
+    }
 }
 
 struct Misbehave;
 
-fn prefix(s: &str) -> wasm_cni_sdk::IpPrefix {
+fn prefix(s: &str) -> IpPrefix {
     let (ip, len) = s.split_once('/').unwrap();
-    wasm_cni_sdk::IpPrefix {
+    IpPrefix {
         address: ip.parse::<std::net::IpAddr>().unwrap().into(),
         prefix_len: len.parse().unwrap(),
     }
@@ -49,6 +95,10 @@ fn own_veth(req: &Request) -> Result<(netns::Namespace, String), CniError> {
     Ok((c, pair.peer.name))
 }
 
+fn denied_expected() -> ! {
+    unreachable!("the host allowed it")
+}
+
 impl Plugin for Misbehave {
     fn add(req: Request) -> Result<CniResult, CniError> {
         let conf: Conf = req.config()?;
@@ -60,32 +110,48 @@ impl Plugin for Misbehave {
                     x = std::hint::black_box(x.wrapping_add(1));
                 }
             }
-            "trap-after-veth" => {
-                let c = netns::container().context("container")?;
-                link::create_veth(&c, &req.ifname, None, None, &host, None).context("veth")?;
-                ipam::add()?;
-                panic!("deliberate trap after creating a veth and allocating an address");
-            }
-            "sleep-halfway" => {
-                let c = netns::container().context("container")?;
-                link::create_veth(&c, &req.ifname, None, None, &host, None).context("veth")?;
-                ipam::add()?;
-                std::thread::sleep(std::time::Duration::from_secs(3600));
-                unreachable!("slept an hour")
-            }
             "memory" => {
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
                 loop {
                     hoard.push(vec![1u8; 16 << 20]);
                 }
             }
+            "memory-then-ipam" => {
+                let hoard = std::hint::black_box(vec![1u8; 40 << 20]);
+                let r = ipam::add();
+                drop(hoard);
+                r.map(|_| CniResult::default())
+            }
+            "list-loop" => loop {
+                let _ = firewall::list();
+            },
+            "get-loop" => loop {
+                let _ = link::get(&host, "lo");
+            },
+            "trap-after-veth" => {
+                own_veth(&req)?;
+                ipam::add()?;
+                panic!("deliberate trap after creating a veth and allocating an address");
+            }
+            "sleep-halfway" => {
+                own_veth(&req)?;
+                ipam::add()?;
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+                unreachable!("slept an hour")
+            }
             "uplink" => {
                 link::set_mtu(&host, "uplink0", 1280).context("set the uplink's MTU")?;
-                unreachable!("the host allowed it")
+                denied_expected()
             }
             "host-sysctl" => {
                 sysctl::set(&host, "net.ipv4.conf.all.rp_filter", "0").context("host sysctl")?;
-                unreachable!("the host allowed it")
+                denied_expected()
+            }
+            "route-localnet" => {
+                let (_c, veth) = own_veth(&req)?;
+                let key = format!("net/ipv4/conf/{veth}/route_localnet");
+                sysctl::set(&host, &key, "1").context("route_localnet on my host veth")?;
+                denied_expected()
             }
             "host-route" => {
                 // Through its own veth: would pull the node's metadata
@@ -102,30 +168,42 @@ impl Plugin for Misbehave {
                     scope: None,
                 };
                 route::add(&host, &entry).context("host route through my veth")?;
-                unreachable!("the host allowed it")
+                denied_expected()
             }
             "rogue-address" => {
                 let (_c, veth) = own_veth(&req)?;
                 ipam::add()?;
                 address::add(&host, &veth, prefix("169.254.169.254/32"), true)
                     .context("node address")?;
-                unreachable!("the host allowed it")
+                denied_expected()
             }
             "rogue-masquerade" => {
                 ipam::add()?;
                 firewall::masquerade(&[prefix("10.44.0.200/24")])
                     .context("another pod's masquerade")?;
-                unreachable!("the host allowed it")
+                denied_expected()
             }
             "foreign-bridge" => {
                 let (_c, veth) = own_veth(&req)?;
-                link::set_master(&host, &veth, Some("br0"))
-                    .context("join the node's LAN bridge")?;
-                unreachable!("the host allowed it")
+                link::set_master(&host, &veth, Some(conf.target()))
+                    .context(format!("join {}", conf.target()))?;
+                denied_expected()
+            }
+            "foreign-gateway" => {
+                ipam::add()?;
+                let addr = conf.address.as_deref().unwrap_or("10.0.0.1/24");
+                address::delete(&host, conf.target(), prefix(addr))
+                    .context(format!("remove {addr} from {}", conf.target()))?;
+                denied_expected()
+            }
+            "foreign-accept-ra" => {
+                let key = format!("net/ipv6/conf/{}/accept_ra", conf.target());
+                sysctl::set(&host, &key, "2").context(key)?;
+                denied_expected()
             }
             "forwarding-off" => {
                 sysctl::set(&host, "net.ipv4.ip_forward", "0").context("turn forwarding off")?;
-                unreachable!("the host allowed it")
+                denied_expected()
             }
             "long-name" => {
                 // After real work, so the host has something to undo.
@@ -133,6 +211,67 @@ impl Plugin for Misbehave {
                 ipam::add()?;
                 link::get(&host, &"a".repeat(70_000)).context("a name no kernel link has")?;
                 unreachable!("the host answered")
+            }
+            "bridges-then-fail" => {
+                for i in 0..16 {
+                    link::create_bridge(&host, &format!("hb{i}"), None)
+                        .context(format!("bridge hb{i}"))?;
+                }
+                Err(CniError::failed("failing after creating 16 bridges"))
+            }
+            "masquerade-flood" => {
+                let r = ipam::add()?;
+                let mine = r.ips[0].address;
+                firewall::masquerade(&vec![mine; 200_000]).context("masquerade")?;
+                let rules = firewall::list().context("list")?;
+                Err(CniError::failed(format!(
+                    "failing with {} masquerade rule(s) in place",
+                    rules.len()
+                )))
+            }
+            "gateway-then-fail" => {
+                let br = conf.bridge()?;
+                match link::create_bridge(&host, br, None) {
+                    Ok(_) | Err(Error::AlreadyExists(_)) => {}
+                    Err(e) => return Err(e.context("bridge")),
+                }
+                let r = ipam::add()?;
+                let ip = r.ips[0];
+                let gw = IpPrefix {
+                    address: ip.gateway.ok_or_else(|| CniError::failed("no gateway"))?,
+                    prefix_len: ip.address.prefix_len,
+                };
+                link::set_up(&host, br, true).context("up")?;
+                let mac = link::get(&host, br).context("get")?.mac;
+                link::set_mac(&host, br, &mac).context("pin the MAC")?;
+                sysctl::set(&host, &format!("net/ipv6/conf/{br}/accept_ra"), "0")
+                    .context("accept_ra")?;
+                link::set_promiscuous(&host, br, true).context("promiscuous")?;
+                address::add(&host, br, gw, true).context("gateway")?;
+                conf.pause();
+                Err(CniError::failed("failing after configuring the gateway"))
+            }
+            "join-late" => {
+                conf.pause();
+                let br = conf.bridge()?;
+                let (c, veth) = own_veth(&req)?;
+                link::set_master(&host, &veth, Some(br)).context("attach")?;
+                link::set_up(&host, &veth, true).context("up")?;
+                link::set_up(&c, &req.ifname, true).context("up")?;
+                let mut r = ipam::add()?;
+                for ip in &mut r.ips {
+                    address::add(&c, &req.ifname, ip.address, true).context("address")?;
+                    ip.interface = Some(0);
+                }
+                r.interfaces = vec![InterfaceInfo {
+                    name: req.ifname.clone(),
+                    mac: None,
+                    mtu: None,
+                    sandbox: req.netns.clone(),
+                    socket_path: None,
+                    pci_id: None,
+                }];
+                Ok(r)
             }
             "stdout" => {
                 for i in 0..100 {
@@ -142,6 +281,24 @@ impl Plugin for Misbehave {
             }
             other => Err(CniError::config(format!("unknown behave {other:?}"))),
         }
+    }
+
+    fn del(req: Request) -> Result<(), CniError> {
+        let conf: Conf = req.config()?;
+        if conf.behave == "create-in-del" {
+            own_veth(&req)?;
+            denied_expected()
+        }
+        Ok(())
+    }
+
+    fn check(req: Request) -> Result<(), CniError> {
+        let conf: Conf = req.config()?;
+        if conf.behave == "create-in-check" {
+            own_veth(&req)?;
+            denied_expected()
+        }
+        Ok(())
     }
 }
 

@@ -1,0 +1,696 @@
+//! The hostile-guest matrix: configs and guests that try to reach beyond
+//! their own attachment, and calls that fail halfway. Each case asserts the
+//! CNI error AND that the node is exactly as before (links, addresses,
+//! routes, sysctls, nftables, IPAM state and every other file under the
+//! sandbox's /var/lib). Resource cases print time and peak RSS.
+
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use wasm_cni_tests::sandbox::{finish, spawn_with_stdin};
+use wasm_cni_tests::{CniOutput, NodeState, Policy, Sandbox};
+
+/// A config for network `net`, merged with `extra`.
+fn conf(net: &str, plugin: &str, extra: Value) -> String {
+    let mut c = json!({"cniVersion": "1.0.0", "name": net, "type": plugin,
+        "ipam": {"type": "host-local", "subnet": "10.44.0.0/24"}});
+    for (k, v) in extra.as_object().unwrap() {
+        c[k] = v.clone();
+    }
+    c.to_string()
+}
+
+fn misbehave(behave: &str, extra: Value) -> String {
+    let mut extra = extra;
+    extra["behave"] = behave.into();
+    conf("bad", "misbehave", extra)
+}
+
+#[track_caller]
+fn denied(out: &CniOutput, what: &str) {
+    let e = out.err(100);
+    let msg = e["msg"].as_str().unwrap();
+    assert!(msg.contains("denied"), "{what}: {e}");
+}
+
+/// Run a call, with its wall time and the peak RSS of its process (what
+/// `/usr/bin/time -f %M` prints), in KiB.
+fn measured(c: std::process::Command, stdin: &str) -> (CniOutput, Duration, i64) {
+    use std::io::Read;
+    let start = Instant::now();
+    let mut child = spawn_with_stdin(c, stdin);
+    let pid = child.id() as libc::pid_t;
+    let mut pipes = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = pipes.1.read_to_string(&mut s);
+        s
+    });
+    let mut stdout = String::new();
+    let _ = pipes.0.read_to_string(&mut stdout);
+    let mut status = 0;
+    // SAFETY: plain FFI; `usage` is written by the kernel.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(waited, pid);
+    let elapsed = start.elapsed();
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    let out = CniOutput {
+        code,
+        stdout: stdout.trim().to_string(),
+        stderr: err.join().unwrap(),
+    };
+    (out, elapsed, usage.ru_maxrss)
+}
+
+#[test]
+fn another_networks_bridge_gateway_and_sysctls_are_out_of_reach() {
+    let Some(mut sb) = Sandbox::for_test("another_networks_bridge") else {
+        return;
+    };
+    // Network B has a pod on its bridge.
+    let cb = sb.container("cb");
+    let net_b = json!({"cniVersion": "1.0.0", "name": "netb", "type": "bridge", "bridge": "brb",
+        "isGateway": true, "ipam": {"type": "host-local", "subnet": "10.55.0.0/24"}});
+    sb.cni("bridge", "ADD", "cb", Some(&cb), "eth0", &net_b.to_string())
+        .ok();
+    let c1 = sb.container("c1");
+    let before = NodeState::take(&sb);
+    let b = |extra: Value| {
+        let mut e = json!({"target": "brb", "address": "10.55.0.1/24"});
+        for (k, v) in extra.as_object().unwrap() {
+            e[k] = v.clone();
+        }
+        e
+    };
+    for (behave, extra) in [
+        ("foreign-bridge", b(json!({}))),
+        // Naming B's bridge in A's config gives A nothing.
+        ("foreign-bridge", b(json!({"bridge": "brb"}))),
+        ("foreign-gateway", b(json!({}))),
+        ("foreign-gateway", b(json!({"bridge": "brb"}))),
+        ("foreign-accept-ra", b(json!({"bridge": "brb"}))),
+    ] {
+        let out = sb.cni(
+            "misbehave",
+            "ADD",
+            "c1",
+            Some(&c1),
+            "eth0",
+            &misbehave(behave, extra),
+        );
+        denied(&out, behave);
+        before.assert_unchanged(&NodeState::take(&sb), behave);
+    }
+    // A's bridge plugin naming B's bridge is refused too, and leaves it be.
+    let grab = json!({"cniVersion": "1.0.0", "name": "neta", "type": "bridge", "bridge": "brb",
+        "isGateway": true, "ipam": {"type": "host-local", "subnet": "10.56.0.0/24"}});
+    denied(
+        &sb.cni("bridge", "ADD", "c1", Some(&c1), "eth0", &grab.to_string()),
+        "grab",
+    );
+    before.assert_unchanged(&NodeState::take(&sb), "the bridge plugin of network A");
+    assert!(sb.ping("cb", "10.55.0.1"), "B's pod keeps its gateway");
+}
+
+#[test]
+fn node_sysctls_follow_the_allow_list() {
+    let Some(mut sb) = Sandbox::for_test("node_sysctls_allow_list") else {
+        return;
+    };
+    let c1 = sb.container("c1");
+    let before = NodeState::take(&sb);
+    for behave in ["route-localnet", "host-sysctl", "forwarding-off"] {
+        denied(
+            &sb.cni(
+                "misbehave",
+                "ADD",
+                "c1",
+                Some(&c1),
+                "eth0",
+                &misbehave(behave, json!({})),
+            ),
+            behave,
+        );
+        before.assert_unchanged(&NodeState::take(&sb), behave);
+    }
+}
+
+#[test]
+fn a_bridge_on_the_lan_is_used_only_when_the_policy_shares_it() {
+    let Some(mut sb) = Sandbox::for_test("lan_bridge_shared") else {
+        return;
+    };
+    let c1 = sb.container("c1");
+    // An operator's bridge with a non-pod port (a VM's tap).
+    for cmd in [
+        &["ip", "link", "add", "br-lan", "type", "bridge"][..],
+        &["ip", "tuntap", "add", "dev", "tap0", "mode", "tap"],
+        &["ip", "link", "set", "tap0", "master", "br-lan"],
+    ] {
+        assert!(sb.run_in("host", cmd).status.success(), "{cmd:?}");
+    }
+    let cfg = json!({"cniVersion": "1.0.0", "name": "lan", "type": "bridge", "bridge": "br-lan",
+        "isGateway": true, "ipam": {"type": "host-local", "subnet": "10.66.0.0/24"}})
+    .to_string();
+    let before = NodeState::take(&sb);
+    denied(
+        &sb.cni("bridge", "ADD", "c1", Some(&c1), "eth0", &cfg),
+        "named LAN bridge",
+    );
+    before.assert_unchanged(&NodeState::take(&sb), "a config naming the LAN bridge");
+    let elsewhere = Policy::new(json!({"version": 1, "sharedBridges": {"br-lan": ["other"]}}));
+    denied(
+        &sb.cni_env(
+            "bridge",
+            "ADD",
+            "c1",
+            Some(&c1),
+            "eth0",
+            &cfg,
+            &[elsewhere.env()],
+        ),
+        "shared with another network",
+    );
+    before.assert_unchanged(
+        &NodeState::take(&sb),
+        "a bridge shared with another network",
+    );
+    let shared = Policy::new(json!({"version": 1, "sharedBridges": {"br-lan": ["lan"]}}));
+    sb.cni_env(
+        "bridge",
+        "ADD",
+        "c1",
+        Some(&c1),
+        "eth0",
+        &cfg,
+        &[shared.env()],
+    )
+    .ok();
+    assert!(sb.ping("c1", "10.66.0.1"));
+    sb.cni_env(
+        "bridge",
+        "DEL",
+        "c1",
+        Some(&c1),
+        "eth0",
+        &cfg,
+        &[shared.env()],
+    )
+    .ok();
+}
+
+#[test]
+fn a_failed_add_removes_the_bridges_it_made() {
+    let Some(mut sb) = Sandbox::for_test("failed_add_bridges") else {
+        return;
+    };
+    let c1 = sb.container("c1");
+    let before = NodeState::take(&sb);
+    let e = sb
+        .cni(
+            "misbehave",
+            "ADD",
+            "c1",
+            Some(&c1),
+            "eth0",
+            &misbehave("bridges-then-fail", json!({})),
+        )
+        .err(100);
+    assert!(e["msg"].as_str().unwrap().contains("16 bridges"), "{e}");
+    before.assert_unchanged(&NodeState::take(&sb), "16 bridges and a failure");
+}
+
+#[test]
+fn a_failed_add_puts_back_a_bridge_it_did_not_make() {
+    let Some(mut sb) = Sandbox::for_test("failed_add_restores") else {
+        return;
+    };
+    let c1 = sb.container("c1");
+    // An operator's bridge for pods, down, no address, RAs accepted.
+    sb.run_in("host", &["ip", "link", "add", "opbr", "type", "bridge"]);
+    sb.run_in("host", &["sysctl", "-w", "net.ipv6.conf.opbr.accept_ra=1"]);
+    let before = NodeState::take(&sb);
+    let cfg = misbehave("gateway-then-fail", json!({"bridge": "opbr"}));
+    let e = sb
+        .cni("misbehave", "ADD", "c1", Some(&c1), "eth0", &cfg)
+        .err(100);
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap()
+            .contains("after configuring the gateway"),
+        "{e}"
+    );
+    before.assert_unchanged(&NodeState::take(&sb), "a gateway on the operator's bridge");
+    // And a bridge the failed call made itself is gone.
+    let cfg = misbehave("gateway-then-fail", json!({"bridge": "newbr"}));
+    sb.cni("misbehave", "ADD", "c1", Some(&c1), "eth0", &cfg)
+        .err(100);
+    before.assert_unchanged(&NodeState::take(&sb), "a bridge made by a failed call");
+}
+
+#[test]
+fn a_failed_add_keeps_what_another_attachment_relies_on() {
+    let Some(mut sb) = Sandbox::for_test("failed_add_keeps_shared") else {
+        return;
+    };
+    let (c1, c2) = (sb.container("c1"), sb.container("c2"));
+    let ipam = json!({"type": "host-local", "subnet": "10.46.0.0/24"});
+    let good = json!({"cniVersion": "1.0.0", "name": "shared", "type": "bridge", "bridge": "shbr",
+        "isGateway": true, "ipam": ipam});
+    sb.cni("bridge", "ADD", "c1", Some(&c1), "eth0", &good.to_string())
+        .ok();
+    let bad = conf(
+        "shared",
+        "misbehave",
+        json!({"behave": "gateway-then-fail", "bridge": "shbr", "ipam": ipam}),
+    );
+    sb.cni("misbehave", "ADD", "c2", Some(&c2), "eth0", &bad)
+        .err(100);
+    assert!(
+        sb.addresses("host", "shbr")
+            .contains(&"10.46.0.1/24".to_string())
+    );
+    assert!(sb.ping("c1", "10.46.0.1"), "the survivor keeps its gateway");
+    assert_eq!(
+        sb.ip_files("shared"),
+        ["10.46.0.2"],
+        "the failed call's address is released"
+    );
+}
+
+#[test]
+fn a_rollback_waits_for_other_adds_of_its_network_before_it_decides() {
+    let Some(mut sb) = Sandbox::for_test("rollback_waits") else {
+        return;
+    };
+    let (c1, c2) = (sb.container("c1"), sb.container("c2"));
+    let ipam = json!({"type": "host-local", "subnet": "10.47.0.0/24"});
+    // c1 starts first and joins the bridge only after c2 has made it (and
+    // failed): while c1 runs, c2's rollback must not delete the bridge.
+    let late = conf(
+        "race",
+        "misbehave",
+        json!({"behave": "join-late", "bridge": "rbr", "sleepMs": 1500, "ipam": ipam}),
+    );
+    let fail = conf(
+        "race",
+        "misbehave",
+        json!({"behave": "gateway-then-fail", "bridge": "rbr", "ipam": ipam}),
+    );
+    let joiner = spawn_with_stdin(
+        sb.cni_command("misbehave", "ADD", "c1", Some(&c1), "eth0", &[]),
+        &late,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    let failed = finish(spawn_with_stdin(
+        sb.cni_command("misbehave", "ADD", "c2", Some(&c2), "eth0", &[]),
+        &fail,
+    ));
+    let waited = start.elapsed();
+    failed.err(100);
+    finish(joiner).ok();
+    assert!(
+        waited >= Duration::from_millis(800),
+        "decided without waiting: {waited:?}"
+    );
+    let rbr = sb.link("host", "rbr").expect("the bridge c1 uses stays");
+    let port = sb.links("host").into_iter().find(|l| l["master"] == "rbr");
+    assert!(port.is_some(), "c1's veth is on it: {rbr}");
+    assert!(
+        sb.addresses("host", "rbr")
+            .contains(&"10.47.0.1/24".to_string())
+    );
+}
+
+#[test]
+fn a_panic_in_a_host_call_is_rolled_back() {
+    let Some(mut sb) = Sandbox::for_test("panic_rolled_back") else {
+        return;
+    };
+    let c1 = sb.container("c1");
+    let before = NodeState::take(&sb);
+    for point in ["link.create-veth", "address.add"] {
+        let e = sb
+            .cni_env(
+                "bridge",
+                "ADD",
+                "c1",
+                Some(&c1),
+                "eth0",
+                wasm_cni_tests::CLASSIC,
+                &[("WASM_CNI_TEST_PANIC", point)],
+            )
+            .err(102);
+        assert!(
+            e["msg"].as_str().unwrap().contains("WASM_CNI_TEST_PANIC"),
+            "{point}: {e}"
+        );
+        before.assert_unchanged(&NodeState::take(&sb), point);
+        assert!(sb.link("c1", "eth0").is_none(), "{point}");
+    }
+}
+
+#[test]
+fn del_creates_nothing_and_check_changes_nothing() {
+    let Some(mut sb) = Sandbox::for_test("del_check_create_nothing") else {
+        return;
+    };
+    let c1 = sb.container("c1");
+    let before = NodeState::take(&sb);
+    for (command, behave) in [("DEL", "create-in-del"), ("CHECK", "create-in-check")] {
+        let out = sb.cni(
+            "misbehave",
+            command,
+            "c1",
+            Some(&c1),
+            "eth0",
+            &misbehave(behave, json!({})),
+        );
+        denied(&out, behave);
+        before.assert_unchanged(&NodeState::take(&sb), command);
+        assert!(sb.link("c1", "eth0").is_none(), "{command}");
+    }
+}
+
+/// A directory of executables, for `CNI_PATH` or `WASM_CNI_NFT`.
+fn stubs(scripts: &[(&str, &str)]) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in scripts {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn a_native_ipam_add_that_was_stopped_still_gets_its_del() {
+    let Some(mut sb) = Sandbox::for_test("native_ipam_stopped") else {
+        return;
+    };
+    let c1 = sb.container("c1");
+    // Reserves, then hangs (as a plugin stuck on a lock or a server would).
+    let bin = stubs(&[(
+        "slow-ipam",
+        "#!/bin/sh\nd=/var/lib/slow-ipam\ncase \"$CNI_COMMAND\" in\n\
+         ADD) echo \"$CNI_CONTAINERID\" > $d/reserved; exec sleep 3600 ;;\n\
+         DEL) rm -f $d/reserved ;;\nesac\n",
+    )]);
+    std::fs::create_dir(sb.varlib.path().join("slow-ipam")).unwrap();
+    let cfg = conf(
+        "slow",
+        "bridge",
+        json!({"bridge": "slowbr", "ipam": {"type": "slow-ipam"}}),
+    );
+    let before = NodeState::take(&sb);
+    let path = bin.path().to_str().unwrap();
+    let out = sb.cni_env(
+        "bridge",
+        "ADD",
+        "c1",
+        Some(&c1),
+        "eth0",
+        &cfg,
+        &[("CNI_PATH", path), ("WASM_CNI_TIMEOUT", "2")],
+    );
+    let e = out.err(11);
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer in time"),
+        "{e}"
+    );
+    before.assert_unchanged(&NodeState::take(&sb), "a stopped native IPAM ADD");
+}
+
+/// `nft`, but every change that adds something waits `secs` first.
+fn slow_nft(secs: u32, on: &str) -> tempfile::TempDir {
+    stubs(&[(
+        "nft",
+        &format!(
+            "#!/bin/sh\nif [ \"$2\" = \"-f\" ]; then in=$(cat); case \"$in\" in *'{on}'*) sleep {secs};; esac\n\
+             printf '%s' \"$in\" | exec /usr/sbin/nft \"$@\"; fi\nexec /usr/sbin/nft \"$@\"\n"
+        ),
+    )])
+}
+
+#[test]
+fn a_firewall_change_cannot_commit_after_the_rollback() {
+    let Some(mut sb) = Sandbox::for_test("late_firewall") else {
+        return;
+    };
+    let c1 = sb.container("c1");
+    let nft = slow_nft(4, "\"add\"");
+    let nft = nft.path().join("nft");
+    let before = NodeState::take(&sb);
+    let start = Instant::now();
+    // The deadline fires while the guest waits in firewall.list for the
+    // slow masquerade; the rollback must stop it, not outlive it.
+    let out = sb.cni_env(
+        "misbehave",
+        "ADD",
+        "c1",
+        Some(&c1),
+        "eth0",
+        &misbehave("masquerade-flood", json!({})),
+        &[
+            ("WASM_CNI_NFT", nft.to_str().unwrap()),
+            ("WASM_CNI_TIMEOUT", "2"),
+        ],
+    );
+    out.err(100);
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        start.elapsed()
+    );
+    std::thread::sleep(Duration::from_secs(5).saturating_sub(start.elapsed()));
+    before.assert_unchanged(
+        &NodeState::take(&sb),
+        "a masquerade given up at the deadline",
+    );
+}
+
+#[test]
+fn a_host_killed_mid_add_leaves_nothing_after_the_runtimes_del() {
+    let Some(mut sb) = Sandbox::for_test("killed_mid_add") else {
+        return;
+    };
+    let c1 = sb.container("c1");
+    let nft = slow_nft(3, "\"add\"");
+    let nft = nft.path().join("nft");
+    let cfg = wasm_cni_tests::CLASSIC;
+    let child = spawn_with_stdin(
+        sb.cni_command(
+            "bridge",
+            "ADD",
+            "c1",
+            Some(&c1),
+            "eth0",
+            &[("WASM_CNI_NFT", nft.to_str().unwrap())],
+        ),
+        cfg,
+    );
+    let start = Instant::now();
+    while sb.ip_files("mynet").is_empty() && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: plain FFI.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
+    assert_eq!(finish(child).code, -1, "killed");
+    assert!(!sb.ip_files("mynet").is_empty(), "it was killed halfway");
+    sb.cni("bridge", "DEL", "c1", Some(&c1), "eth0", cfg).ok();
+    // Long enough for the slow nft it had started to commit, had it lived.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(sb.ip_files("mynet").is_empty());
+    assert!(sb.host_veths().is_empty());
+    assert_eq!(sb.masquerade_rules(), 0, "{}", sb.nft());
+}
+
+#[test]
+fn guests_looping_on_host_calls_end_at_the_deadline_or_the_budget() {
+    let Some(mut sb) = Sandbox::for_test("host_call_loops") else {
+        return;
+    };
+    let c1 = sb.container("c1");
+    let before = NodeState::take(&sb);
+    // Every nft run takes a second: the loop must still end at the deadline.
+    let nft = slow_nft(1, "");
+    let nft = nft.path().join("nft");
+    let c = sb.cni_command(
+        "misbehave",
+        "ADD",
+        "c1",
+        Some(&c1),
+        "eth0",
+        &[
+            ("WASM_CNI_NFT", nft.to_str().unwrap()),
+            ("WASM_CNI_TIMEOUT", "3"),
+        ],
+    );
+    let (out, took, rss) = measured(c, &misbehave("list-loop", json!({})));
+    eprintln!("firewall.list loop with a slow nft: stopped after {took:?}, peak RSS {rss} KiB");
+    assert_eq!(out.code, 1);
+    assert!(took < Duration::from_millis(4500), "{took:?}");
+    let c = sb.cni_command("misbehave", "ADD", "c1", Some(&c1), "eth0", &[]);
+    let (out, took, rss) = measured(c, &misbehave("get-loop", json!({})));
+    eprintln!("link.get loop: stopped after {took:?}, peak RSS {rss} KiB");
+    assert_eq!(out.code, 1);
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    let e = sb
+        .cni(
+            "misbehave",
+            "ADD",
+            "c1",
+            Some(&c1),
+            "eth0",
+            &misbehave("get-loop", json!({})),
+        )
+        .err(100);
+    assert!(e["msg"].as_str().unwrap().contains("host calls"), "{e}");
+    before.assert_unchanged(&NodeState::take(&sb), "host-call loops");
+}
+
+#[test]
+fn a_flood_of_duplicate_masquerades_is_bounded() {
+    let Some(mut sb) = Sandbox::for_test("masquerade_flood") else {
+        return;
+    };
+    let c1 = sb.container("c1");
+    let cfg = misbehave("masquerade-flood", json!({}));
+    // Warm the compiled-module cache: the cold compile is not the point.
+    sb.cni("misbehave", "ADD", "c1", Some(&c1), "eth0", &cfg)
+        .err(100);
+    let before = NodeState::take(&sb);
+    let e = sb
+        .cni("misbehave", "ADD", "c1", Some(&c1), "eth0", &cfg)
+        .err(100);
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap()
+            .contains("with 1 masquerade rule(s)"),
+        "one rule: {e}"
+    );
+    let c = sb.cni_command("misbehave", "ADD", "c1", Some(&c1), "eth0", &[]);
+    let (out, took, rss) = measured(c, &cfg);
+    eprintln!("200 000 duplicate masquerades: {took:?}, peak RSS {rss} KiB");
+    assert_eq!(out.code, 1);
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    assert!(rss < 64 * 1024, "{rss} KiB");
+    before.assert_unchanged(&NodeState::take(&sb), "a masquerade flood");
+}
+
+#[test]
+fn every_guest_of_a_call_shares_one_memory_budget() {
+    let Some(mut sb) = Sandbox::for_test("one_memory_budget") else {
+        return;
+    };
+    let c1 = sb.container("c1");
+    let ipam = |behave: &str| json!({"type": "hostile-ipam", "behave": behave});
+    let before = NodeState::take(&sb);
+    // 40 MiB in the interface plugin and 40 MiB in its IPAM plugin.
+    let both = conf(
+        "mem",
+        "misbehave",
+        json!({"behave": "memory-then-ipam", "ipam": ipam("hog")}),
+    );
+    let e = sb
+        .cni("misbehave", "ADD", "c1", Some(&c1), "eth0", &both)
+        .err(100);
+    assert!(e["msg"].as_str().unwrap().contains("64 MiB"), "{e}");
+    before.assert_unchanged(&NodeState::take(&sb), "two guests over the budget");
+    // Either alone fits.
+    let one = conf(
+        "mem",
+        "misbehave",
+        json!({"behave": "memory-then-ipam", "ipam": ipam("")}),
+    );
+    sb.cni("misbehave", "ADD", "c1", Some(&c1), "eth0", &one)
+        .ok();
+}
+
+#[test]
+fn a_config_cannot_put_ipam_state_or_code_outside_what_the_node_allows() {
+    let Some(mut sb) = Sandbox::for_test("config_outside_policy") else {
+        return;
+    };
+    let c1 = sb.container("c1");
+    let before = NodeState::take(&sb);
+    // /var/lib is this sandbox's own: even if a check failed, the real one
+    // is untouched.
+    for dir in [
+        "/var/lib",
+        "/var/lib/cni/networks/../../victim",
+        "/var/lib/cni",
+    ] {
+        let cfg = conf(
+            "victim",
+            "bridge",
+            json!({"bridge": "vbr",
+            "ipam": {"type": "host-local", "subnet": "10.48.0.0/24", "dataDir": dir}}),
+        );
+        let e = sb
+            .cni("bridge", "ADD", "c1", Some(&c1), "eth0", &cfg)
+            .err(7);
+        assert!(
+            e["msg"].as_str().unwrap().contains("ipam.dataDir"),
+            "{dir}: {e}"
+        );
+        before.assert_unchanged(&NodeState::take(&sb), dir);
+    }
+    // An IPAM guest's keys stay in its store.
+    let cfg = conf(
+        "esc",
+        "bridge",
+        json!({"bridge": "ebr",
+        "ipam": {"type": "hostile-ipam", "behave": "escape"}}),
+    );
+    let e = sb
+        .cni("bridge", "ADD", "c1", Some(&c1), "eth0", &cfg)
+        .err(100);
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap()
+            .contains("every escape was refused"),
+        "{e}"
+    );
+    before.assert_unchanged(&NodeState::take(&sb), "store keys that try to escape");
+    // Code from elsewhere on the node.
+    let stray = tempfile::tempdir().unwrap();
+    let module = stray.path().join("m.wasm");
+    std::fs::copy(
+        wasm_cni_tests::install().wasm.join("misbehave.wasm"),
+        &module,
+    )
+    .unwrap();
+    let cfg = json!({"cniVersion": "1.0.0", "name": "bad", "type": "wasm-cni",
+        "plugin": module.to_str().unwrap(), "behave": "uplink"})
+    .to_string();
+    let e = sb
+        .cni("wasm-cni", "ADD", "c1", Some(&c1), "eth0", &cfg)
+        .err(7);
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap()
+            .contains("outside the module directories"),
+        "{e}"
+    );
+    before.assert_unchanged(
+        &NodeState::take(&sb),
+        "a module outside the module directories",
+    );
+    assert!(!Path::new("/var/lib/victim").exists());
+}
