@@ -224,11 +224,12 @@ fn a_planted_link_in_the_store_is_never_followed() {
     assert!(block_on(s.get("10.0.0.7".into())).is_err());
     block_on(async {
         let _l = s.acquire_lock().await.unwrap();
-        s.put("10.0.0.7".into(), "mine".into()).await.unwrap();
+        assert!(s.put("10.0.0.7".into(), "mine".into()).await.is_err());
+        assert!(!s.create("10.0.0.7".into(), "mine".into()).await.unwrap());
     });
     assert_eq!(
         fs::read_to_string(outside.join("secret")).unwrap(),
         "root's",
-        "replaced the link, not its target"
+        "nothing written through it"
     );
 }
