@@ -38,6 +38,8 @@ fn denied(out: &CniOutput, what: &str) {
 fn measured(c: std::process::Command, stdin: &str) -> (CniOutput, Duration, i64) {
     use std::io::Read;
     let start = Instant::now();
+    // Waited for with wait4, below, for its resource usage.
+    #[allow(clippy::zombie_processes)]
     let mut child = spawn_with_stdin(c, stdin);
     let pid = child.id() as libc::pid_t;
     let mut pipes = (child.stdout.take().unwrap(), child.stderr.take().unwrap());

@@ -20,9 +20,8 @@ use super::journal::{Change, Journal, LinkRecord};
 use super::lock::NetworkLock;
 use crate::kernel::link::LinkChange;
 use crate::kernel::{Kernel, Ns, ports};
-use std::future::Future;
+use futures::future::BoxFuture;
 use std::io;
-use std::pin::Pin;
 use std::time::Duration;
 
 /// How long rollback waits for the network's lock before it keeps shared
@@ -42,7 +41,7 @@ pub struct Rollback<'a> {
     /// The attachment's rule mark.
     pub owner: &'a str,
     /// IPAM DEL for this call.
-    pub ipam_del: Option<Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>>,
+    pub ipam_del: Option<BoxFuture<'a, Result<(), String>>>,
     pub lock: Option<&'a mut NetworkLock>,
 }
 
