@@ -236,6 +236,7 @@ fn a_failed_add_puts_back_a_bridge_it_did_not_make() {
     // An operator's bridge for pods, down, no address, RAs accepted.
     sb.run_in("host", &["ip", "link", "add", "opbr", "type", "bridge"]);
     sb.run_in("host", &["sysctl", "-w", "net.ipv6.conf.opbr.accept_ra=1"]);
+    sb.use_policy(json!({"version": 1, "sharedBridges": {"opbr": ["bad"]}}));
     let before = NodeState::take(&sb);
     let cfg = misbehave("gateway-then-fail", json!({"bridge": "opbr"}));
     let e = sb
@@ -279,6 +280,11 @@ fn a_failed_add_keeps_what_another_attachment_relies_on() {
             .contains(&"10.46.0.1/24".to_string())
     );
     assert!(sb.ping("c1", "10.46.0.1"), "the survivor keeps its gateway");
+    assert_eq!(
+        sb.link("host", "shbr").unwrap()["promiscuity"],
+        0,
+        "but not the failed call's other changes"
+    );
     assert_eq!(
         sb.ip_files("shared"),
         ["10.46.0.2"],
@@ -631,10 +637,14 @@ fn a_config_cannot_put_ipam_state_or_code_outside_what_the_node_allows() {
     let before = NodeState::take(&sb);
     // /var/lib is this sandbox's own: even if a check failed, the real one
     // is untouched.
+    // (Nor inside another network's store: a network named "lock" in
+    // /var/lib/cni/networks/vnet would be a directory where vnet's lock
+    // file must be.)
     for dir in [
         "/var/lib",
         "/var/lib/cni/networks/../../victim",
         "/var/lib/cni",
+        "/var/lib/cni/networks/vnet",
     ] {
         let cfg = conf(
             "victim",
@@ -695,4 +705,239 @@ fn a_config_cannot_put_ipam_state_or_code_outside_what_the_node_allows() {
         "a module outside the module directories",
     );
     assert!(!Path::new("/var/lib/victim").exists());
+}
+
+#[test]
+fn an_ipam_type_that_is_wasm_cni_itself_is_refused() {
+    let Some(mut sb) = Sandbox::for_test("ipam_type_self") else {
+        return;
+    };
+    let c1 = sb.container("c1");
+    let before = NodeState::take(&sb);
+    // wasm-cni by its name, or through a link that has no module behind
+    // it: each level would read the same config and delegate again.
+    let tuning = wasm_cni_tests::install().bin.join("tuning");
+    let _ = std::os::unix::fs::symlink("wasm-cni", &tuning);
+    for ty in ["wasm-cni", "tuning"] {
+        let cfg = conf(
+            "rec",
+            "bridge",
+            json!({"bridge": "recbr", "ipam": {"type": ty}}),
+        );
+        for command in ["ADD", "DEL"] {
+            let start = Instant::now();
+            let e = sb
+                .cni("bridge", command, "c1", Some(&c1), "eth0", &cfg)
+                .err(7);
+            assert!(
+                e["msg"].as_str().unwrap().contains("wasm-cni itself"),
+                "{ty} {command}: {e}"
+            );
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "{:?}",
+                start.elapsed()
+            );
+            before.assert_unchanged(&NodeState::take(&sb), ty);
+        }
+    }
+    // A copy of the binary elsewhere is caught by the mark its parent sets.
+    let e = sb
+        .cni_env(
+            "bridge",
+            "ADD",
+            "c1",
+            Some(&c1),
+            "eth0",
+            wasm_cni_tests::CLASSIC,
+            &[("WASM_CNI_DELEGATED", "1")],
+        )
+        .err(7);
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap()
+            .contains("started as an IPAM plugin by wasm-cni"),
+        "{e}"
+    );
+}
+
+#[test]
+fn gateways_cannot_capture_the_nodes_routes_or_public_destinations() {
+    let Some(mut sb) = Sandbox::for_test("gateway_capture") else {
+        return;
+    };
+    let c1 = sb.container("c1");
+    // The node's uplink, and a route to a private range behind its router.
+    for cmd in [
+        &[
+            "ip", "link", "add", "uplink0", "type", "veth", "peer", "name", "uplink0p",
+        ][..],
+        &["ip", "addr", "add", "192.168.50.10/24", "dev", "uplink0"],
+        &["ip", "link", "set", "uplink0", "up"],
+        &["ip", "link", "set", "uplink0p", "up"],
+        &["ip", "route", "add", "10.2.0.0/16", "via", "192.168.50.1"],
+        &["ip", "route", "add", "default", "via", "192.168.50.1"],
+    ] {
+        let out = sb.run_in("host", cmd);
+        assert!(out.status.success(), "{cmd:?}: {out:?}");
+    }
+    let cfg = |net: &str, subnet: &str| {
+        conf(
+            net,
+            "bridge",
+            json!({"bridge": format!("{net}br"), "isGateway": true,
+            "ipam": {"type": "host-local", "subnet": subnet}}),
+        )
+    };
+    let before = NodeState::take(&sb);
+    for (net, subnet) in [
+        ("routed", "10.2.5.0/24"),    // inside the route to 10.2/16
+        ("covers", "10.0.0.0/8"),     // over it
+        ("lan", "192.168.50.0/25"),   // inside the uplink's subnet
+        ("public", "9.0.0.0/8"),      // a public resolver's range
+        ("public6", "2001:db8::/64"), // outside the default gateway subnets
+    ] {
+        let out = sb.cni("bridge", "ADD", "c1", Some(&c1), "eth0", &cfg(net, subnet));
+        denied(&out, subnet);
+        before.assert_unchanged(&NodeState::take(&sb), subnet);
+    }
+    let route = sb.run_in("host", &["ip", "route", "get", "10.2.5.7"]);
+    assert!(String::from_utf8_lossy(&route.stdout).contains("uplink0"));
+    // A subnet the node policy allows, clear of its routes, works.
+    sb.use_policy(json!({"version": 1, "gatewaySubnets": ["9.9.0.0/16"]}));
+    sb.cni(
+        "bridge",
+        "ADD",
+        "c1",
+        Some(&c1),
+        "eth0",
+        &cfg("mine", "9.9.9.0/24"),
+    )
+    .ok();
+    assert!(sb.ping("c1", "9.9.9.1"));
+}
+
+#[test]
+fn a_bridge_wasm_cni_did_not_make_is_not_taken_over_by_naming_it() {
+    let Some(mut sb) = Sandbox::for_test("docker0_takeover") else {
+        return;
+    };
+    let c1 = sb.container("c1");
+    sb.container("other");
+    // docker0 with its gateway and one container on a veth port.
+    let other_ns = sb.ns_path("other");
+    let other_ns = other_ns.to_str().unwrap();
+    for cmd in [
+        &["ip", "link", "add", "docker0", "type", "bridge"][..],
+        &["ip", "addr", "add", "172.17.0.1/16", "dev", "docker0"],
+        &["ip", "link", "set", "docker0", "up"],
+        &[
+            "ip", "link", "add", "vethd0", "type", "veth", "peer", "name", "eth0", "netns",
+            other_ns,
+        ],
+        &["ip", "link", "set", "vethd0", "master", "docker0", "up"],
+    ] {
+        let out = sb.run_in("host", cmd);
+        assert!(out.status.success(), "{cmd:?}: {out:?}");
+    }
+    for cmd in [
+        &["ip", "addr", "add", "172.17.0.2/16", "dev", "eth0"][..],
+        &["ip", "link", "set", "eth0", "up"],
+    ] {
+        assert!(sb.run_in("other", cmd).status.success(), "{cmd:?}");
+    }
+    let before = NodeState::take(&sb);
+    let ipam = json!({"type": "host-local", "subnet": "172.17.0.0/16",
+        "rangeStart": "172.17.0.100", "gateway": "172.17.0.1"});
+    let cfg = conf(
+        "evil",
+        "bridge",
+        json!({"bridge": "docker0", "isGateway": true, "ipam": ipam}),
+    );
+    denied(
+        &sb.cni("bridge", "ADD", "c1", Some(&c1), "eth0", &cfg),
+        "join docker0",
+    );
+    before.assert_unchanged(&NodeState::take(&sb), "a config naming docker0");
+    for behave in ["foreign-gateway", "gateway-then-fail", "foreign-bridge"] {
+        let cfg = conf(
+            "evil",
+            "misbehave",
+            json!({"behave": behave, "bridge": "docker0",
+            "target": "docker0", "address": "172.17.0.1/16", "ipam": ipam}),
+        );
+        denied(
+            &sb.cni("misbehave", "ADD", "c1", Some(&c1), "eth0", &cfg),
+            behave,
+        );
+        before.assert_unchanged(&NodeState::take(&sb), behave);
+    }
+    assert!(
+        sb.ping("other", "172.17.0.1"),
+        "docker's container keeps its gateway"
+    );
+}
+
+#[test]
+fn a_second_refused_ipam_add_does_not_hide_the_first() {
+    let Some(mut sb) = Sandbox::for_test("ipam_twice") else {
+        return;
+    };
+    let c1 = sb.container("c1");
+    let before = NodeState::take(&sb);
+    let e = sb
+        .cni(
+            "misbehave",
+            "ADD",
+            "c1",
+            Some(&c1),
+            "eth0",
+            &misbehave("ipam-twice", json!({})),
+        )
+        .err(100);
+    assert!(e["msg"].as_str().unwrap().contains("(refused)"), "{e}");
+    before.assert_unchanged(&NodeState::take(&sb), "two IPAM ADDs and a failure");
+}
+
+#[test]
+fn ipam_delegations_are_bounded_per_call() {
+    let Some(mut sb) = Sandbox::for_test("ipam_loop") else {
+        return;
+    };
+    let c1 = sb.container("c1");
+    let cfg = conf(
+        "loop",
+        "misbehave",
+        json!({"behave": "ipam-loop", "ipam": {"type": "hostile-ipam"}}),
+    );
+    let e = sb
+        .cni("misbehave", "ADD", "c1", Some(&c1), "eth0", &cfg)
+        .err(100);
+    assert!(
+        e["msg"].as_str().unwrap().contains("at most 16 times"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_guest_cannot_forge_the_hosts_log_lines() {
+    let Some(mut sb) = Sandbox::for_test("forge_log") else {
+        return;
+    };
+    let c1 = sb.container("c1");
+    let out = sb.cni_env(
+        "misbehave",
+        "ADD",
+        "c1",
+        Some(&c1),
+        "eth0",
+        &misbehave("forge-log", json!({})),
+        &[("WASM_CNI_LOG", "info")],
+    );
+    out.err(100);
+    assert!(out.stderr.contains("forged line"), "{}", out.stderr);
+    for line in out.stderr.lines() {
+        assert!(!line.starts_with("wasm-cni[1] "), "forged: {line}");
+    }
 }

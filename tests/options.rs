@@ -139,6 +139,8 @@ fn force_address_removes_no_address_this_call_did_not_assign() {
         "host",
         &["ip", "addr", "add", "10.99.0.1/24", "dev", "optbr"],
     );
+    // The operator gives this network their bridge.
+    sb.use_policy(json!({"version": 1, "sharedBridges": {"optbr": ["opts"]}}));
     let plain = conf(json!({"isGateway": true}));
     let e = sb
         .cni("bridge", "ADD", "c1", Some(&c1), "eth0", &plain)
@@ -309,8 +311,9 @@ fn bridge_macs_are_pinned_once() {
             .trim()
             .to_string()
     };
-    // Someone else's bridge, named by the config: pinned (type 3, "set").
+    // Someone else's bridge, shared with the network: pinned (type 3, "set").
     sb.run_in("host", &["ip", "link", "add", "optbr", "type", "bridge"]);
+    sb.use_policy(json!({"version": 1, "sharedBridges": {"optbr": ["opts"]}}));
     assert_eq!(
         assign_type(&sb, "optbr"),
         "1",
@@ -375,40 +378,26 @@ fn bridge_macs_are_pinned_once() {
 }
 
 #[test]
-fn a_cni0_left_by_the_reference_plugin_is_used_when_the_config_names_it() {
-    // A node switching over: the reference bridge made cni0 (no mark). The
-    // host does not know a plugin's defaults, so a config that leaves
-    // "bridge" to the plugin's default is not granted someone else's cni0;
-    // one that names it is.
+fn a_cni0_left_by_the_reference_plugin_is_used_when_the_node_shares_it() {
+    // A node switching over: the reference bridge made cni0 (no mark).
+    // Naming it in a config is not enough (a config is anyone's, and
+    // docker0 looks the same); the node's root shares it in the policy.
     let Some(mut sb) = Sandbox::for_test("reference_cni0") else {
         return;
     };
     let c1 = sb.container("c1");
     sb.run_in("host", &["ip", "link", "add", "cni0", "type", "bridge"]);
-    let unnamed = json!({"cniVersion": "1.0.0", "name": "dflt", "type": "bridge", "isGateway": true,
-        "ipam": {"type": "host-local", "subnet": "10.79.0.0/24"}});
+    let cfg = json!({"cniVersion": "1.0.0", "name": "dflt", "type": "bridge", "bridge": "cni0",
+        "isGateway": true, "ipam": {"type": "host-local", "subnet": "10.79.0.0/24"}})
+    .to_string();
     let e = sb
-        .cni(
-            "bridge",
-            "ADD",
-            "c1",
-            Some(&c1),
-            "eth0",
-            &unnamed.to_string(),
-        )
+        .cni("bridge", "ADD", "c1", Some(&c1), "eth0", &cfg)
         .err(100);
-    assert!(
-        e["msg"]
-            .as_str()
-            .unwrap()
-            .contains("names it in \"bridge\""),
-        "{e}"
-    );
+    assert!(e["msg"].as_str().unwrap().contains("sharedBridges"), "{e}");
     assert!(sb.addresses("host", "cni0").is_empty() && sb.host_veths().is_empty());
-    let mut named = unnamed.clone();
-    named["bridge"] = "cni0".into();
+    sb.use_policy(json!({"version": 1, "sharedBridges": {"cni0": ["dflt"]}}));
     let r = sb
-        .cni("bridge", "ADD", "c1", Some(&c1), "eth0", &named.to_string())
+        .cni("bridge", "ADD", "c1", Some(&c1), "eth0", &cfg)
         .ok()
         .json();
     assert_eq!(r["interfaces"][0]["name"], "cni0");

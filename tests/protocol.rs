@@ -386,17 +386,21 @@ fn ipam_state_stays_in_the_store_roots() {
     ] {
         expect_error(&call("bridge").run(&cfg(bad)), 7, "ipam.dataDir");
     }
-    // Beneath a root is fine (the call goes on to its namespace).
+    // A root itself is fine (the call goes on to its namespace); beneath
+    // one is not: a store there could sit inside another network's.
     expect_error(
-        &call("bridge").run(&cfg("/run/cni/networks/sub")),
+        &call("bridge").run(&cfg("/run/cni/networks")),
         4,
         "does-not-exist",
     );
+    for beneath in ["/run/cni/networks/sub", "/var/lib/cni/networks/vnet"] {
+        expect_error(&call("bridge").run(&cfg(beneath)), 7, "ipam.dataDir");
+    }
     // The node may add roots.
     let roots =
         wasm_cni_tests::Policy::new(serde_json::json!({"version": 1, "storeRoots": ["/srv/ipam"]}));
     expect_error(
-        &with_policy(&roots).run(&cfg("/srv/ipam/x")),
+        &with_policy(&roots).run(&cfg("/srv/ipam")),
         4,
         "does-not-exist",
     );

@@ -48,6 +48,14 @@ fn run(
     cni_version: &mut &'static str,
 ) -> Result<String, CniError> {
     let env = CniEnv::from_vars(vars)?;
+    // A copy of wasm-cni run as an IPAM plugin by wasm-cni (the inode check
+    // in `delegate` catches the installed binary): the same config would
+    // delegate again and again.
+    if vars.contains_key(crate::runtime::delegate::DELEGATED) {
+        return Err(CniError::config(
+            "wasm-cni was started as an IPAM plugin by wasm-cni: \"ipam.type\" names wasm-cni",
+        ));
+    }
     // Before anything else: a broken policy fails every call, closed.
     let policy = Policy::load(vars.get("WASM_CNI_POLICY").map(String::as_str))?;
     if env.command == Command::Version {
@@ -110,7 +118,7 @@ fn run(
         .enable_time()
         .build()
         .map_err(|e| CniError::host(format!("cannot start the I/O runtime: {e}")))?;
-    rt.block_on(async {
+    let out = rt.block_on(async {
         let runtime = Runtime::new(
             modules,
             Arc::new(policy),
@@ -124,7 +132,11 @@ fn run(
         Ok(result
             .map(|r| r.to_json(call.conf.cni_version))
             .unwrap_or_default())
-    })
+    });
+    // Not a drop, which would wait for blocking work still running (a
+    // compile given up at the deadline): the answer is ready now.
+    rt.shutdown_background();
+    out
 }
 
 /// The longest a CNI call may take by default; runtimes wait minutes.

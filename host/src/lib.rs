@@ -8,6 +8,7 @@ pub mod fault;
 pub mod grant;
 pub mod invoke;
 pub mod kernel;
+pub mod limits;
 pub mod log;
 pub mod owner;
 pub mod policy;

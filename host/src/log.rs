@@ -63,9 +63,12 @@ pub fn emit(level: Level, msg: &str) {
         .get()
         .map(|t| t.elapsed().as_secs_f64() * 1000.0)
         .unwrap_or(0.0);
+    // One record, one line: a message that carries a guest's words (an
+    // error's msg and details, its output) must not forge lines of ours.
     let line = format!(
-        "wasm-cni[{}] +{since:.1}ms {level:?}: {msg}\n",
-        std::process::id()
+        "wasm-cni[{}] +{since:.1}ms {level:?}: {}\n",
+        std::process::id(),
+        escape(msg)
     );
     let _ = std::io::stderr().write_all(line.as_bytes());
     if let Some(file) = &logger().file {
@@ -79,18 +82,26 @@ pub fn emit(level: Level, msg: &str) {
     }
 }
 
-/// A line a guest wrote, tagged with the plugin's name; control characters
-/// are escaped, so a guest cannot forge lines of the host's own.
-pub fn guest_line(plugin: &str, text: &str) -> String {
-    let mut line = format!("[{plugin}] ");
+/// `text` with control characters escaped (`\n`, `\u{1b}`).
+fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
         if c.is_control() {
-            line.extend(c.escape_default());
+            out.extend(c.escape_default());
         } else {
-            line.push(c);
+            out.push(c);
         }
     }
-    line
+    out.into()
+}
+
+/// A line a guest wrote, tagged with the plugin's name (and escaped when
+/// it is logged, as every message is).
+pub fn guest_line(plugin: &str, text: &str) -> String {
+    format!("[{plugin}] {text}")
 }
 
 pub fn error(msg: &str) {

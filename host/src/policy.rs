@@ -17,12 +17,13 @@
 //!   "allowModulesOutsideModuleDirs": false,
 //!   "storeRoots": ["/var/lib/cni/networks", "/run/cni/networks"],
 //!   "sharedBridges": {"br-lan": ["lan", "storage"]},
+//!   "gatewaySubnets": ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"],
 //!   "maxModuleBytes": 33554432
 //! }
 //! ```
 
 use crate::cni::CniError;
-use crate::trust::{self, Untrusted};
+use crate::trust;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -52,6 +53,8 @@ struct PolicyFile {
     #[serde(default)]
     shared_bridges: BTreeMap<String, Vec<String>>,
     #[serde(default)]
+    gateway_subnets: Option<Vec<String>>,
+    #[serde(default)]
     max_module_bytes: Option<u64>,
 }
 
@@ -71,6 +74,8 @@ pub struct Policy {
     /// Bridges wasm-cni did not create that networks may use anyway: bridge
     /// name to the networks it is granted to.
     pub shared_bridges: BTreeMap<String, Vec<String>>,
+    /// Where gateway addresses on node links may lie (`grant::address`).
+    pub gateway_subnets: Vec<ipnetwork::IpNetwork>,
     pub max_module_bytes: u64,
 }
 
@@ -82,13 +87,17 @@ impl Default for Policy {
             allow_modules_outside_module_dirs: false,
             store_roots: DEFAULT_STORE_ROOTS.iter().map(PathBuf::from).collect(),
             shared_bridges: BTreeMap::new(),
+            gateway_subnets: crate::grant::address::PRIVATE_SUBNETS
+                .iter()
+                .map(|s| s.parse().expect("a valid subnet"))
+                .collect(),
             max_module_bytes: DEFAULT_MAX_MODULE_BYTES,
         }
     }
 }
 
-/// Where a network's IPAM store lives: an allowed root, and the relative
-/// path beneath it (dataDir's remainder, then the network name).
+/// Where a network's IPAM store lives: an allowed root, and the network's
+/// directory in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreLocation {
     pub root: PathBuf,
@@ -100,25 +109,32 @@ impl Policy {
     /// file; the defaults when the default file does not exist. A file the
     /// environment names must exist: a typo there must not mean "no policy".
     pub fn load(env: Option<&str>) -> Result<Policy, CniError> {
-        let (path, named) = match env.filter(|p| !p.is_empty()) {
-            Some(p) => (PathBuf::from(p), true),
-            None => (PathBuf::from(DEFAULT_POLICY_PATH), false),
-        };
+        match env.filter(|p| !p.is_empty()) {
+            Some(p) => Policy::load_from(Path::new(p), true),
+            None => Policy::load_from(Path::new(DEFAULT_POLICY_PATH), false),
+        }
+    }
+
+    /// The policy in `path`; when it is not `named` by the environment,
+    /// the defaults if nothing at all is there.
+    fn load_from(path: &Path, named: bool) -> Result<Policy, CniError> {
         let fail = |what: String| {
             CniError::config(format!("node policy {}: {what}", path.display())).with_details(
                 "every call fails until the policy is fixed (see README, \"Node policy\")",
             )
         };
-        let canonical = match trust::file(&path) {
-            Ok(c) => c,
-            Err(Untrusted::Missing(e)) if !named && e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Policy::default());
-            }
-            Err(e) => return Err(fail(e.to_string())),
-        };
+        // Only a path with nothing at all there means "no policy": a link
+        // that leads nowhere is a broken policy, not an absent one.
+        if !named
+            && std::fs::symlink_metadata(path)
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+        {
+            return Ok(Policy::default());
+        }
+        let canonical = trust::file(path).map_err(|e| fail(e.to_string()))?;
         let text = std::fs::read_to_string(&canonical).map_err(|e| fail(e.to_string()))?;
         let file: PolicyFile = serde_json::from_str(&text).map_err(|e| fail(e.to_string()))?;
-        Policy::from_file(file, path.clone()).map_err(fail)
+        Policy::from_file(file, path.to_path_buf()).map_err(fail)
     }
 
     fn from_file(f: PolicyFile, source: PathBuf) -> Result<Policy, String> {
@@ -146,6 +162,17 @@ impl Policy {
                 .collect::<Result<_, _>>()?,
             None => Policy::default().store_roots,
         };
+        // A store is `<root>/<network>`: one root inside another would put
+        // a network's store among another root's stores.
+        for a in &store_roots {
+            if let Some(b) = store_roots.iter().find(|b| *b != a && a.starts_with(b)) {
+                return Err(format!(
+                    "\"storeRoots\": {} lies inside {}",
+                    a.display(),
+                    b.display()
+                ));
+            }
+        }
         for (bridge, networks) in &f.shared_bridges {
             if crate::kernel::link::check_name(bridge).is_err() {
                 return Err(format!("\"sharedBridges\": {bridge:?} is not a link name"));
@@ -154,6 +181,16 @@ impl Policy {
                 return Err(format!("\"sharedBridges\": {bridge:?} lists no network"));
             }
         }
+        let gateway_subnets = match f.gateway_subnets {
+            None => Policy::default().gateway_subnets,
+            Some(subnets) => subnets
+                .iter()
+                .map(|s| {
+                    s.parse()
+                        .map_err(|e| format!("\"gatewaySubnets\": {s:?}: {e}"))
+                })
+                .collect::<Result<_, _>>()?,
+        };
         let max_module_bytes = match f.max_module_bytes {
             Some(0) => return Err("\"maxModuleBytes\" must be positive".into()),
             Some(n) => n,
@@ -165,6 +202,7 @@ impl Policy {
             allow_modules_outside_module_dirs: f.allow_modules_outside_module_dirs,
             store_roots,
             shared_bridges: f.shared_bridges,
+            gateway_subnets,
             max_module_bytes,
         })
     }
@@ -177,10 +215,13 @@ impl Policy {
     }
 
     /// Where `network`'s IPAM store lives for `ipam.dataDir` (`None`: the
-    /// reference's default, `/var/lib/cni/networks`). The directory must be
-    /// an allowed root or beneath one, judged on the path as written: the
-    /// store opens it component by component without following links, so
-    /// what is judged is what is opened.
+    /// reference's default, `/var/lib/cni/networks`): `<root>/<network>`,
+    /// where the directory must be one of the allowed roots, judged on the
+    /// path as written (the store opens it without following links, so what
+    /// is judged is what is opened). Not a directory beneath a root: there a
+    /// config could put its store inside another network's (a network named
+    /// `lock` in `<root>/vnet` is a directory where `vnet`'s lock file must
+    /// be) and break it.
     pub fn store_location(
         &self,
         data_dir: Option<&Path>,
@@ -197,18 +238,14 @@ impl Policy {
         let dir = normalized(data_dir).map_err(|e| {
             CniError::config(format!("\"ipam.dataDir\" {}: {e}", data_dir.display()))
         })?;
-        let Some((root, below)) = self
-            .store_roots
-            .iter()
-            .find_map(|r| dir.strip_prefix(r).ok().map(|b| (r, b)))
-        else {
+        let Some(root) = self.store_roots.iter().find(|r| **r == dir) else {
             return Err(CniError::config(format!(
-                "\"ipam.dataDir\" {} is outside the node's IPAM store roots [{}]",
+                "\"ipam.dataDir\" {} is not one of the node's IPAM store roots [{}]",
                 data_dir.display(),
                 roots()
             ))
             .with_details(format!(
-                "use a directory beneath one of them, or have the node's root add one to \"storeRoots\" in {}",
+                "use one of them, or have the node's root add it to \"storeRoots\" in {}",
                 self.source
                     .as_deref()
                     .unwrap_or(Path::new(DEFAULT_POLICY_PATH))
@@ -218,7 +255,7 @@ impl Policy {
         crate::cni::config::validate_network_name(network)?;
         Ok(StoreLocation {
             root: root.clone(),
-            below: below.join(network),
+            below: PathBuf::from(network),
         })
     }
 }
@@ -274,6 +311,19 @@ mod tests {
     }
 
     #[test]
+    fn a_dangling_link_is_a_broken_policy_not_an_absent_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let link = tmp.path().join("policy.json");
+        std::os::unix::fs::symlink(tmp.path().join("gone.json"), &link).unwrap();
+        assert_eq!(Policy::load_from(&link, false).unwrap_err().code, 7);
+        let nothing = tmp.path().join("absent.json");
+        assert!(
+            Policy::load_from(&nothing, false).unwrap().source.is_none(),
+            "defaults"
+        );
+    }
+
+    #[test]
     fn defaults_apply_without_a_file_and_a_named_file_must_exist() {
         let tmp = tempfile::tempdir().unwrap();
         let e = load(&tmp.path().join("missing.json")).unwrap_err();
@@ -297,6 +347,16 @@ mod tests {
             (r#"{}"#, 0o644, "missing field `version`"),
             (r#"{"version":1}"#, 0o666, "writable by group or others"),
             (r#"{"version":1,"storeRoots":["/"]}"#, 0o644, "anywhere"),
+            (
+                r#"{"version":1,"storeRoots":["/srv/ipam","/srv/ipam/more"]}"#,
+                0o644,
+                "lies inside /srv/ipam",
+            ),
+            (
+                r#"{"version":1,"gatewaySubnets":["10.0.0.0/33"]}"#,
+                0o644,
+                "gatewaySubnets",
+            ),
             (
                 r#"{"version":1,"storeRoots":["rel"]}"#,
                 0o644,
@@ -334,14 +394,16 @@ mod tests {
             }
         );
         assert_eq!(
-            loc(Some("/run/cni/networks/a/b"), "n").unwrap().below,
-            PathBuf::from("a/b/n")
-        );
-        assert_eq!(
             loc(Some("/var/lib/cni/networks/"), "n").unwrap().below,
             PathBuf::from("n")
         );
+        assert_eq!(
+            loc(Some("/run/cni/networks"), "n").unwrap().root,
+            PathBuf::from("/run/cni/networks")
+        );
         for bad in [
+            "/run/cni/networks/a/b",
+            "/var/lib/cni/networks/vnet",
             "/",
             "/etc",
             "/var/lib/cni",

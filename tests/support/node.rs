@@ -67,9 +67,13 @@ impl NodeState {
         }
         for family in ["-4", "-6"] {
             let routes = sb.run_in("host", &["ip", family, "route", "show", "table", "all"]);
+            // The local route of an IPv6 link-local address appears when
+            // its DAD ends, a second or two after a link comes up, whoever
+            // brought it up.
             let mut lines: Vec<&str> = std::str::from_utf8(&routes.stdout)
                 .unwrap()
                 .lines()
+                .filter(|l| !l.starts_with("local fe80:"))
                 .collect();
             lines.sort();
             m.insert(format!("routes {family}"), lines.join("\n"));

@@ -15,6 +15,8 @@ pub struct Sandbox {
     /// Bind-mounted over /var/lib for every command run in the sandbox, so
     /// the default state and cache paths work and stay private.
     pub varlib: tempfile::TempDir,
+    /// The node policy calls get (the test install's defaults if none).
+    policy: Option<super::Policy>,
 }
 
 /// What a CNI call printed and returned.
@@ -76,10 +78,16 @@ impl Sandbox {
             prefix,
             namespaces: Vec::new(),
             varlib,
+            policy: None,
         };
         s.add_ns("host");
         s.run_in("host", &["ip", "link", "set", "lo", "up"]);
         s
+    }
+
+    /// The node policy for the calls that follow (`extra` still wins).
+    pub fn use_policy(&mut self, policy: serde_json::Value) {
+        self.policy = Some(super::Policy::new(policy));
     }
 
     fn ns_name(&self, short: &str) -> String {
@@ -198,7 +206,10 @@ impl Sandbox {
             .env("CNI_IFNAME", ifname)
             .env("CNI_PATH", &inst.bin)
             .env("WASM_CNI_MODULE_PATH", &inst.wasm)
-            .env("WASM_CNI_POLICY", &inst.policy);
+            .env(
+                "WASM_CNI_POLICY",
+                self.policy.as_ref().map_or(&inst.policy, |p| &p.path),
+            );
         for (k, v) in extra {
             c.env(k, v);
         }

@@ -6,13 +6,33 @@ use crate::contract::NamespaceHandle;
 use crate::contract::convert::{prefix_from_wit, prefix_to_wit};
 use crate::contract::wasm_cni::plugin::address;
 use crate::contract::wasm_cni::plugin::types::IpPrefix;
-use crate::grant::{NodeAddress, Standing};
+use crate::grant::{NodeAddress, NodeRoute, Standing};
 use crate::kernel::Ns;
 use crate::undo::Change;
+use ipnetwork::IpNetwork;
 use std::collections::HashMap;
 use wasmtime::component::Resource;
 
 impl NetCtx {
+    /// Every route of the node's, in every table.
+    async fn node_routes(&self) -> CapResult<Vec<NodeRoute>> {
+        let routes = self
+            .kernel
+            .route_list(Ns::Host, None)
+            .await
+            .map_err(|e| CapError::io("routes in the node's namespace", e))?;
+        Ok(routes
+            .into_iter()
+            .filter_map(|r| {
+                Some(NodeRoute {
+                    dst: IpNetwork::new(r.dst, r.dst_len).ok()?,
+                    oif: r.oif,
+                    table: r.table,
+                })
+            })
+            .collect())
+    }
+
     /// Every address on the node's links, with the links' names.
     async fn node_addresses(&self) -> CapResult<Vec<NodeAddress>> {
         let io = |e| CapError::io("addresses in the node's namespace", e);
@@ -69,10 +89,11 @@ impl address::Host for NetCtx {
         let mut journaled = false;
         if ns == Ns::Host {
             let node = self.node_addresses().await?;
+            let routes = self.node_routes().await?;
             self.shared
                 .lock()
                 .grant
-                .add_address(ns, host_link, st.index, &net, &node)?;
+                .add_address(ns, host_link, st.index, &net, &node, &routes)?;
             let present = node.iter().any(|n| n.index == st.index && n.address == net);
             // Journaled before the kernel call, and only when it is not
             // there already: rollback must never take away an address the
@@ -88,7 +109,7 @@ impl address::Host for NetCtx {
             self.shared
                 .lock()
                 .grant
-                .add_address(ns, host_link, st.index, &net, &[])?;
+                .add_address(ns, host_link, st.index, &net, &[], &[])?;
         }
         let added = self.kernel.addr_add(ns, st.index, net, no_dad).await;
         if added.is_err() && journaled {

@@ -27,6 +27,8 @@ pub struct IpamCtx {
     delegate: Arc<dyn Delegate>,
     call: Arc<Call>,
     shared: Shared,
+    /// IPAM ADDs that succeeded in this call.
+    added: u32,
 }
 
 impl IpamCtx {
@@ -35,6 +37,7 @@ impl IpamCtx {
             delegate,
             call,
             shared,
+            added: 0,
         }
     }
 
@@ -60,10 +63,14 @@ impl ipam::Host for IpamCtx {
             self.shared.lock().journal.ipam_started = true;
         }
         let outcome = self.run(Command::Add).await;
-        if outcome.is_err() {
-            // It answered: a failed IPAM ADD has undone its own work. (One
-            // stopped halfway never gets here, and its DEL runs on rollback.)
-            self.shared.lock().journal.ipam_started = false;
+        match &outcome {
+            Ok(_) => self.added += 1,
+            // It answered: a failed IPAM ADD has undone its own work (one
+            // stopped halfway never gets here, and its DEL runs on
+            // rollback). What an earlier ADD of this call holds still needs
+            // the DEL.
+            Err(_) if self.added == 0 => self.shared.lock().journal.ipam_started = false,
+            Err(_) => {}
         }
         Ok(outcome.map(|r| {
             let r = r.unwrap_or_default();

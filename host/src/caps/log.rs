@@ -1,26 +1,37 @@
 //! `wasm-cni:plugin/log`: a guest's diagnostics, tagged with its name, to
-//! the host's log. Never stdout.
+//! the host's log. Never stdout. Bounded per call (`limits`), together with
+//! what guests print.
 
 use crate::contract::wasm_cni::plugin::log::{self, Level as WitLevel};
+use crate::limits::{CallLimits, MAX_LOG_BYTES};
 use crate::log::Level;
+use std::sync::Arc;
 
 /// The longest message a guest may log in one call.
 const MAX_MESSAGE: usize = 4096;
-/// What a guest may log in all during one CNI call; past it, messages are
-/// dropped (once said so), so a guest cannot flood the node's logs.
-const MAX_TOTAL: usize = 256 << 10;
 
 pub struct LogCtx {
     plugin: String,
-    logged: usize,
+    limits: Arc<CallLimits>,
 }
 
 impl LogCtx {
-    pub fn new(plugin: &str) -> Self {
+    pub fn new(plugin: &str, limits: &Arc<CallLimits>) -> Self {
         LogCtx {
             plugin: plugin.to_string(),
-            logged: 0,
+            limits: limits.clone(),
         }
+    }
+}
+
+/// Log `text` as `plugin`'s, if the call's log budget has room.
+pub fn guest_log(limits: &CallLimits, plugin: &str, level: Level, text: &str) {
+    match limits.log(text.len()) {
+        Ok(()) => crate::log::emit(level, &crate::log::guest_line(plugin, text)),
+        Err(true) => crate::log::warn(&format!(
+            "[{plugin}] the plugins of this call logged more than {MAX_LOG_BYTES} bytes; the rest is dropped"
+        )),
+        Err(false) => {}
     }
 }
 
@@ -36,21 +47,7 @@ impl log::Host for LogCtx {
         while !message.is_char_boundary(end) {
             end -= 1;
         }
-        if self.logged > MAX_TOTAL {
-            return Ok(());
-        }
-        self.logged += end;
-        if self.logged > MAX_TOTAL {
-            crate::log::warn(&format!(
-                "[{}] logged more than {MAX_TOTAL} bytes; the rest is dropped",
-                self.plugin
-            ));
-            return Ok(());
-        }
-        crate::log::emit(
-            level,
-            &crate::log::guest_line(&self.plugin, &message[..end]),
-        );
+        guest_log(&self.limits, &self.plugin, level, &message[..end]);
         Ok(())
     }
 }

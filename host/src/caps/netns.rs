@@ -7,8 +7,7 @@ use crate::contract::NamespaceHandle;
 use crate::contract::wasm_cni::plugin::netns;
 use crate::grant::{HostLink, Standing};
 use crate::kernel::link::LinkState;
-use crate::kernel::{Kernel, Ns, ports};
-use std::collections::HashMap;
+use crate::kernel::{Kernel, Ns};
 use std::io;
 use std::sync::Arc;
 use wasmtime::component::Resource;
@@ -19,8 +18,6 @@ const CONTAINER_REP: u32 = 1;
 pub struct NetCtx {
     pub(crate) kernel: Arc<dyn Kernel>,
     pub(crate) shared: Shared,
-    /// Standing of node links by index, decided once per call.
-    standing: HashMap<u32, Standing>,
     /// `CNI_NETNS`, for messages.
     netns_path: String,
 }
@@ -48,7 +45,6 @@ impl NetCtx {
         NetCtx {
             kernel,
             shared,
-            standing: HashMap::new(),
             netns_path: netns_path.unwrap_or("(none)").to_string(),
         }
     }
@@ -93,29 +89,14 @@ impl NetCtx {
 
     /// Where a link stands with this call (see `grant`). In the container
     /// every link is the request's: standing matters on the node only.
-    pub(crate) async fn standing(&mut self, ns: Ns, link: &LinkState) -> CapResult<Standing> {
+    pub(crate) async fn standing(&self, ns: Ns, link: &LinkState) -> CapResult<Standing> {
         if ns == Ns::Container {
             return Ok(Standing::Own);
         }
         if self.shared.lock().grant.created(Ns::Host, link.index) {
             return Ok(Standing::Own);
         }
-        if let Some(s) = self.standing.get(&link.index) {
-            return Ok(*s);
-        }
-        let needs_ports = self.shared.lock().grant.needs_ports(link);
-        let ports = if needs_ports {
-            Some(
-                ports(&*self.kernel, Ns::Host, link.index)
-                    .await
-                    .map_err(|e| CapError::io(format!("ports of {}", link.name), e))?,
-            )
-        } else {
-            None
-        };
-        let s = self.shared.lock().grant.standing(link, ports.as_deref());
-        self.standing.insert(link.index, s);
-        Ok(s)
+        Ok(self.shared.lock().grant.standing(link))
     }
 
     pub(crate) async fn host_link<'a>(

@@ -55,7 +55,7 @@ impl route::Host for NetCtx {
         let kind = self.kind(&ns)?;
         let routes = self
             .kernel
-            .route_list(kind, table.unwrap_or(RT_TABLE_MAIN))
+            .route_list(kind, Some(table.unwrap_or(RT_TABLE_MAIN)))
             .await
             .map_err(|e| CapError::io(format!("list routes in the {kind}"), e))?;
         let names: HashMap<u32, String> = self

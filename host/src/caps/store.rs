@@ -13,6 +13,7 @@ use crate::contract::LockHandle;
 use crate::contract::wasm_cni::plugin::store::{self, Entry};
 use crate::grant::{Phase, store_write};
 use crate::kernel::store::StoreDir;
+use crate::limits::{CallLimits, MAX_STORE_WRITES};
 use crate::policy::StoreLocation;
 use rustix::fs::{FlockOperation, flock};
 use std::fs::File;
@@ -29,16 +30,14 @@ const LOCK_POLL_MAX: Duration = Duration::from_millis(25);
 const ROLLBACK_LOCK_WAIT: Duration = Duration::from_secs(3);
 /// The largest value an entry may hold.
 const MAX_VALUE: usize = 4096;
-/// The most entries one call may write.
-const MAX_WRITES: usize = 256;
 
-/// An entry a call wrote: what it held before (`None`: nothing) and what
-/// the call wrote.
+/// An entry a call wrote or removed: what it held before and after the
+/// call's write (`None`: no entry).
 #[derive(Debug, Clone)]
 pub struct Written {
     pub key: String,
     pub prior: Option<Vec<u8>>,
-    pub value: String,
+    pub value: Option<String>,
 }
 
 /// The entries a call wrote, to put back if its ADD fails. Kept outside
@@ -60,7 +59,7 @@ pub struct StoreCtx {
     /// blocking flock would hang every ADD on the node with it.
     lock_deadline: Instant,
     created: Created,
-    writes: usize,
+    limits: Arc<CallLimits>,
 }
 
 /// Blocking store I/O, off the runtime's thread.
@@ -116,6 +115,7 @@ impl StoreCtx {
         phase: Phase,
         lock_deadline: Instant,
         created: Created,
+        limits: &Arc<CallLimits>,
     ) -> Self {
         StoreCtx {
             location,
@@ -124,7 +124,7 @@ impl StoreCtx {
             lock: None,
             lock_deadline,
             created,
-            writes: 0,
+            limits: limits.clone(),
         }
     }
 
@@ -176,12 +176,11 @@ impl StoreCtx {
                 "{what}: a value is at most {MAX_VALUE} bytes"
             )));
         }
-        if self.writes >= MAX_WRITES {
+        if !self.limits.store_write() {
             return Err(CapError::denied(format!(
-                "{what}: a call writes at most {MAX_WRITES} entries"
+                "{what}: a call writes at most {MAX_STORE_WRITES} entries"
             )));
         }
-        self.writes += 1;
         Ok(())
     }
 }
@@ -211,7 +210,15 @@ pub async fn rollback(location: &StoreLocation, written: Vec<Written>) -> Vec<St
     let removed = blocking(move || {
         let mut failures = Vec::new();
         for w in created.into_iter().rev() {
-            if dir.read(&w.key).ok().flatten().as_deref() != Some(w.value.as_bytes()) {
+            let now = match dir.read(&w.key) {
+                Ok(now) => now,
+                Err(e) => {
+                    failures.push(format!("read {}: {e}", w.key));
+                    continue;
+                }
+            };
+            // Someone else changed it since: theirs now.
+            if now.as_deref() != w.value.as_ref().map(String::as_bytes) {
                 continue;
             }
             let undone = match &w.prior {
@@ -304,7 +311,7 @@ impl store::Host for StoreCtx {
             self.record(Written {
                 key,
                 prior: None,
-                value,
+                value: Some(value),
             });
         }
         Ok(made)
@@ -322,7 +329,11 @@ impl store::Host for StoreCtx {
         })
         .await
         .map_err(|e| self.io(&format!("write {key}"), e))?;
-        self.record(Written { key, prior, value });
+        self.record(Written {
+            key,
+            prior,
+            value: Some(value),
+        });
         Ok(())
     }
 
@@ -333,16 +344,22 @@ impl store::Host for StoreCtx {
             return Ok(false);
         };
         let k = key.clone();
-        let removed = blocking(move || dir.remove(&k))
-            .await
-            .map_err(|e| self.io(&format!("delete {key}"), e))?;
-        if removed {
-            // Removing what this call created undoes it; removing what was
-            // there before is a DEL's business, not an ADD's rollback.
-            self.created
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .retain(|w| w.key != key);
+        let (removed, prior) = blocking(move || match dir.read(&k) {
+            Ok(None) => Ok((false, None)),
+            Ok(Some(prior)) => dir.remove(&k).map(|r| (r, Some(prior))),
+            // Not an entry (a link or a FIFO someone left): removed, and
+            // not put back.
+            Err(_) => dir.remove(&k).map(|r| (r, None)),
+        })
+        .await
+        .map_err(|e| self.io(&format!("delete {key}"), e))?;
+        if removed && prior.is_some() {
+            // An ADD that fails puts it back.
+            self.record(Written {
+                key,
+                prior,
+                value: None,
+            });
         }
         Ok(removed)
     }

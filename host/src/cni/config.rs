@@ -16,8 +16,6 @@ pub struct NetConf {
     pub plugin_type: String,
     /// `plugin`: the wasm module to run when called as `wasm-cni` itself.
     pub plugin: Option<String>,
-    /// `bridge`: the bridge the operator gives this network (a host grant).
-    pub bridge: Option<String>,
     pub ipam: Option<IpamRef>,
     pub prev_result: Option<CniResult>,
     /// stdin exactly as received: handed to guests and IPAM delegates.
@@ -54,7 +52,6 @@ impl NetConf {
         validate_network_name(&name)?;
         let plugin_type = string_field(&obj, "type")?.unwrap_or_default();
         let plugin = string_field(&obj, "plugin")?.filter(|p| !p.is_empty());
-        let bridge = string_field(&obj, "bridge")?.filter(|b| !b.is_empty());
         let ipam = match obj.get("ipam") {
             None | Some(Value::Null) => None,
             Some(Value::Object(ipam)) => Some(IpamRef::parse(ipam)?),
@@ -76,7 +73,6 @@ impl NetConf {
             name,
             plugin_type,
             plugin,
-            bridge,
             ipam,
             prev_result,
             raw,

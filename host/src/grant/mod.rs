@@ -6,22 +6,24 @@
 //!
 //! In the container namespace a guest may do anything (it is the request's
 //! own sandbox), except what the command forbids: DEL creates nothing, and
-//! CHECK changes nothing. In the node's namespace a link has a standing:
+//! CHECK changes nothing. On the node (the namespace the plugin was called
+//! in) a DEL changes nothing either (it deletes the container's interface,
+//! the attachment's rules and its IPAM reservation, none of which is a
+//! node link), and for ADD a link has a standing:
 //!
 //! - **own**: created by this call (the host end of its veth, its bridge).
 //!   Anything.
-//! - **granted bridge**: a bridge granted to this call's network: one
-//!   wasm-cni created for the network (its alias is the network's mark,
-//!   `owner::bridge_mark`); one the config names in `"bridge"` that no
-//!   other network marked and that has no port but veths (a bridge the
-//!   reference plugins or an operator made for pods); or one the node
-//!   policy shares with the network (`sharedBridges`). It may be brought
-//!   up, have its MAC pinned, be made promiscuous, carry the gateway
-//!   (`address`), have the allow-listed sysctls set (`sysctl`), and take
-//!   the call's own links as ports. Not: down, MTU, a master, hairpin,
+//! - **granted bridge**: a bridge wasm-cni created for this call's network
+//!   (its alias is the network's mark, `owner::bridge_mark`), or one the
+//!   node policy shares with the network (`sharedBridges`). It may be
+//!   brought up, have its MAC pinned, be made promiscuous, carry the
+//!   gateway (`address`), have the allow-listed sysctls set (`sysctl`), and
+//!   take the call's own links as ports. Not: down, MTU, a master, hairpin,
 //!   deletion.
-//! - **foreign**: everything else (the uplink, other pods' veths, another
-//!   network's bridge, a bridge on the node's LAN). Read only.
+//! - **foreign**: everything else: the uplink, other pods' veths, another
+//!   network's bridge, and any bridge wasm-cni did not make, even one a
+//!   config names (`docker0` has only veth ports too, and a config is
+//!   anyone's: only the node's root can give a bridge away). Read only.
 //!
 //! Beyond links: node addresses follow what IPAM assigned in this call
 //! (`address`), masquerade covers only the addresses IPAM assigned, routes
@@ -37,7 +39,7 @@ use crate::kernel::Ns;
 use crate::kernel::link::LinkState;
 use crate::kernel::sysctl::SysctlKey;
 use crate::owner::{BridgeOwner, bridge_owner};
-pub use address::{AssignedIp, NodeAddress};
+pub use address::{AssignedIp, NodeAddress, NodeRoute};
 use ipnetwork::IpNetwork;
 use std::collections::HashSet;
 use std::fmt;
@@ -46,7 +48,7 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     Add,
-    /// Undoes: creates nothing (no links, addresses, rules, reservations).
+    /// Undoes: creates nothing anywhere, changes nothing on the node.
     Del,
     /// Only reads.
     Check,
@@ -83,21 +85,21 @@ pub enum LinkOp {
 }
 
 /// How a bridge wasm-cni did not make for a network is granted to it.
-const BRIDGE_GRANT: &str = "a bridge wasm-cni did not create for the network is granted only when the config names it in \"bridge\", no other network's mark is on it and its only ports are veths, or when the node policy's \"sharedBridges\" shares it";
+const BRIDGE_GRANT: &str = "a bridge is granted to the network wasm-cni created it for, or to the networks the node policy's \"sharedBridges\" lists for it";
 
 /// The most links one call may create: a plugin needs two or three.
 pub const MAX_CREATED: usize = 16;
 
-/// The grant of one call: its network, its command, what the config and the
-/// node policy give it, and what it has made so far.
+/// The grant of one call: its network, its command, what the node policy
+/// gives it, and what it has made so far.
 #[derive(Debug)]
 pub struct Grant {
     network: String,
     phase: Phase,
-    /// The config's `"bridge"`: a bridge nobody marked may be used.
-    named_bridge: Option<String>,
     /// Bridges the node policy shares with this network.
     shared_bridges: Vec<String>,
+    /// Where gateway subnets may lie (the node policy's `gatewaySubnets`).
+    gateway_subnets: Vec<IpNetwork>,
     /// Links this call created, by namespace and index.
     created: HashSet<(Ns, u32)>,
     /// What IPAM assigned in this call.
@@ -114,14 +116,14 @@ impl Grant {
     pub fn new(
         network: &str,
         phase: Phase,
-        named_bridge: Option<String>,
         shared_bridges: Vec<String>,
+        gateway_subnets: Vec<IpNetwork>,
     ) -> Self {
         Grant {
             network: network.to_string(),
             phase,
-            named_bridge,
             shared_bridges,
+            gateway_subnets,
             created: HashSet::new(),
             assigned: Vec::new(),
             masqueraded: Vec::new(),
@@ -154,58 +156,38 @@ impl Grant {
         self.assigned.extend(ips);
     }
 
-    // --- Standing.
-
-    /// The one case where standing depends on a bridge's ports: a bridge no
-    /// network marked, named by the config.
-    pub fn needs_ports(&self, link: &LinkState) -> bool {
-        link.kind == "bridge"
-            && !self.created(Ns::Host, link.index)
-            && !self.shared_bridges.contains(&link.name)
-            && bridge_owner(link.alias.as_deref(), &self.network) == BridgeOwner::Unmarked
-            && self.named_bridge.as_deref() == Some(link.name.as_str())
-    }
-
-    /// Where a node link stands; `ports` are the bridge's ports when
-    /// [`Grant::needs_ports`] asked for them.
-    pub fn standing(&self, link: &LinkState, ports: Option<&[LinkState]>) -> Standing {
+    /// Where a node link stands with this call.
+    pub fn standing(&self, link: &LinkState) -> Standing {
         if self.created(Ns::Host, link.index) {
-            return Standing::Own;
-        }
-        if link.kind != "bridge" {
-            return Standing::Foreign;
-        }
-        if self.shared_bridges.contains(&link.name) {
-            return Standing::GrantedBridge;
-        }
-        match bridge_owner(link.alias.as_deref(), &self.network) {
-            BridgeOwner::This => Standing::GrantedBridge,
-            BridgeOwner::Other => Standing::Foreign,
-            // Taken over only when nothing but pods hangs off it: a bridge
-            // with the node's uplink or a VM tap on it is the LAN's.
-            BridgeOwner::Unmarked
-                if self.named_bridge.as_deref() == Some(link.name.as_str())
-                    && ports.is_some_and(|p| p.iter().all(|l| l.kind == "veth")) =>
-            {
-                Standing::GrantedBridge
-            }
-            BridgeOwner::Unmarked => Standing::Foreign,
+            Standing::Own
+        } else if link.kind == "bridge"
+            && (self.shared_bridges.contains(&link.name)
+                || bridge_owner(link.alias.as_deref(), &self.network) == BridgeOwner::This)
+        {
+            Standing::GrantedBridge
+        } else {
+            Standing::Foreign
         }
     }
 
     // --- Decisions, one per operation.
 
-    fn phase_allows(&self, what: &str, creates: bool) -> Result<(), CapError> {
+    /// What the command allows at all: CHECK changes nothing, DEL creates
+    /// nothing and leaves the node alone.
+    fn phase_allows(&self, ns: Ns, what: &str, creates: bool) -> Result<(), CapError> {
         match self.phase {
             Phase::Check => Err(denied(format_args!("{what}: CHECK only reads"))),
             Phase::Del if creates => Err(denied(format_args!("{what}: DEL creates nothing"))),
+            Phase::Del if ns == Ns::Host => Err(denied(format_args!(
+                "{what} in the {ns}: DEL changes nothing on the node but the attachment's own rules"
+            ))),
             _ => Ok(()),
         }
     }
 
     /// Creating a link (a bridge or a veth pair).
     pub fn create_link(&self, ns: Ns, what: &str, created_so_far: usize) -> Result<(), CapError> {
-        self.phase_allows(&format!("create {what} in the {ns}"), true)?;
+        self.phase_allows(ns, &format!("create {what}"), true)?;
         if created_so_far >= MAX_CREATED {
             return Err(denied(format_args!(
                 "create {what}: a call may create at most {MAX_CREATED} links"
@@ -216,7 +198,7 @@ impl Grant {
 
     /// Changing a link: anything in the container, by standing on the node.
     pub fn change_link(&self, ns: Ns, link: HostLink<'_>, op: LinkOp) -> Result<(), CapError> {
-        self.phase_allows(&format!("{op:?} on link {:?}", link.name), false)?;
+        self.phase_allows(ns, &format!("{op:?} on link {:?}", link.name), false)?;
         if ns == Ns::Container {
             return Ok(());
         }
@@ -263,7 +245,8 @@ impl Grant {
         }
     }
 
-    /// Adding `addr` to `link`; `node` is every address on the node's links.
+    /// Adding `addr` to `link`; `node` and `routes` are every address and
+    /// route the node has.
     pub fn add_address(
         &self,
         ns: Ns,
@@ -271,13 +254,14 @@ impl Grant {
         index: u32,
         addr: &IpNetwork,
         node: &[NodeAddress],
+        routes: &[NodeRoute],
     ) -> Result<(), CapError> {
-        self.phase_allows(&format!("add {addr} to {:?}", link.name), true)?;
+        self.phase_allows(ns, &format!("add {addr} to {:?}", link.name), true)?;
         if ns == Ns::Container {
             return Ok(());
         }
         self.node_address(link, addr)?;
-        address::clear_of_other_links(index, addr, node)
+        address::clear_of_the_node(index, addr, node, routes)
             .map_err(|why| denied(format_args!("address {addr} on {:?}: {why}", link.name)))
     }
 
@@ -289,7 +273,7 @@ impl Grant {
         link: HostLink<'_>,
         addr: &IpNetwork,
     ) -> Result<(), CapError> {
-        self.phase_allows(&format!("remove {addr} from {:?}", link.name), false)?;
+        self.phase_allows(ns, &format!("remove {addr} from {:?}", link.name), false)?;
         if ns == Ns::Container {
             return Ok(());
         }
@@ -303,13 +287,13 @@ impl Grant {
                 link.name, self.network
             )));
         }
-        address::gateway_of(&self.assigned, addr)
+        address::gateway_of(&self.assigned, addr, &self.gateway_subnets)
             .map_err(|why| denied(format_args!("address {addr} on {:?}: {why}", link.name)))
     }
 
     /// Changing a route: anything in the container, nothing on the node.
     pub fn change_route(&self, ns: Ns, dst: &IpNetwork, creates: bool) -> Result<(), CapError> {
-        self.phase_allows(&format!("route to {dst}"), creates)?;
+        self.phase_allows(ns, &format!("route to {dst}"), creates)?;
         match ns {
             Ns::Container => Ok(()),
             Ns::Host => Err(denied(format_args!(
@@ -326,7 +310,7 @@ impl Grant {
         value: &str,
         link: Option<HostLink<'_>>,
     ) -> Result<(), CapError> {
-        self.phase_allows(&format!("sysctl {key}"), false)?;
+        self.phase_allows(ns, &format!("sysctl {key}"), false)?;
         if ns == Ns::Container {
             return Ok(());
         }
@@ -342,7 +326,7 @@ impl Grant {
     /// Masquerading `addrs`: only what IPAM assigned in this call, each
     /// once. The addresses not masqueraded yet, which are then recorded.
     pub fn masquerade(&mut self, addrs: &[IpNetwork]) -> Result<Vec<IpNetwork>, CapError> {
-        self.phase_allows("masquerade", true)?;
+        self.phase_allows(Ns::Host, "masquerade", true)?;
         let mut new = Vec::new();
         for a in addrs {
             if !self.assigned.iter().any(|ip| ip.address == *a) {
@@ -358,17 +342,22 @@ impl Grant {
         Ok(new)
     }
 
-    /// Removing this attachment's masquerade rules.
+    /// Removing this attachment's masquerade rules: what a DEL does.
     pub fn unmasquerade(&self) -> Result<(), CapError> {
-        self.phase_allows("remove masquerade rules", false)
+        match self.phase {
+            Phase::Check => Err(denied("remove masquerade rules: CHECK only reads")),
+            _ => Ok(()),
+        }
     }
 
     /// Delegating to IPAM: ADD is creating; CHECK may only check.
     pub fn ipam(&self, command: &str) -> Result<(), CapError> {
-        match command {
-            "CHECK" => Ok(()),
-            "ADD" => self.phase_allows("IPAM ADD", true),
-            _ => self.phase_allows(&format!("IPAM {command}"), false),
+        let what = format!("IPAM {command}");
+        match (self.phase, command) {
+            (_, "CHECK") => Ok(()),
+            (Phase::Check, _) => Err(denied(format_args!("{what}: CHECK only reads"))),
+            (Phase::Del, "ADD") => Err(denied(format_args!("{what}: DEL creates nothing"))),
+            _ => Ok(()),
         }
     }
 }

@@ -36,13 +36,15 @@ fn is_denied(r: Result<impl Sized, CapError>) -> bool {
     )
 }
 
+fn private() -> Vec<IpNetwork> {
+    address::PRIVATE_SUBNETS
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect()
+}
+
 fn add_grant() -> Grant {
-    Grant::new(
-        "mynet",
-        Phase::Add,
-        Some("cni0".into()),
-        vec!["br-lan".into()],
-    )
+    Grant::new("mynet", Phase::Add, vec!["br-lan".into()], private())
 }
 
 const ALL: [LinkOp; 8] = [
@@ -57,66 +59,46 @@ const ALL: [LinkOp; 8] = [
 ];
 
 #[test]
-fn bridges_are_granted_to_the_network_that_made_them_or_names_them_or_shares_them() {
+fn bridges_are_granted_to_the_network_that_made_them_or_the_policy_shares_them_with() {
     let mut g = add_grant();
-    let veth = || link(20, "veth1", "veth", None);
-    // Made by wasm-cni for this network, or for another.
     assert_eq!(
-        g.standing(&link(3, "mybr", "bridge", Some("wasm-cni mynet")), None),
+        g.standing(&link(3, "mybr", "bridge", Some("wasm-cni mynet"))),
         Standing::GrantedBridge
     );
     assert_eq!(
-        g.standing(&link(4, "cni0", "bridge", Some("wasm-cni other")), None),
+        g.standing(&link(4, "cni0", "bridge", Some("wasm-cni other"))),
         Standing::Foreign,
-        "another network's, even when named"
+        "another network's"
     );
-    // Unmarked and named: only with nothing but veths on it.
-    let cni0 = link(5, "cni0", "bridge", None);
-    assert!(g.needs_ports(&cni0));
-    assert_eq!(g.standing(&cni0, None), Standing::Foreign, "ports unknown");
-    assert_eq!(g.standing(&cni0, Some(&[])), Standing::GrantedBridge);
-    assert_eq!(g.standing(&cni0, Some(&[veth()])), Standing::GrantedBridge);
-    assert_eq!(
-        g.standing(&cni0, Some(&[veth(), link(2, "eth0", "", None)])),
-        Standing::Foreign,
-        "the uplink is a port"
-    );
-    assert_eq!(
-        g.standing(&cni0, Some(&[link(21, "tap0", "tun", None)])),
-        Standing::Foreign
-    );
-    let legacy = link(5, "cni0", "bridge", Some("wasm-cni"));
-    assert_eq!(
-        g.standing(&legacy, Some(&[])),
-        Standing::GrantedBridge,
-        "an unnamed-network mark is no claim"
-    );
-    // Unmarked and not named.
-    let docker0 = link(6, "docker0", "bridge", None);
-    assert!(!g.needs_ports(&docker0));
-    assert_eq!(g.standing(&docker0, Some(&[])), Standing::Foreign);
+    // Made by someone else: never granted because a config names it.
+    for alias in [None, Some("wasm-cni"), Some("lan")] {
+        assert_eq!(
+            g.standing(&link(5, "docker0", "bridge", alias)),
+            Standing::Foreign,
+            "{alias:?}"
+        );
+    }
     // Shared by the node policy, whoever marked it.
     assert_eq!(
-        g.standing(&link(7, "br-lan", "bridge", Some("wasm-cni other")), None),
+        g.standing(&link(7, "br-lan", "bridge", Some("wasm-cni other"))),
         Standing::GrantedBridge
+    );
+    assert_eq!(
+        g.standing(&link(8, "br-lan", "veth", None)),
+        Standing::Foreign,
+        "only as a bridge"
     );
     // Created here.
     g.record_created(Ns::Host, 9);
     assert_eq!(
-        g.standing(&link(9, "x", "bridge", Some("wasm-cni other")), None),
+        g.standing(&link(9, "x", "bridge", Some("wasm-cni other"))),
         Standing::Own
     );
-    assert_eq!(g.standing(&link(9, "x", "veth", None), None), Standing::Own);
+    assert_eq!(g.standing(&link(9, "x", "veth", None)), Standing::Own);
     assert!(!g.created(Ns::Container, 9), "indexes are per namespace");
     g.forget_created(Ns::Host, 9);
-    assert_eq!(
-        g.standing(&link(9, "x", "veth", None), None),
-        Standing::Foreign
-    );
-    assert_eq!(
-        g.standing(&link(2, "eth0", "", None), Some(&[])),
-        Standing::Foreign
-    );
+    assert_eq!(g.standing(&link(9, "x", "veth", None)), Standing::Foreign);
+    assert_eq!(g.standing(&link(2, "eth0", "", None)), Standing::Foreign);
 }
 
 #[test]
@@ -189,14 +171,14 @@ fn node_addresses_are_the_assigned_gateway_on_granted_links() {
     let cni0 = host("cni0", true, Standing::GrantedBridge);
     let gw: IpNetwork = "10.244.0.1/16".parse().unwrap();
     assert!(
-        is_denied(g.add_address(Ns::Host, cni0, 7, &gw, &[])),
+        is_denied(g.add_address(Ns::Host, cni0, 7, &gw, &[], &[])),
         "nothing assigned yet"
     );
     g.record_assigned([AssignedIp {
         address: "10.244.0.2/16".parse().unwrap(),
         gateway: Some("10.244.0.1".parse().unwrap()),
     }]);
-    assert!(g.add_address(Ns::Host, cni0, 7, &gw, &[]).is_ok());
+    assert!(g.add_address(Ns::Host, cni0, 7, &gw, &[], &[]).is_ok());
     assert!(
         g.remove_address(Ns::Host, cni0, &gw).is_ok(),
         "what it may add, it may remove"
@@ -211,6 +193,7 @@ fn node_addresses_are_the_assigned_gateway_on_granted_links() {
         host("br0", true, Standing::Foreign),
         8,
         &gw,
+        &[],
         &[]
     )));
     let taken = [NodeAddress {
@@ -219,8 +202,17 @@ fn node_addresses_are_the_assigned_gateway_on_granted_links() {
         address: "10.244.0.1/24".parse().unwrap(),
     }];
     assert!(
-        is_denied(g.add_address(Ns::Host, cni0, 7, &gw, &taken)),
+        is_denied(g.add_address(Ns::Host, cni0, 7, &gw, &taken, &[])),
         "another link has it"
+    );
+    let routed = [NodeRoute {
+        dst: "10.244.0.0/20".parse().unwrap(),
+        oif: Some(2),
+        table: 254,
+    }];
+    assert!(
+        is_denied(g.add_address(Ns::Host, cni0, 7, &gw, &[], &routed)),
+        "the node routes part of it elsewhere"
     );
     assert!(
         g.add_address(
@@ -228,6 +220,7 @@ fn node_addresses_are_the_assigned_gateway_on_granted_links() {
             host("eth0", false, Standing::Foreign),
             3,
             &other,
+            &[],
             &[]
         )
         .is_ok(),
@@ -265,8 +258,8 @@ fn masquerade_covers_assigned_addresses_once() {
 
 #[test]
 fn del_creates_nothing_and_check_changes_nothing() {
-    let mut del = Grant::new("mynet", Phase::Del, None, vec![]);
-    let mut check = Grant::new("mynet", Phase::Check, None, vec![]);
+    let mut del = Grant::new("mynet", Phase::Del, vec![], private());
+    let mut check = Grant::new("mynet", Phase::Check, vec![], private());
     let a: IpNetwork = "10.244.0.2/16".parse().unwrap();
     for g in [&mut del, &mut check] {
         g.record_assigned([AssignedIp {
@@ -280,6 +273,7 @@ fn del_creates_nothing_and_check_changes_nothing() {
             host("eth0", false, Standing::Foreign),
             3,
             &a,
+            &[],
             &[]
         )));
         assert!(is_denied(g.change_route(Ns::Container, &a, true)));
@@ -312,7 +306,14 @@ fn del_creates_nothing_and_check_changes_nothing() {
     assert!(is_denied(store_write(Phase::Check, "delete", false)));
     let key = crate::kernel::sysctl::SysctlKey::parse("net.ipv4.ip_forward").unwrap();
     assert!(is_denied(check.write_sysctl(Ns::Host, &key, "1", None)));
-    assert!(del.write_sysctl(Ns::Host, &key, "1", None).is_ok());
+    // Nor does DEL change the node: a plugin's DEL deletes the
+    // container's interface, its rules and its reservation, no node link.
+    assert!(is_denied(del.write_sysctl(Ns::Host, &key, "1", None)));
+    let bridge = host("mybr", true, Standing::GrantedBridge);
+    for op in [LinkOp::Up, LinkOp::Mac, LinkOp::Promiscuous] {
+        assert!(is_denied(del.change_link(Ns::Host, bridge, op)), "{op:?}");
+    }
+    assert!(is_denied(del.remove_address(Ns::Host, bridge, &a)));
 }
 
 #[test]

@@ -216,7 +216,7 @@ impl Kernel for Linux {
         })
     }
 
-    fn route_list(&self, ns: Ns, table: u32) -> KFuture<'_, Vec<RouteSpec>> {
+    fn route_list(&self, ns: Ns, table: Option<u32>) -> KFuture<'_, Vec<RouteSpec>> {
         Box::pin(async move { self.netlink(ns).await?.route_list(table).await })
     }
 

@@ -83,7 +83,8 @@ pub trait Kernel: Send + Sync {
     fn addr_add(&self, ns: Ns, index: u32, addr: IpNetwork, no_dad: bool) -> KFuture<'_, ()>;
     fn addr_del(&self, ns: Ns, index: u32, addr: IpNetwork) -> KFuture<'_, ()>;
 
-    fn route_list(&self, ns: Ns, table: u32) -> KFuture<'_, Vec<RouteSpec>>;
+    /// Unicast routes in `table`, or in every table.
+    fn route_list(&self, ns: Ns, table: Option<u32>) -> KFuture<'_, Vec<RouteSpec>>;
     fn route_add<'a>(&'a self, ns: Ns, route: &'a RouteSpec) -> KFuture<'a, ()>;
     fn route_del<'a>(&'a self, ns: Ns, route: &'a RouteSpec) -> KFuture<'a, ()>;
 

@@ -132,8 +132,8 @@ fn ip_of(a: RouteAddress) -> Option<IpAddr> {
 }
 
 impl Netlink {
-    /// Unicast routes of both families in `table`.
-    pub async fn route_list(&self, table: u32) -> io::Result<Vec<RouteSpec>> {
+    /// Unicast routes of both families in `table`, or in every table.
+    pub async fn route_list(&self, table: Option<u32>) -> io::Result<Vec<RouteSpec>> {
         let mut out = Vec::new();
         for family in [AddressFamily::Inet, AddressFamily::Inet6] {
             let mut query = RouteMessage::default();
@@ -149,7 +149,7 @@ impl Netlink {
             out.extend(
                 msgs.into_iter()
                     .filter_map(RouteSpec::from_message)
-                    .filter(|r| r.table == table),
+                    .filter(|r| table.is_none_or(|t| r.table == t)),
             );
         }
         Ok(out)

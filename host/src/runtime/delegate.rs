@@ -4,12 +4,12 @@
 //! environment but `CNI_COMMAND`, the whole config on stdin).
 
 use super::Runtime;
-use super::limits::CallLimits;
 use super::linker::Role;
 use crate::caps::ipam::Delegate;
 use crate::cni::{Call, CniError, CniResult, Command};
+use crate::limits::CallLimits;
 use futures::future::BoxFuture;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -20,6 +20,14 @@ impl Delegate for Runtime {
         call: &'a Call,
         command: Command,
     ) -> BoxFuture<'a, Result<Option<CniResult>, CniError>> {
+        if !self.limits.ipam_call() {
+            return Box::pin(async {
+                Err(CniError::plugin(format!(
+                    "a call delegates to IPAM at most {} times",
+                    crate::limits::MAX_IPAM_CALLS
+                )))
+            });
+        }
         Box::pin(self.delegate_ipam_until(call, command, self.deadlines.ipam(), &self.limits))
     }
 }
@@ -85,14 +93,34 @@ impl Runtime {
 const CLEANUP_TIME: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// `<dir>/<type>` in the first `CNI_PATH` directory that has it.
+/// Set for a plugin wasm-cni executes: a wasm-cni started with it is being
+/// run as an IPAM plugin by another, and refuses (see `invoke`).
+pub const DELEGATED: &str = "WASM_CNI_DELEGATED";
+
+/// `<dir>/<type>` in the first `CNI_PATH` directory that has it. Never
+/// wasm-cni itself (a link to it, such as `bridge`, or `wasm-cni` by name):
+/// it would read the same config and delegate again, each level a new
+/// process with budgets of its own.
 fn find_in_cni_path(call: &Call, ty: &str) -> Result<Option<PathBuf>, CniError> {
     if ty.contains('/') || ty.starts_with('.') {
         return Err(CniError::config(format!("invalid ipam.type {ty:?}")));
     }
-    Ok(call.env.path.iter().map(|d| d.join(ty)).find(|p| {
+    let Some(path) = call.env.path.iter().map(|d| d.join(ty)).find(|p| {
         p.metadata()
             .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    }))
+    }) else {
+        return Ok(None);
+    };
+    let id = |m: std::fs::Metadata| (m.dev(), m.ino());
+    let me = std::fs::metadata("/proc/self/exe").map(id).ok();
+    if me.is_some() && std::fs::metadata(&path).map(id).ok() == me {
+        return Err(CniError::config(format!(
+            "\"ipam.type\" {ty:?} is wasm-cni itself ({}), not an IPAM plugin",
+            path.display()
+        ))
+        .with_details("name an IPAM module (such as host-local) or a native IPAM plugin"));
+    }
+    Ok(Some(path))
 }
 
 fn not_found(call: &Call, ty: &str) -> CniError {
@@ -130,6 +158,7 @@ async fn exec_plugin(
     let mut child = tokio::process::Command::new(path);
     child
         .env("CNI_COMMAND", command.as_str())
+        .env(DELEGATED, "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

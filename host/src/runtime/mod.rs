@@ -3,9 +3,8 @@
 //! guest.
 
 pub mod cache;
-mod delegate;
+pub mod delegate;
 pub mod engine;
-pub mod limits;
 pub mod linker;
 pub mod resolve;
 pub mod state;
@@ -20,11 +19,11 @@ use crate::contract::wasm_cni::plugin::types as wit;
 use crate::grant::{Grant, Phase};
 use crate::kernel::Kernel;
 use crate::kernel::linux::Linux;
+use crate::limits::{self, CallLimits, StoreLimiter};
 use crate::policy::{Policy, StoreLocation};
 use crate::undo::{NetworkLock, Rollback};
 use cache::Cache;
 use futures::FutureExt;
-use limits::{CallLimits, StoreLimiter};
 use linker::Role;
 use resolve::ModulePath;
 use state::{GuestOutput, InterfaceState, IpamState};
@@ -220,8 +219,8 @@ impl Runtime {
         let shared = Shared::new(Grant::new(
             network,
             phase(command),
-            call.conf.bridge.clone(),
             shared_bridges,
+            self.policy.gateway_subnets.clone(),
         ));
         let kernel: Arc<dyn Kernel> = Arc::new(
             Linux::new(call.env.netns.clone(), Some(self.lock_dir.clone())).map_err(|e| {
@@ -255,7 +254,7 @@ impl Runtime {
                 self.deadlines.call().into_std(),
             ),
             IpamCtx::new(self.clone(), call.clone(), shared.clone()),
-            LogCtx::new(&module.name),
+            LogCtx::new(&module.name, &self.limits),
             StoreLimiter::new(&self.limits),
         );
         let mut store = self.store(state, &self.limits, |s| &mut s.limits)?;
@@ -265,6 +264,7 @@ impl Runtime {
         let mut outcome = contained(
             &module.name,
             invoke(
+                &self.limits,
                 &mut store,
                 linker,
                 module,
@@ -343,15 +343,16 @@ impl Runtime {
                 phase(command),
                 lock_deadline,
                 created.clone(),
+                limits,
             ),
-            LogCtx::new(&module.name),
+            LogCtx::new(&module.name, limits),
             StoreLimiter::new(limits),
         );
         let mut store = self.store(state, limits, |s| &mut s.limits)?;
         let linker = get_linker(&self.ipam_linker, || linker::ipam_linker(&self.engine))?;
         let outcome = contained(
             &module.name,
-            invoke(&mut store, linker, module, call, command, deadline),
+            invoke(limits, &mut store, linker, module, call, command, deadline),
         )
         .await;
         // Releases the store's lock.
@@ -433,6 +434,7 @@ fn get_linker<T>(
 /// Instantiate the module and call one export; what the guest printed goes
 /// to the log, and its tail into the error when the call fails.
 async fn invoke<T: GuestOutput + Send + 'static>(
+    limits: &CallLimits,
     store: &mut Store<T>,
     linker: &Linker<T>,
     module: &Module,
@@ -457,7 +459,7 @@ async fn invoke<T: GuestOutput + Send + 'static>(
     let printed = store.data().output().contents();
     let printed = String::from_utf8_lossy(&printed);
     for line in printed.lines() {
-        crate::log::info(&crate::log::guest_line(&module.name, line));
+        crate::caps::log::guest_log(limits, &module.name, crate::log::Level::Info, line);
     }
     outcome.map_err(|mut e| {
         if !printed.trim().is_empty() {
@@ -547,7 +549,9 @@ fn trap_error<T>(name: &str, store: &Store<T>, trap: wasmtime::Error) -> CniErro
     } else {
         format!("plugin {name} trapped: {trap}")
     };
-    CniError::plugin(msg).with_details(format!("{trap:?}"))
+    // The trap with the guest's backtrace, not the host's: `{:#}` is the
+    // chain of causes.
+    CniError::plugin(msg).with_details(format!("{trap:#}"))
 }
 
 fn with_rollback_failures(mut e: CniError, failures: Vec<String>) -> CniError {

@@ -2,10 +2,10 @@
 //! own field, reached through its own `HasData` projection (see
 //! `runtime::linker`); an IPAM store has no network state at all.
 
-use super::limits::StoreLimiter;
 use crate::caps::{
     firewall::FirewallCtx, ipam::IpamCtx, log::LogCtx, netns::NetCtx, store::StoreCtx,
 };
+use crate::limits::StoreLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};

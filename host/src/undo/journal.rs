@@ -51,6 +51,19 @@ pub enum Change {
 }
 
 impl Change {
+    /// State another attachment of the bridge may rely on once made: the
+    /// bridge being up, and the gateway on it.
+    pub fn is_shared(&self) -> bool {
+        matches!(
+            self,
+            Change::AddressAdded { .. }
+                | Change::Link {
+                    prior: LinkChange::Up(_),
+                    ..
+                }
+        )
+    }
+
     pub fn link_index(&self) -> u32 {
         match self {
             Change::Link { index, .. }

@@ -6,10 +6,12 @@
 //! attachment's rules removed; IPAM DEL, when IPAM ADD was started; the
 //! links the call made (its veths, and any link still under a name only
 //! this call uses); then, holding the network's lock exclusively, the
-//! bridges it made or changed: a bridge with a port this call did not make
-//! is relied on by another attachment and is kept exactly as it is (its
-//! gateway address and settings too); otherwise a bridge the call made is
-//! deleted, and a bridge that existed gets its prior settings back.
+//! bridges it made or changed. A bridge with a port this call did not make
+//! is relied on by another attachment: it stays, up, with the gateway this
+//! call gave it (that attachment may be using it), and every other change
+//! (an address taken off, its MAC, promiscuity, sysctls) is put back.
+//! Otherwise a bridge the call made is deleted, and one that existed gets
+//! everything back.
 //! Forwarding is never turned back off: it is node-wide, and other networks
 //! (or the node itself) may rely on it by now.
 //!
@@ -125,30 +127,34 @@ impl Rollback<'_> {
             None => false,
         };
         for (index, made_here) in bridges {
-            if !locked {
+            // Relied on: another attachment is on it (or, without the lock,
+            // may be about to be). Then the bridge, its being up and the
+            // gateway this call put on it stay; every other change is put
+            // back all the same.
+            let relied = if !locked {
                 crate::log::warn(&format!(
-                    "rollback: kept bridge {index} as it is: the network's lock was not free within {} s, so another ADD may rely on it",
+                    "rollback: the network's lock was not free within {} s: bridge {index} and its gateway stay, as another ADD may rely on them",
                     LOCK_WAIT.as_secs()
                 ));
-                continue;
-            }
-            match ports(self.kernel, Ns::Host, index).await {
-                Ok(p) if !p.is_empty() => {
-                    crate::log::info(&format!(
-                        "rollback: kept bridge {index}: {} other attachment(s) use it",
-                        p.len()
-                    ));
-                    continue;
+                true
+            } else {
+                match ports(self.kernel, Ns::Host, index).await {
+                    Ok(p) => {
+                        if !p.is_empty() {
+                            crate::log::info(&format!(
+                                "rollback: bridge {index} and its gateway stay: {} other attachment(s) use it",
+                                p.len()
+                            ));
+                        }
+                        !p.is_empty()
+                    }
+                    Err(e) => {
+                        fail(format!("list the ports of bridge {index} (it stays): {e}"));
+                        true
+                    }
                 }
-                Ok(_) => {}
-                Err(e) => {
-                    fail(format!(
-                        "list the ports of bridge {index} (kept as it is): {e}"
-                    ));
-                    continue;
-                }
-            }
-            if made_here {
+            };
+            if made_here && !relied {
                 match self.kernel.link_del(Ns::Host, index).await {
                     Ok(()) => crate::log::debug(&format!("rollback: deleted bridge {index}")),
                     Err(e) if not_found(&e) => {}
@@ -161,6 +167,7 @@ impl Rollback<'_> {
                 .iter()
                 .rev()
                 .filter(|c| c.link_index() == index)
+                .filter(|c| !(relied && c.is_shared()))
             {
                 if let Err(e) = self.restore(c).await {
                     fail(format!("restore bridge {index} ({c:?}): {e}"));

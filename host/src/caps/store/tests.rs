@@ -26,7 +26,12 @@ fn new_store(root: &Path, net: &str, phase: Phase) -> StoreCtx {
         phase,
         Instant::now() + Duration::from_secs(5),
         Created::default(),
+        &limits(),
     )
+}
+
+fn limits() -> std::sync::Arc<CallLimits> {
+    CallLimits::new(std::time::Instant::now() + Duration::from_secs(60))
 }
 
 fn is_denied(e: CapError) -> bool {
@@ -170,6 +175,7 @@ fn a_lock_held_elsewhere_is_busy_at_the_deadline_not_a_hang() {
         Phase::Add,
         Instant::now() + Duration::from_millis(200),
         Created::default(),
+        &limits(),
     );
     let start = std::time::Instant::now();
     let e = block_on(waiter.acquire_lock()).unwrap_err();
@@ -232,4 +238,29 @@ fn a_planted_link_in_the_store_is_never_followed() {
         "root's",
         "nothing written through it"
     );
+}
+
+#[test]
+fn rollback_puts_back_what_this_call_deleted() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir(tmp.path().join("n")).unwrap();
+    fs::write(tmp.path().join("n/10.0.0.9"), "other\r\neth0").unwrap();
+    let mut s = new_store(tmp.path(), "n", Phase::Add);
+    block_on(async {
+        let _lock = s.acquire_lock().await.unwrap();
+        assert!(s.delete("10.0.0.9".into()).await.unwrap());
+        s.create("10.0.0.2".into(), "c1\r\neth0".into())
+            .await
+            .unwrap();
+        assert!(s.delete("10.0.0.2".into()).await.unwrap());
+    });
+    s.lock = None;
+    let written = s.created.lock().unwrap().clone();
+    assert!(block_on(rollback(&location(tmp.path(), "n"), written)).is_empty());
+    assert_eq!(
+        fs::read_to_string(tmp.path().join("n/10.0.0.9")).unwrap(),
+        "other\r\neth0",
+        "another container's reservation is back"
+    );
+    assert!(!tmp.path().join("n/10.0.0.2").exists(), "its own is gone");
 }

@@ -10,7 +10,9 @@
 //! - `list-loop`: call `firewall.list` forever (the deadline);
 //! - `get-loop`: call `link.get` forever (the host-call budget);
 //! - `sleep-halfway`: create a veth, allocate an address, then sleep for an
-//!   hour (the deadline; both are undone).
+//!   hour (the deadline; both are undone);
+//! - `ipam-loop`: delegate to IPAM until refused (the per-call budget of
+//!   IPAM delegations); fail with what the host said.
 //!
 //! Refused (`denied`), after doing some real work the host must undo:
 //! - `uplink`: change the node's link `uplink0`;
@@ -32,7 +34,11 @@
 //! - `masquerade-flood`: masquerade its one address 200 000 times, fail;
 //! - `gateway-then-fail`: on the config's `bridge` (made if missing): bring
 //!   it up, pin its MAC, `accept_ra=0`, promiscuous, the gateway; sleep
-//!   `sleepMs`; fail.
+//!   `sleepMs`; fail;
+//! - `ipam-twice`: allocate an address, ask IPAM again (refused: one
+//!   address per container), fail;
+//! - `forge-log`: print and fail with text that looks like the host's own
+//!   log lines.
 //!
 //! Succeeds:
 //! - `join-late`: sleep `sleepMs`, then attach a veth to the config's
@@ -272,6 +278,28 @@ impl Plugin for Misbehave {
                     pci_id: None,
                 }];
                 Ok(r)
+            }
+            "ipam-twice" => {
+                ipam::add()?;
+                let second = ipam::add();
+                Err(CniError::failed(format!(
+                    "failing after a second IPAM ADD ({})",
+                    if second.is_ok() { "granted" } else { "refused" }
+                )))
+            }
+            "ipam-loop" => {
+                for _ in 0..1000 {
+                    if let Err(e) = ipam::add() {
+                        return Err(e);
+                    }
+                }
+                Err(CniError::failed("IPAM was never refused"))
+            }
+            "forge-log" => {
+                println!("text\nwasm-cni[1] +0.0ms Error: a forged line");
+                Err(CniError::failed(
+                    "failed\nwasm-cni[1] +0.0ms Error: another forged line",
+                ))
             }
             "stdout" => {
                 for i in 0..100 {

@@ -7,6 +7,9 @@
 //!   passed, so a guest looping on a cheap call is stopped at the latest at
 //!   the deadline, and one looping on a call that allocates host memory is
 //!   stopped long before it adds up;
+//! - IPAM store writes (256), guest log and output (256 KiB), and IPAM
+//!   delegations (16): counted per call, not per guest instance, so a
+//!   plugin that runs its IPAM plugin again and again gets no more;
 //! - tables and instances, per store, as wasmtime counts them.
 //!
 //! Fuel (set per store in `engine`) bounds computing; the deadline bounds
@@ -28,6 +31,15 @@ pub const MAX_INSTANCES: usize = 32;
 /// Elements per table (function references): a Rust plugin uses a few
 /// hundred, and every element is host memory the memory limit does not see.
 pub const MAX_TABLE_ELEMENTS: usize = 10_000;
+/// IPAM store entries written per call: a store is a few files per
+/// container, not a disk to fill.
+pub const MAX_STORE_WRITES: usize = 256;
+/// What guests may log (and print) in all during one call; past it,
+/// messages are dropped (once said so), so a guest cannot flood the node's
+/// logs.
+pub const MAX_LOG_BYTES: usize = 256 << 10;
+/// IPAM delegations per call: a plugin runs its IPAM once or twice.
+pub const MAX_IPAM_CALLS: u32 = 16;
 
 /// Why a guest was stopped by a limit (the trap's error).
 #[derive(Debug)]
@@ -47,6 +59,9 @@ pub struct CallLimits {
     deadline: Instant,
     host_calls: AtomicU32,
     memory: AtomicUsize,
+    store_writes: AtomicUsize,
+    log_bytes: AtomicUsize,
+    ipam_calls: AtomicU32,
 }
 
 impl CallLimits {
@@ -55,7 +70,32 @@ impl CallLimits {
             deadline,
             host_calls: AtomicU32::new(0),
             memory: AtomicUsize::new(0),
+            store_writes: AtomicUsize::new(0),
+            log_bytes: AtomicUsize::new(0),
+            ipam_calls: AtomicU32::new(0),
         })
+    }
+
+    /// One more IPAM store write; false past the call's budget.
+    pub fn store_write(&self) -> bool {
+        self.store_writes.fetch_add(1, Ordering::Relaxed) < MAX_STORE_WRITES
+    }
+
+    /// `bytes` more of guest log: `Ok(())` while within the budget,
+    /// `Err(true)` for the write that crosses it (say so, once),
+    /// `Err(false)` past it.
+    pub fn log(&self, bytes: usize) -> Result<(), bool> {
+        let before = self.log_bytes.fetch_add(bytes, Ordering::Relaxed);
+        if before + bytes <= MAX_LOG_BYTES {
+            Ok(())
+        } else {
+            Err(before <= MAX_LOG_BYTES)
+        }
+    }
+
+    /// One more IPAM delegation; false past the call's budget.
+    pub fn ipam_call(&self) -> bool {
+        self.ipam_calls.fetch_add(1, Ordering::Relaxed) < MAX_IPAM_CALLS
     }
 
     pub fn deadline(&self) -> Instant {
