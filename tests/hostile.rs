@@ -413,6 +413,7 @@ fn a_native_ipam_add_that_was_stopped_still_gets_its_del() {
          DEL) rm -f $d/reserved ;;\nesac\n",
     )]);
     std::fs::create_dir(sb.varlib.path().join("slow-ipam")).unwrap();
+    sb.use_policy(json!({"version": 1, "ipamPlugins": ["slow-ipam"]}));
     let cfg = conf(
         "slow",
         "bridge",
@@ -718,16 +719,37 @@ fn an_ipam_type_that_is_wasm_cni_itself_is_refused() {
     // it: each level would read the same config and delegate again.
     let tuning = wasm_cni_tests::install().bin.join("tuning");
     let _ = std::os::unix::fs::symlink("wasm-cni", &tuning);
-    for ty in ["wasm-cni", "tuning"] {
-        let cfg = conf(
+    let cfg = |ty: &str| {
+        conf(
             "rec",
             "bridge",
             json!({"bridge": "recbr", "ipam": {"type": ty}}),
+        )
+    };
+    // Not a native IPAM plugin the node allows: refused, and a DEL has
+    // nothing to release.
+    for ty in ["wasm-cni", "tuning", "ptp"] {
+        let e = sb
+            .cni("bridge", "ADD", "c1", Some(&c1), "eth0", &cfg(ty))
+            .err(7);
+        assert!(
+            e["msg"]
+                .as_str()
+                .unwrap()
+                .contains("not a native IPAM plugin this node allows"),
+            "{ty}: {e}"
         );
+        sb.cni("bridge", "DEL", "c1", Some(&c1), "eth0", &cfg(ty))
+            .ok();
+        before.assert_unchanged(&NodeState::take(&sb), ty);
+    }
+    // Even if the node's root lists it by mistake.
+    sb.use_policy(json!({"version": 1, "ipamPlugins": ["wasm-cni", "tuning"]}));
+    for ty in ["wasm-cni", "tuning"] {
         for command in ["ADD", "DEL"] {
             let start = Instant::now();
             let e = sb
-                .cni("bridge", command, "c1", Some(&c1), "eth0", &cfg)
+                .cni("bridge", command, "c1", Some(&c1), "eth0", &cfg(ty))
                 .err(7);
             assert!(
                 e["msg"].as_str().unwrap().contains("wasm-cni itself"),
@@ -778,6 +800,8 @@ fn gateways_cannot_capture_the_nodes_routes_or_public_destinations() {
         &["ip", "link", "set", "uplink0p", "up"],
         &["ip", "route", "add", "10.2.0.0/16", "via", "192.168.50.1"],
         &["ip", "route", "add", "default", "via", "192.168.50.1"],
+        // Kept from going anywhere (as Calico does for its blocks).
+        &["ip", "route", "add", "blackhole", "10.50.0.0/16"],
     ] {
         let out = sb.run_in("host", cmd);
         assert!(out.status.success(), "{cmd:?}: {out:?}");
@@ -793,6 +817,7 @@ fn gateways_cannot_capture_the_nodes_routes_or_public_destinations() {
     let before = NodeState::take(&sb);
     for (net, subnet) in [
         ("routed", "10.2.5.0/24"),    // inside the route to 10.2/16
+        ("holed", "10.50.1.0/24"),    // inside a blackhole
         ("covers", "10.0.0.0/8"),     // over it
         ("lan", "192.168.50.0/25"),   // inside the uplink's subnet
         ("public", "9.0.0.0/8"),      // a public resolver's range
@@ -940,4 +965,100 @@ fn a_guest_cannot_forge_the_hosts_log_lines() {
     for line in out.stderr.lines() {
         assert!(!line.starts_with("wasm-cni[1] "), "forged: {line}");
     }
+}
+
+#[test]
+fn a_network_cannot_masquerade_another_networks_pod() {
+    let Some(mut sb) = Sandbox::for_test("masquerade_other_pod") else {
+        return;
+    };
+    let (cv, ca) = (sb.container("cv"), sb.container("ca"));
+    let victim = json!({"cniVersion": "1.0.0", "name": "mynet", "type": "bridge", "bridge": "mybr",
+        "isGateway": true, "ipMasq": false, "ipam": {"type": "host-local", "subnet": "10.244.0.0/24"}});
+    let r = sb
+        .cni(
+            "bridge",
+            "ADD",
+            "cv",
+            Some(&cv),
+            "eth0",
+            &victim.to_string(),
+        )
+        .ok()
+        .json();
+    assert_eq!(r["ips"][0]["address"], "10.244.0.2/24");
+    // Another network hands out the same address and asks to NAT it.
+    let evil = json!({"cniVersion": "1.0.0", "name": "evil", "type": "bridge", "bridge": "evilbr",
+        "ipMasq": true, "ipam": {"type": "host-local", "subnet": "10.244.0.0/24",
+        "rangeStart": "10.244.0.2", "rangeEnd": "10.244.0.2"}});
+    let before = NodeState::take(&sb);
+    let out = sb.cni("bridge", "ADD", "ca", Some(&ca), "eth0", &evil.to_string());
+    denied(&out, "masquerade another network's pod");
+    assert!(
+        out.json()["msg"].as_str().unwrap().contains("mybr"),
+        "{out:?}"
+    );
+    before.assert_unchanged(
+        &NodeState::take(&sb),
+        "a masquerade for another network's pod",
+    );
+}
+
+#[test]
+fn an_ipam_del_inside_a_failed_add_is_put_back() {
+    let Some(mut sb) = Sandbox::for_test("ipam_del_in_add") else {
+        return;
+    };
+    let c1 = sb.container("c1");
+    // Another container's reservation in the store the IPAM plugin wipes.
+    let store = sb.state_dir("wipe");
+    std::fs::create_dir_all(&store).unwrap();
+    std::fs::write(store.join("10.45.0.9"), "other").unwrap();
+    let before = NodeState::take(&sb);
+    let cfg = conf(
+        "wipe",
+        "misbehave",
+        json!({"behave": "ipam-del-then-fail",
+        "ipam": {"type": "hostile-ipam", "behave": "wipe"}}),
+    );
+    let e = sb
+        .cni("misbehave", "ADD", "c1", Some(&c1), "eth0", &cfg)
+        .err(100);
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap()
+            .contains("after IPAM ADD and DEL"),
+        "{e}"
+    );
+    before.assert_unchanged(&NodeState::take(&sb), "an IPAM DEL inside a failed ADD");
+}
+
+#[test]
+fn a_guests_error_is_bounded() {
+    let Some(mut sb) = Sandbox::for_test("bounded_error") else {
+        return;
+    };
+    let c1 = sb.container("c1");
+    // The guest echoes the unknown behaviour in its error.
+    let huge = "A".repeat(1 << 20);
+    let out = sb.cni(
+        "misbehave",
+        "ADD",
+        "c1",
+        Some(&c1),
+        "eth0",
+        &misbehave(&huge, json!({})),
+    );
+    let e = out.err(7);
+    assert!(e["msg"].as_str().unwrap().ends_with("... (cut)"), "cut");
+    assert!(
+        out.stdout.len() < 32 << 10,
+        "{} bytes on stdout",
+        out.stdout.len()
+    );
+    assert!(
+        out.stderr.lines().all(|l| l.len() < 64 << 10),
+        "a log line stays short"
+    );
 }

@@ -409,6 +409,12 @@ fn ipam_state_stays_in_the_store_roots() {
         7,
         "/srv/ipam",
     );
+    // Go plugins read keys without regard to case: one spelling only.
+    let variant = CLASSIC.replace(
+        r#""type":"host-local","#,
+        r#""type":"host-local","DataDir":"/tmp/x","#,
+    );
+    expect_error(&call("bridge").run(&variant), 7, "spelled differently");
     // And the network name becomes one directory, never a path.
     for bad in ["../etc", "a/b", ".x"] {
         expect_error(

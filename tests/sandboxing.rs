@@ -124,6 +124,7 @@ fn a_timed_out_add_releases_a_native_ipam_address_with_time_of_its_own() {
     let Some(mut sb) = Sandbox::for_test("native_timeout") else {
         return;
     };
+    sb.use_policy(json!({"version": 1, "ipamPlugins": ["ref-host-local"]}));
     let c1 = sb.container("c1");
     let bin = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(

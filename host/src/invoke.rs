@@ -125,6 +125,7 @@ fn run(
             &cache_dir,
             Path::new(DEFAULT_LOCK_DIR),
             deadlines,
+            command,
         )?;
         crate::log::debug("engine ready");
         let module = runtime.load(&plugin, path, deadlines.call()).await?;

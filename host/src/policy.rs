@@ -18,6 +18,7 @@
 //!   "storeRoots": ["/var/lib/cni/networks", "/run/cni/networks"],
 //!   "sharedBridges": {"br-lan": ["lan", "storage"]},
 //!   "gatewaySubnets": ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"],
+//!   "ipamPlugins": ["host-local", "static", "dhcp"],
 //!   "maxModuleBytes": 33554432
 //! }
 //! ```
@@ -36,6 +37,8 @@ pub const DEFAULT_STORE_ROOTS: [&str; 2] = ["/var/lib/cni/networks", "/run/cni/n
 /// The largest module file loaded: compiling is the one step whose cost
 /// grows with the module, and real plugins are well under 1 MiB.
 pub const DEFAULT_MAX_MODULE_BYTES: u64 = 32 << 20;
+/// The reference's IPAM plugins: what a config may run natively by default.
+pub const DEFAULT_IPAM_PLUGINS: [&str; 3] = ["host-local", "static", "dhcp"];
 /// The `version` this host reads.
 pub const VERSION: u32 = 1;
 
@@ -54,6 +57,8 @@ struct PolicyFile {
     shared_bridges: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     gateway_subnets: Option<Vec<String>>,
+    #[serde(default)]
+    ipam_plugins: Option<Vec<String>>,
     #[serde(default)]
     max_module_bytes: Option<u64>,
 }
@@ -76,6 +81,9 @@ pub struct Policy {
     pub shared_bridges: BTreeMap<String, Vec<String>>,
     /// Where gateway addresses on node links may lie (`grant::address`).
     pub gateway_subnets: Vec<ipnetwork::IpNetwork>,
+    /// Native plugins (from `CNI_PATH`) a config may name in `ipam.type`:
+    /// they run unsandboxed, as root. Wasm IPAM modules need no listing.
+    pub ipam_plugins: Vec<String>,
     pub max_module_bytes: u64,
 }
 
@@ -91,6 +99,7 @@ impl Default for Policy {
                 .iter()
                 .map(|s| s.parse().expect("a valid subnet"))
                 .collect(),
+            ipam_plugins: DEFAULT_IPAM_PLUGINS.iter().map(|s| s.to_string()).collect(),
             max_module_bytes: DEFAULT_MAX_MODULE_BYTES,
         }
     }
@@ -191,6 +200,16 @@ impl Policy {
                 })
                 .collect::<Result<_, _>>()?,
         };
+        let ipam_plugins = match f.ipam_plugins {
+            None => Policy::default().ipam_plugins,
+            Some(names) => {
+                for n in &names {
+                    crate::runtime::resolve::check_name(n)
+                        .map_err(|e| format!("\"ipamPlugins\": {e}"))?;
+                }
+                names
+            }
+        };
         let max_module_bytes = match f.max_module_bytes {
             Some(0) => return Err("\"maxModuleBytes\" must be positive".into()),
             Some(n) => n,
@@ -203,6 +222,7 @@ impl Policy {
             store_roots,
             shared_bridges: f.shared_bridges,
             gateway_subnets,
+            ipam_plugins,
             max_module_bytes,
         })
     }

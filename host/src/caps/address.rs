@@ -33,8 +33,9 @@ impl NetCtx {
             .collect())
     }
 
-    /// Every address on the node's links, with the links' names.
-    async fn node_addresses(&self) -> CapResult<Vec<NodeAddress>> {
+    /// Every address on the node's links, with the links' names; and the
+    /// highest link index on the node.
+    async fn node_addresses(&self) -> CapResult<(Vec<NodeAddress>, u32)> {
         let io = |e| CapError::io("addresses in the node's namespace", e);
         let names: HashMap<u32, String> = self
             .kernel
@@ -44,7 +45,8 @@ impl NetCtx {
             .into_iter()
             .map(|l| (l.index, l.name))
             .collect();
-        Ok(self
+        let newest = names.keys().copied().max().unwrap_or(0);
+        let addresses = self
             .kernel
             .addr_list(Ns::Host, None)
             .await
@@ -55,7 +57,8 @@ impl NetCtx {
                 link: names.get(&index).cloned().unwrap_or_default(),
                 address,
             })
-            .collect())
+            .collect();
+        Ok((addresses, newest))
     }
 }
 
@@ -88,7 +91,7 @@ impl address::Host for NetCtx {
         let host_link = self.host_link(ns, &st).await?;
         let mut journaled = false;
         if ns == Ns::Host {
-            let node = self.node_addresses().await?;
+            let (node, newest) = self.node_addresses().await?;
             let routes = self.node_routes().await?;
             self.shared
                 .lock()
@@ -102,6 +105,7 @@ impl address::Host for NetCtx {
                 self.shared.lock().journal.changed(Change::AddressAdded {
                     index: st.index,
                     addr: net,
+                    newest,
                 });
                 journaled = true;
             }
@@ -116,7 +120,7 @@ impl address::Host for NetCtx {
             // Refused (someone else added it meanwhile, or the kernel said
             // no): not this call's to remove.
             self.shared.lock().journal.changes.retain(|c| {
-                !matches!(c, Change::AddressAdded { index, addr } if *index == st.index && *addr == net)
+                !matches!(c, Change::AddressAdded { index, addr, .. } if *index == st.index && *addr == net)
             });
         }
         added.map_err(|e| CapError::io(format!("add {net} to {link} in the {ns}"), e))?;

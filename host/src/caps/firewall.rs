@@ -16,8 +16,10 @@ use super::{CapError, CapResult, Shared};
 use crate::contract::convert::{prefix_from_wit, prefix_to_wit};
 use crate::contract::wasm_cni::plugin::firewall;
 use crate::contract::wasm_cni::plugin::types::IpPrefix;
-use crate::kernel::Kernel;
+use crate::grant::Standing;
+use crate::kernel::{Kernel, Ns};
 use crate::undo::journal::FirewallJob;
+use ipnetwork::IpNetwork;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -61,6 +63,46 @@ impl FirewallCtx {
         Ok(())
     }
 
+    /// An address IPAM gave this call may still be another network's (two
+    /// configs can hand out one range): a rule for it would rewrite that
+    /// network's pods' traffic. So: no address the node routes through a
+    /// link that is not this call's or its network's (a route to it via
+    /// another bridge, the LAN, a blackhole).
+    async fn not_routed_elsewhere(&self, addrs: &[IpNetwork]) -> CapResult<()> {
+        let io = |e| CapError::io("routes in the node's namespace", e);
+        let mut unique: Vec<IpNetwork> = Vec::new();
+        for a in addrs {
+            if !unique.contains(a) {
+                unique.push(*a);
+            }
+        }
+        let routes = self.kernel.route_list(Ns::Host, None).await.map_err(io)?;
+        for a in &unique {
+            for r in routes.iter().filter(|r| r.dst_len > 0) {
+                let Ok(dst) = IpNetwork::new(r.dst, r.dst_len) else {
+                    continue;
+                };
+                if dst.is_ipv4() != a.is_ipv4() || !dst.contains(a.ip()) {
+                    continue;
+                }
+                let through = match r.oif {
+                    Some(i) => Some(self.kernel.link_get_index(Ns::Host, i).await.map_err(io)?),
+                    None => None,
+                };
+                let ours = through
+                    .as_ref()
+                    .is_some_and(|l| self.shared.lock().grant.standing(l) != Standing::Foreign);
+                if !ours {
+                    let via = through.map_or("no link at all".to_string(), |l| l.name);
+                    return Err(CapError::denied(format!(
+                        "masquerade for {a}: the node routes {dst} through {via}, not a link of this call or its network"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// What a job needs: the node, the rules' mark, the deadline.
     fn parts(&self) -> (Arc<dyn Kernel>, String, Instant) {
         (self.kernel.clone(), self.owner.clone(), self.deadline)
@@ -73,6 +115,9 @@ impl firewall::Host for FirewallCtx {
             .into_iter()
             .map(prefix_from_wit)
             .collect::<CapResult<Vec<_>>>()?;
+        // The grant first (it bounds and dedups what is looked up here).
+        self.shared.lock().grant.check_masquerade(&addrs)?;
+        self.not_routed_elsewhere(&addrs).await?;
         let new = self.shared.lock().grant.masquerade(&addrs)?;
         if new.is_empty() {
             return Ok(());

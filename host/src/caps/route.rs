@@ -33,6 +33,7 @@ impl NetCtx {
             RT_SCOPE_UNIVERSE
         });
         Ok(RouteSpec {
+            unicast: true,
             dst: dst.network(),
             dst_len: dst.prefix(),
             gw,
@@ -68,6 +69,7 @@ impl route::Host for NetCtx {
             .collect();
         Ok(routes
             .into_iter()
+            .filter(|r| r.unicast)
             .map(|r| RouteEntry {
                 dst: prefix_to_wit_parts(r.dst, r.dst_len),
                 gw: r.gw.map(ip_to_wit),

@@ -44,6 +44,11 @@ impl NetConf {
                 "network config on stdin is not a JSON object",
             ));
         };
+        one_spelling(
+            &obj,
+            &["cniVersion", "name", "type", "plugin", "ipam", "prevResult"],
+            "",
+        )?;
         let version = string_field(&obj, "cniVersion")?
             .ok_or_else(|| CniError::config("network config is missing \"cniVersion\""))?;
         let cni_version = CniVersion::require(&version)?;
@@ -90,6 +95,7 @@ impl NetConf {
 
 impl IpamRef {
     fn parse(ipam: &Map<String, Value>) -> Result<Self, CniError> {
+        one_spelling(ipam, &["type", "dataDir"], "ipam.")?;
         let plugin_type = string_field(ipam, "type")
             .map_err(|e| prefixed(e, "ipam."))?
             .unwrap_or_default();
@@ -118,6 +124,31 @@ fn prefixed(e: CniError, prefix: &str) -> CniError {
         msg: e.msg.replacen("field \"", &format!("field \"{prefix}"), 1),
         ..e
     }
+}
+
+/// Go's `encoding/json`, which the native plugins a config may reach (an
+/// IPAM plugin from `CNI_PATH`) decode with, matches keys without regard to
+/// case: `DataDir` is `dataDir`, and by Unicode simple folding `cniVerſion`
+/// is `cniVersion`. A key the host checks must then have one spelling only,
+/// or the plugin would act on a value the host never saw.
+fn one_spelling(obj: &Map<String, Value>, checked: &[&str], prefix: &str) -> Result<(), CniError> {
+    fn fold(s: &str) -> String {
+        s.chars()
+            .map(|c| match c {
+                '\u{17f}' => 's',  // LATIN SMALL LETTER LONG S
+                '\u{212a}' => 'k', // KELVIN SIGN
+                c => c.to_ascii_lowercase(),
+            })
+            .collect()
+    }
+    for key in obj.keys() {
+        if let Some(want) = checked.iter().find(|c| **c != key && fold(c) == fold(key)) {
+            return Err(CniError::config(format!(
+                "network config field \"{prefix}{key}\" is \"{prefix}{want}\" spelled differently: plugins written in Go read them as one, so only \"{prefix}{want}\" is accepted"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn string_field(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, CniError> {
@@ -188,6 +219,21 @@ mod tests {
         let cases: &[(&str, u32, &str)] = &[
             ("not json", code::DECODE_FAILURE, "not valid JSON"),
             ("[1,2]", code::DECODE_FAILURE, "not a JSON object"),
+            (
+                r#"{"cniVersion":"1.0.0","name":"n","ipam":{"type":"host-local","DataDir":"/x"}}"#,
+                code::INVALID_CONFIG,
+                "\"ipam.DataDir\" is \"ipam.dataDir\" spelled differently",
+            ),
+            (
+                r#"{"cniVersion":"1.0.0","name":"ok","Name":"../x"}"#,
+                code::INVALID_CONFIG,
+                "\"Name\"",
+            ),
+            (
+                "{\"cniVersion\":\"1.0.0\",\"cniVer\u{17f}ion\":\"0.1.0\",\"name\":\"n\"}",
+                code::INVALID_CONFIG,
+                "spelled differently",
+            ),
             (r#"{"name":"n"}"#, code::INVALID_CONFIG, "\"cniVersion\""),
             (
                 r#"{"cniVersion":"9.9.9","name":"n"}"#,

@@ -152,6 +152,24 @@ pub fn result_to_wit(r: &cni::CniResult) -> wit::CniResult {
     }
 }
 
+/// The longest `msg` and `details` a guest's error keeps: an error is read
+/// by people and logged, not a channel for megabytes.
+const MAX_MSG: usize = 4096;
+const MAX_DETAILS: usize = 16 << 10;
+
+/// `s` cut to at most `max` bytes, on a character boundary, saying so.
+fn bounded(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push_str("... (cut)");
+    }
+    s
+}
+
 /// A guest's error. Code 0 means success in CNI, so a guest cannot fail
 /// with it: that becomes 100.
 pub fn error_from_wit(e: wit::CniError) -> cni::CniError {
@@ -162,8 +180,8 @@ pub fn error_from_wit(e: wit::CniError) -> cni::CniError {
     };
     cni::CniError {
         code,
-        msg: e.msg,
-        details: e.details,
+        msg: bounded(e.msg, MAX_MSG),
+        details: bounded(e.details, MAX_DETAILS),
     }
 }
 

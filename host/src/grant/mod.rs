@@ -323,17 +323,27 @@ impl Grant {
             })
     }
 
-    /// Masquerading `addrs`: only what IPAM assigned in this call, each
-    /// once. The addresses not masqueraded yet, which are then recorded.
-    pub fn masquerade(&mut self, addrs: &[IpNetwork]) -> Result<Vec<IpNetwork>, CapError> {
+    /// Masquerading `addrs` is allowed: only what IPAM assigned in this
+    /// call (the firewall also checks how the node routes it).
+    pub fn check_masquerade(&self, addrs: &[IpNetwork]) -> Result<(), CapError> {
         self.phase_allows(Ns::Host, "masquerade", true)?;
+        match addrs
+            .iter()
+            .find(|a| !self.assigned.iter().any(|ip| ip.address == **a))
+        {
+            Some(a) => Err(denied(format_args!(
+                "masquerade for {a}: not an address IPAM assigned in this call"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Masquerading `addrs`: each once. The addresses not masqueraded yet,
+    /// which are then recorded.
+    pub fn masquerade(&mut self, addrs: &[IpNetwork]) -> Result<Vec<IpNetwork>, CapError> {
+        self.check_masquerade(addrs)?;
         let mut new = Vec::new();
         for a in addrs {
-            if !self.assigned.iter().any(|ip| ip.address == *a) {
-                return Err(denied(format_args!(
-                    "masquerade for {a}: not an address IPAM assigned in this call"
-                )));
-            }
             if !self.masqueraded.contains(a) && !new.contains(a) {
                 new.push(*a);
             }

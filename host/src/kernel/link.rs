@@ -136,6 +136,14 @@ impl Netlink {
         }
     }
 
+    pub async fn link_get_index(&self, index: u32) -> io::Result<LinkState> {
+        let mut stream = self.handle.link().get().match_index(index).execute();
+        match stream.try_next().within().await? {
+            Some(msg) => Ok(LinkState::from_message(msg)),
+            None => Err(io::Error::from_raw_os_error(libc_enodev())),
+        }
+    }
+
     pub async fn link_list(&self) -> io::Result<Vec<LinkState>> {
         self.handle
             .link()

@@ -127,6 +127,10 @@ impl Kernel for Linux {
         Box::pin(async move { self.netlink(ns).await?.link_get(name).await })
     }
 
+    fn link_get_index(&self, ns: Ns, index: u32) -> KFuture<'_, LinkState> {
+        Box::pin(async move { self.netlink(ns).await?.link_get_index(index).await })
+    }
+
     fn link_list(&self, ns: Ns) -> KFuture<'_, Vec<LinkState>> {
         Box::pin(async move { self.netlink(ns).await?.link_list().await })
     }

@@ -57,6 +57,7 @@ pub trait Kernel: Send + Sync {
     fn namespace_id(&self, ns: Ns) -> Option<(u64, u64)>;
 
     fn link_get<'a>(&'a self, ns: Ns, name: &'a str) -> KFuture<'a, LinkState>;
+    fn link_get_index(&self, ns: Ns, index: u32) -> KFuture<'_, LinkState>;
     fn link_list(&self, ns: Ns) -> KFuture<'_, Vec<LinkState>>;
     /// A bridge, down, under `name`.
     fn bridge_add<'a>(&'a self, ns: Ns, name: &'a str, mtu: Option<u32>) -> KFuture<'a, ()>;

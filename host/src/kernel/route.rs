@@ -10,9 +10,12 @@ use netlink_packet_route::route::{
 use std::io;
 use std::net::IpAddr;
 
-/// A unicast route.
+/// A route: unicast, or one that keeps traffic from going anywhere else
+/// (blackhole, unreachable, prohibit, throw).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteSpec {
+    /// False for blackhole, unreachable, prohibit and throw routes.
+    pub unicast: bool,
     pub dst: IpAddr,
     pub dst_len: u8,
     pub gw: Option<IpAddr>,
@@ -76,6 +79,7 @@ impl RouteSpec {
     fn from_message(m: RouteMessage) -> Option<RouteSpec> {
         let v4 = m.header.address_family == AddressFamily::Inet;
         let mut r = RouteSpec {
+            unicast: m.header.kind == RouteType::Unicast,
             dst: if v4 {
                 IpAddr::from([0u8; 4])
             } else {
@@ -90,7 +94,16 @@ impl RouteSpec {
             table: u32::from(m.header.table),
             scope: u8::from(m.header.scope),
         };
-        if m.header.kind != RouteType::Unicast {
+        // Local, broadcast, multicast and anycast routes describe the
+        // node's own addresses, which are judged as addresses.
+        if !matches!(
+            m.header.kind,
+            RouteType::Unicast
+                | RouteType::BlackHole
+                | RouteType::Unreachable
+                | RouteType::Prohibit
+                | RouteType::Throw
+        ) {
             return None;
         }
         for a in m.attributes {

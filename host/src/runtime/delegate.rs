@@ -74,6 +74,23 @@ impl Runtime {
                 self.run_ipam(&module, call, command, deadline, limits)
                     .await
             }
+            // A native plugin runs as root, unsandboxed: only those the
+            // node allows (an interface plugin named as IPAM would run its
+            // own IPAM, and so on).
+            None if !self.policy.ipam_plugins.iter().any(|p| p == ty) => {
+                let refused = CniError::config(format!(
+                    "\"ipam.type\" {ty:?}: no such wasm IPAM module, and not a native IPAM plugin this node allows [{}]",
+                    self.policy.ipam_plugins.join(", ")
+                ))
+                .with_details("install it as a module, or have the node's root add it to \"ipamPlugins\" in the node policy");
+                if command == Command::Del {
+                    // Nothing it could have reserved here.
+                    crate::log::warn(&format!("IPAM DEL skipped: {}", refused.msg));
+                    Ok(None)
+                } else {
+                    Err(refused)
+                }
+            }
             None => match find_in_cni_path(call, ty)? {
                 Some(path) => exec_plugin(call, ty, &path, command, deadline).await,
                 // DEL must succeed when there is nothing left to undo, and a
@@ -136,6 +153,24 @@ fn not_found(call: &Call, ty: &str) -> CniError {
     ))
 }
 
+/// Kills a native plugin's process group when the call stops waiting for
+/// it (its deadline, or the call's future dropped).
+struct GroupGuard(Option<rustix::process::Pid>);
+
+impl GroupGuard {
+    fn kill(&mut self) {
+        if let Some(pid) = self.0.take() {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 async fn exec_plugin(
     call: &Call,
     ty: &str,
@@ -162,19 +197,30 @@ async fn exec_plugin(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        // A plugin still running when the call gives up is not left
-        // behind, nor one whose host was killed.
+        // In a process group of its own, so that what it starts goes with
+        // it when the call gives up (a plugin may run plugins: an
+        // interface plugin named as IPAM would call its own IPAM).
+        .process_group(0)
         .kill_on_drop(true);
+    // Nor is one left whose host was killed.
     // SAFETY: prctl is async-signal-safe.
     unsafe { child.pre_exec(crate::kernel::nft::die_with_parent) };
     let mut child = child.spawn().map_err(|e| io_error("cannot run", e))?;
+    let mut group = GroupGuard(
+        child
+            .id()
+            .and_then(|id| rustix::process::Pid::from_raw(id as i32)),
+    );
     if let Some(mut stdin) = child.stdin.take() {
         // A plugin may exit without reading stdin (its answer tells), or
         // never read it (the deadline tells).
         let _ = tokio::time::timeout_at(deadline, stdin.write_all(call.conf.raw.as_bytes())).await;
     }
     let out = match tokio::time::timeout_at(deadline, child.wait_with_output()).await {
-        Ok(out) => out.map_err(|e| io_error("waiting for", e))?,
+        Ok(out) => {
+            group.0 = None;
+            out.map_err(|e| io_error("waiting for", e))?
+        }
         Err(_) => {
             let stopped = CniError::new(
                 crate::cni::error::code::TRY_AGAIN_LATER,
@@ -184,7 +230,7 @@ async fn exec_plugin(
             );
             // Stopped halfway, it may hold an address it never reported:
             // only its own DEL can release that.
-            // (It was killed when its wait was dropped: kill_on_drop.)
+            group.kill();
             if command == Command::Add {
                 let undo = Box::pin(exec_plugin(
                     call,

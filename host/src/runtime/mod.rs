@@ -45,14 +45,20 @@ pub struct Runtime {
     deadlines: Deadlines,
     limits: Arc<CallLimits>,
     lock_dir: PathBuf,
-    /// What delegated in-process IPAM ADDs wrote to their stores, so a
-    /// failed interface ADD can put back what its IPAM DEL does not (the
-    /// round-robin cursor `last_reserved_ip.*`).
+    /// The call's command.
+    command: Command,
+    /// What in-process IPAM runs wrote to their stores during an ADD, in
+    /// order, so a failed interface ADD can put back what its IPAM DEL does
+    /// not (the round-robin cursor `last_reserved_ip.*`, entries an IPAM
+    /// DEL inside the ADD removed).
     ipam_writes: std::sync::Mutex<Vec<(StoreLocation, Vec<Written>)>>,
     // Built on first use: a call needs one world, or two with wasm IPAM.
     interface_linker: OnceLock<Linker<InterfaceState>>,
     ipam_linker: OnceLock<Linker<IpamState>>,
 }
+
+/// The largest result a plugin may return, as JSON.
+const MAX_RESULT: usize = 1 << 20;
 
 /// A compiled module and the role its imports give it.
 pub struct Module {
@@ -121,6 +127,7 @@ impl Runtime {
         cache_dir: &Path,
         lock_dir: &Path,
         deadlines: Deadlines,
+        command: Command,
     ) -> Result<Arc<Runtime>, CniError> {
         let engine = engine::new_engine()
             .map_err(|e| CniError::host(format!("cannot start wasmtime: {e:#}")))?;
@@ -133,6 +140,7 @@ impl Runtime {
             limits: CallLimits::new(deadlines.call().into_std()),
             deadlines,
             lock_dir: lock_dir.to_path_buf(),
+            command,
             ipam_writes: Default::default(),
             interface_linker: OnceLock::new(),
             ipam_linker: OnceLock::new(),
@@ -288,8 +296,13 @@ impl Runtime {
                     kernel: &*kernel,
                     owner: &owner,
                     ipam_del: Some(Box::pin(async {
+                        // What the call's IPAM runs wrote, taken before the
+                        // DEL below adds its own removals to it.
+                        let writes = std::mem::take(
+                            &mut *self.ipam_writes.lock().unwrap_or_else(|e| e.into_inner()),
+                        );
                         self.undo_ipam(call).await.map_err(|e| e.to_string())?;
-                        self.restore_ipam_writes().await
+                        restore_ipam_writes(writes).await
                     })),
                     lock: lock.as_mut(),
                 }
@@ -359,7 +372,7 @@ impl Runtime {
         drop(store);
         let written = std::mem::take(&mut *created.lock().unwrap_or_else(|e| e.into_inner()));
         match outcome {
-            Ok(r) if command == Command::Add => {
+            Ok(r) if self.command == Command::Add => {
                 self.ipam_writes
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -371,22 +384,6 @@ impl Runtime {
                 Err(with_rollback_failures(e, failures))
             }
             outcome => outcome,
-        }
-    }
-
-    /// After IPAM DEL has released a failed ADD's address: put back the
-    /// rest of what its in-process IPAM wrote.
-    async fn restore_ipam_writes(&self) -> Result<(), String> {
-        let writes =
-            std::mem::take(&mut *self.ipam_writes.lock().unwrap_or_else(|e| e.into_inner()));
-        let mut failures = Vec::new();
-        for (location, written) in writes {
-            failures.extend(crate::caps::store::rollback(&location, written).await);
-        }
-        if failures.is_empty() {
-            Ok(())
-        } else {
-            Err(failures.join("; "))
         }
     }
 
@@ -402,6 +399,21 @@ impl Runtime {
             .set_fuel(engine::FUEL)
             .map_err(|e| CniError::host(format!("{e:#}")))?;
         Ok(store)
+    }
+}
+
+/// After IPAM DEL has released a failed ADD's address: put back the rest
+/// of what its in-process IPAM runs wrote.
+async fn restore_ipam_writes(writes: Vec<(StoreLocation, Vec<Written>)>) -> Result<(), String> {
+    let mut failures = Vec::new();
+    // Newest first, as each run's own writes are.
+    for (location, written) in writes.into_iter().rev() {
+        failures.extend(crate::caps::store::rollback(&location, written).await);
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("; "))
     }
 }
 
@@ -528,9 +540,20 @@ async fn invoke_export<T: Send + 'static>(
     };
     crate::log::debug(&format!("{name}: {} returned", command.as_str()));
     match returned {
-        Ok(Ok(Some(result))) => convert::result_from_wit(result).map(Some).map_err(|e| {
-            CniError::plugin(format!("plugin {name} returned an invalid result: {e}"))
-        }),
+        Ok(Ok(Some(result))) => {
+            let result = convert::result_from_wit(result).map_err(|e| {
+                CniError::plugin(format!("plugin {name} returned an invalid result: {e}"))
+            })?;
+            // Runtimes keep results (libcni caches them on disk): a few
+            // interfaces and addresses, not megabytes.
+            let size = result.to_json(call.conf.cni_version).len();
+            if size > MAX_RESULT {
+                return Err(CniError::plugin(format!(
+                    "plugin {name} returned a result of {size} bytes, more than {MAX_RESULT}"
+                )));
+            }
+            Ok(Some(result))
+        }
         Ok(Ok(None)) => Ok(None),
         Ok(Err(e)) => Err(convert::error_from_wit(e)),
         Err(trap) => Err(trap_error(name, store, trap)),

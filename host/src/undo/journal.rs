@@ -35,9 +35,12 @@ pub enum Change {
         index: u32,
         prior: LinkChange,
     },
+    /// `newest` is the highest link index on the node when it was added:
+    /// only a port made after it (a higher index) can rely on it.
     AddressAdded {
         index: u32,
         addr: IpNetwork,
+        newest: u32,
     },
     AddressRemoved {
         index: u32,
@@ -51,17 +54,21 @@ pub enum Change {
 }
 
 impl Change {
-    /// State another attachment of the bridge may rely on once made: the
-    /// bridge being up, and the gateway on it.
-    pub fn is_shared(&self) -> bool {
-        matches!(
-            self,
-            Change::AddressAdded { .. }
-                | Change::Link {
-                    prior: LinkChange::Up(_),
-                    ..
-                }
-        )
+    /// Whether another attachment on the bridge, given its `ports`
+    /// (`None`: not known), may rely on this change: on the bridge being up,
+    /// if any port is there; on a gateway this call added, if a port came
+    /// after it. Nothing else is shared.
+    pub fn relied_on(&self, ports: Option<&[u32]>) -> bool {
+        match self {
+            Change::AddressAdded { newest, .. } => {
+                ports.is_none_or(|p| p.iter().any(|i| i > newest))
+            }
+            Change::Link {
+                prior: LinkChange::Up(_),
+                ..
+            } => ports.is_none_or(|p| !p.is_empty()),
+            _ => false,
+        }
     }
 
     pub fn link_index(&self) -> u32 {

@@ -127,34 +127,25 @@ impl Rollback<'_> {
             None => false,
         };
         for (index, made_here) in bridges {
-            // Relied on: another attachment is on it (or, without the lock,
-            // may be about to be). Then the bridge, its being up and the
-            // gateway this call put on it stay; every other change is put
-            // back all the same.
-            let relied = if !locked {
+            // Its ports (by index), when the lock says they are all there
+            // is: no other ADD of the network is halfway.
+            let ports: Option<Vec<u32>> = if !locked {
                 crate::log::warn(&format!(
-                    "rollback: the network's lock was not free within {} s: bridge {index} and its gateway stay, as another ADD may rely on them",
+                    "rollback: the network's lock was not free within {} s: bridge {index}, its being up and its gateway stay, as another ADD may rely on them",
                     LOCK_WAIT.as_secs()
                 ));
-                true
+                None
             } else {
                 match ports(self.kernel, Ns::Host, index).await {
-                    Ok(p) => {
-                        if !p.is_empty() {
-                            crate::log::info(&format!(
-                                "rollback: bridge {index} and its gateway stay: {} other attachment(s) use it",
-                                p.len()
-                            ));
-                        }
-                        !p.is_empty()
-                    }
+                    Ok(p) => Some(p.iter().map(|l| l.index).collect()),
                     Err(e) => {
                         fail(format!("list the ports of bridge {index} (it stays): {e}"));
-                        true
+                        None
                     }
                 }
             };
-            if made_here && !relied {
+            let ports = ports.as_deref();
+            if made_here && ports.is_some_and(|p| p.is_empty()) {
                 match self.kernel.link_del(Ns::Host, index).await {
                     Ok(()) => crate::log::debug(&format!("rollback: deleted bridge {index}")),
                     Err(e) if not_found(&e) => {}
@@ -167,9 +158,12 @@ impl Rollback<'_> {
                 .iter()
                 .rev()
                 .filter(|c| c.link_index() == index)
-                .filter(|c| !(relied && c.is_shared()))
             {
-                if let Err(e) = self.restore(c).await {
+                if c.relied_on(ports) {
+                    crate::log::info(&format!(
+                        "rollback: kept {c:?}: another attachment on bridge {index} may rely on it"
+                    ));
+                } else if let Err(e) = self.restore(c).await {
                     fail(format!("restore bridge {index} ({c:?}): {e}"));
                 }
             }
@@ -181,7 +175,7 @@ impl Rollback<'_> {
         let k = self.kernel;
         let r = match change {
             Change::Link { index, prior } => k.link_set(Ns::Host, *index, prior.clone()).await,
-            Change::AddressAdded { index, addr } => k.addr_del(Ns::Host, *index, *addr).await,
+            Change::AddressAdded { index, addr, .. } => k.addr_del(Ns::Host, *index, *addr).await,
             Change::AddressRemoved { index, addr } => {
                 k.addr_add(Ns::Host, *index, *addr, true).await
             }

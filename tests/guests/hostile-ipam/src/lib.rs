@@ -3,6 +3,7 @@
 //!
 //! - `hog`: hold 40 MiB of memory, then hand out `10.45.0.2/24`;
 //! - `escape`: write store keys that try to leave the store directory;
+//! - `wipe`: like the default, but its DEL removes every entry in the store;
 //! - anything else: hand out `10.45.0.2/24` and record it in the store.
 
 use serde::Deserialize;
@@ -62,7 +63,14 @@ impl Plugin for HostileIpam {
     }
 
     fn del(req: Request) -> Result<(), CniError> {
+        let conf: Conf = req.config()?;
         let _lock = store::acquire_lock().context("lock")?;
+        if conf.ipam.behave == "wipe" {
+            for e in store::entries().context("list")? {
+                store::delete(&e.key).context("wipe")?;
+            }
+            return Ok(());
+        }
         if store::get("10.45.0.2").context("read")?.as_deref() == Some(req.container_id.as_str()) {
             store::delete("10.45.0.2").context("release")?;
         }

@@ -37,6 +37,7 @@
 //!   `sleepMs`; fail;
 //! - `ipam-twice`: allocate an address, ask IPAM again (refused: one
 //!   address per container), fail;
+//! - `ipam-del-then-fail`: allocate an address, IPAM DEL, fail;
 //! - `forge-log`: print and fail with text that looks like the host's own
 //!   log lines.
 //!
@@ -286,6 +287,11 @@ impl Plugin for Misbehave {
                     "failing after a second IPAM ADD ({})",
                     if second.is_ok() { "granted" } else { "refused" }
                 )))
+            }
+            "ipam-del-then-fail" => {
+                ipam::add()?;
+                ipam::del()?;
+                Err(CniError::failed("failing after IPAM ADD and DEL"))
             }
             "ipam-loop" => {
                 for _ in 0..1000 {
