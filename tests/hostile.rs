@@ -1062,3 +1062,137 @@ fn a_guests_error_is_bounded() {
         "a log line stays short"
     );
 }
+
+/// `CNI_PATH` with the reference host-local as `ref-host-local`, and a
+/// policy that lets configs name it; `None` without the reference plugins.
+fn reference_ipam(sb: &mut Sandbox) -> Option<tempfile::TempDir> {
+    let reference = wasm_cni_tests::reference_plugins()?;
+    let bin = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(
+        reference.join("host-local"),
+        bin.path().join("ref-host-local"),
+    )
+    .unwrap();
+    sb.use_policy(json!({"version": 1, "ipamPlugins": ["ref-host-local"]}));
+    Some(bin)
+}
+
+#[test]
+fn a_native_plugin_reads_the_config_the_host_checked() {
+    let Some(mut sb) = Sandbox::for_test("native_reads_checked") else {
+        return;
+    };
+    let Some(bin) = reference_ipam(&mut sb) else {
+        eprintln!(
+            "SKIPPED a_native_plugin_reads_the_config_the_host_checked: no reference plugins"
+        );
+        return;
+    };
+    let c1 = sb.container("c1");
+    let path = bin.path().to_str().unwrap();
+    // serde_json keeps the last of two keys; Go keeps the first when the
+    // second is null, and merges two objects.
+    for cfg in [
+        r#"{"cniVersion":"1.0.0","name":"dup","type":"bridge","bridge":"dupbr","isGateway":true,
+            "ipam":{"type":"ref-host-local","subnet":"10.93.0.0/24","dataDir":"/var/lib/evil","dataDir":null}}"#,
+        r#"{"cniVersion":"1.0.0","name":"dup","type":"bridge","bridge":"dupbr","isGateway":true,
+            "ipam":{"type":"ref-host-local","subnet":"10.93.0.0/24","dataDir":"/var/lib/evil"},
+            "ipam":{"type":"ref-host-local","subnet":"10.93.0.0/24"}}"#,
+    ] {
+        sb.cni_env(
+            "bridge",
+            "ADD",
+            "c1",
+            Some(&c1),
+            "eth0",
+            cfg,
+            &[("CNI_PATH", path)],
+        )
+        .ok();
+        assert!(
+            !sb.varlib.path().join("evil").exists(),
+            "state outside the store roots"
+        );
+        assert_eq!(sb.ip_files("dup").len(), 1, "in the default store");
+        sb.cni_env(
+            "bridge",
+            "DEL",
+            "c1",
+            Some(&c1),
+            "eth0",
+            cfg,
+            &[("CNI_PATH", path)],
+        )
+        .ok();
+        assert!(sb.ip_files("dup").is_empty());
+    }
+}
+
+#[test]
+fn a_native_plugin_is_not_asked_to_read_a_file_for_the_config() {
+    let Some(mut sb) = Sandbox::for_test("native_resolvconf") else {
+        return;
+    };
+    let Some(bin) = reference_ipam(&mut sb) else {
+        eprintln!("SKIPPED a_native_plugin_is_not_asked_to_read_a_file: no reference plugins");
+        return;
+    };
+    let c1 = sb.container("c1");
+    std::fs::write(
+        sb.varlib.path().join("secret"),
+        "nameserver 10.1.2.3\nsearch secret-token\n",
+    )
+    .unwrap();
+    let cfg = conf(
+        "rc",
+        "bridge",
+        json!({"bridge": "rcbr",
+        "ipam": {"type": "ref-host-local", "subnet": "10.94.0.0/24", "resolvConf": "/var/lib/secret"}}),
+    );
+    let before = NodeState::take(&sb);
+    let out = sb.cni_env(
+        "bridge",
+        "ADD",
+        "c1",
+        Some(&c1),
+        "eth0",
+        &cfg,
+        &[("CNI_PATH", bin.path().to_str().unwrap())],
+    );
+    let e = out.err(7);
+    assert!(e["msg"].as_str().unwrap().contains("resolvConf"), "{e}");
+    assert!(!out.stdout.contains("secret-token"));
+    before.assert_unchanged(&NodeState::take(&sb), "a resolvConf for a native plugin");
+}
+
+#[test]
+fn a_masquerade_made_before_a_gateway_keeps_another_network_off_its_subnet() {
+    let Some(mut sb) = Sandbox::for_test("masquerade_squat") else {
+        return;
+    };
+    let (ca, cv) = (sb.container("ca"), sb.container("cv"));
+    // No gateway on the node, so no route says whose 10.51.0.2 is yet.
+    let first = json!({"cniVersion": "1.0.0", "name": "first", "type": "bridge", "bridge": "firstbr",
+        "ipMasq": true, "ipam": {"type": "host-local", "subnet": "10.51.0.0/24"}});
+    sb.cni("bridge", "ADD", "ca", Some(&ca), "eth0", &first.to_string())
+        .ok();
+    let before = NodeState::take(&sb);
+    // A later network routing that subnet would have its pods NATed by it.
+    let later = json!({"cniVersion": "1.0.0", "name": "later", "type": "bridge", "bridge": "laterbr",
+        "isGateway": true, "ipMasq": false, "ipam": {"type": "host-local", "subnet": "10.51.0.0/24"}});
+    let out = sb.cni("bridge", "ADD", "cv", Some(&cv), "eth0", &later.to_string());
+    denied(&out, "a gateway over another network's masquerade");
+    assert!(
+        out.json()["msg"].as_str().unwrap().contains("masquerades"),
+        "{out:?}"
+    );
+    before.assert_unchanged(
+        &NodeState::take(&sb),
+        "a gateway over another network's masquerade",
+    );
+    // The same network's next pod gets its gateway.
+    let again = json!({"cniVersion": "1.0.0", "name": "first", "type": "bridge", "bridge": "firstbr",
+        "isGateway": true, "ipMasq": true, "ipam": {"type": "host-local", "subnet": "10.51.0.0/24"}});
+    sb.cni("bridge", "ADD", "cv", Some(&cv), "eth0", &again.to_string())
+        .ok();
+}

@@ -33,6 +33,30 @@ impl NetCtx {
             .collect())
     }
 
+    /// A gateway routes its subnet through this network's bridge: refused
+    /// when another network already masquerades an address in it (a rule
+    /// made while no route said whose the address was, which would then
+    /// rewrite this network's traffic).
+    async fn no_other_networks_masquerade(&self, net: &IpNetwork) -> CapResult<()> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let rules = self
+            .kernel
+            .masquerade_rules(deadline)
+            .await
+            .map_err(|e| CapError::io("masquerade rules", e))?;
+        let ours = crate::kernel::nft::network_prefix(self.shared.lock().grant.network());
+        let subnet = IpNetwork::new(net.network(), net.prefix()).expect("a prefix that fit");
+        match rules
+            .iter()
+            .find(|(comment, a)| subnet.contains(a.ip()) && !comment.starts_with(&ours))
+        {
+            Some((comment, a)) => Err(CapError::denied(format!(
+                "address {net}: the node masquerades {a} in its subnet for another attachment ({comment:?})"
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// Every address on the node's links, with the links' names; and the
     /// highest link index on the node.
     async fn node_addresses(&self) -> CapResult<(Vec<NodeAddress>, u32)> {
@@ -98,6 +122,9 @@ impl address::Host for NetCtx {
                 .grant
                 .add_address(ns, host_link, st.index, &net, &node, &routes)?;
             let present = node.iter().any(|n| n.index == st.index && n.address == net);
+            if !present {
+                self.no_other_networks_masquerade(&net).await?;
+            }
             // Journaled before the kernel call, and only when it is not
             // there already: rollback must never take away an address the
             // call did not add.

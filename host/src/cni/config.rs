@@ -1,5 +1,6 @@
 //! The network configuration on stdin, as far as the host acts on it. The
-//! plugin's own keys stay in the raw JSON that the guest reads.
+//! plugin's own keys stay in the JSON the guest reads (as the host read
+//! it: see `NetConf::raw`).
 
 use super::error::CniError;
 use super::result::CniResult;
@@ -18,7 +19,8 @@ pub struct NetConf {
     pub plugin: Option<String>,
     pub ipam: Option<IpamRef>,
     pub prev_result: Option<CniResult>,
-    /// stdin exactly as received: handed to guests and IPAM delegates.
+    /// The config as the host read it, written out again: handed to guests
+    /// and IPAM delegates, so every one of them reads what was checked.
     pub raw: String,
 }
 
@@ -29,14 +31,15 @@ pub struct IpamRef {
     pub plugin_type: String,
     /// `ipam.dataDir`: the root of the IPAM state store.
     pub data_dir: Option<PathBuf>,
+    /// `ipam.resolvConf`: a file the reference host-local reads.
+    pub resolv_conf: Option<String>,
 }
 
 impl NetConf {
     pub fn parse(stdin: &[u8]) -> Result<Self, CniError> {
-        let raw = std::str::from_utf8(stdin)
-            .map_err(|_| CniError::decode("network config on stdin is not UTF-8"))?
-            .to_string();
-        let value: Value = serde_json::from_str(&raw).map_err(|e| {
+        let text = std::str::from_utf8(stdin)
+            .map_err(|_| CniError::decode("network config on stdin is not UTF-8"))?;
+        let value: Value = serde_json::from_str(text).map_err(|e| {
             CniError::decode(format!("network config on stdin is not valid JSON: {e}"))
         })?;
         let Value::Object(obj) = value else {
@@ -73,6 +76,12 @@ impl NetConf {
                 ..e
             })?),
         };
+        // What guests and delegated plugins get is the document as read
+        // here, written out again, not stdin: two parsers can read one text
+        // two ways (a key given twice is the last one here; in Go, a second
+        // `null` keeps the first value and a second object is merged into
+        // the first), and then a plugin would act on what was never checked.
+        let raw = Value::Object(obj).to_string();
         Ok(NetConf {
             cni_version,
             name,
@@ -95,7 +104,7 @@ impl NetConf {
 
 impl IpamRef {
     fn parse(ipam: &Map<String, Value>) -> Result<Self, CniError> {
-        one_spelling(ipam, &["type", "dataDir"], "ipam.")?;
+        one_spelling(ipam, &["type", "dataDir", "resolvConf"], "ipam.")?;
         let plugin_type = string_field(ipam, "type")
             .map_err(|e| prefixed(e, "ipam."))?
             .unwrap_or_default();
@@ -112,9 +121,13 @@ impl IpamRef {
                 }
             })
             .transpose()?;
+        let resolv_conf = string_field(ipam, "resolvConf")
+            .map_err(|e| prefixed(e, "ipam."))?
+            .filter(|r| !r.is_empty());
         Ok(IpamRef {
             plugin_type,
             data_dir,
+            resolv_conf,
         })
     }
 }
@@ -194,7 +207,10 @@ mod tests {
             ("mynet", "bridge")
         );
         assert_eq!(c.ipam_type(), Some("host-local"));
-        assert_eq!(c.raw, CLASSIC);
+        assert_eq!(
+            serde_json::from_str::<Value>(&c.raw).unwrap(),
+            serde_json::from_str::<Value>(CLASSIC).unwrap()
+        );
         assert!(c.prev_result.is_none());
     }
 

@@ -252,6 +252,10 @@ impl Kernel for Linux {
         }))
     }
 
+    fn masquerade_rules(&self, deadline: Instant) -> KFuture<'_, Vec<(String, IpNetwork)>> {
+        Box::pin(blocking(move || nft::masquerade_rules(deadline)))
+    }
+
     fn drop_table_if_unused(&self, deadline: Instant) -> KFuture<'_, bool> {
         let locks = self.locks.clone();
         Box::pin(blocking(move || {

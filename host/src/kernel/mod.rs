@@ -105,6 +105,8 @@ pub trait Kernel: Send + Sync {
     fn drop_table_if_unused(&self, deadline: Instant) -> KFuture<'_, bool>;
     /// Remove the rules marked `owner`; how many there were.
     fn unmasquerade<'a>(&'a self, owner: &'a str, deadline: Instant) -> KFuture<'a, usize>;
+    /// Every masquerade rule in wasm-cni's table: (its mark, its address).
+    fn masquerade_rules(&self, deadline: Instant) -> KFuture<'_, Vec<(String, IpNetwork)>>;
     /// The addresses masqueraded by rules marked `owner`.
     fn masqueraded<'a>(&'a self, owner: &'a str, deadline: Instant) -> KFuture<'a, Vec<IpNetwork>>;
 }

@@ -37,7 +37,23 @@ const COMMENT_MAX: usize = 127;
 
 /// The comment that marks one attachment's rules.
 pub fn owner_comment(network: &str, container_id: &str, ifname: &str) -> String {
-    crate::owner::tag(&[network, container_id, ifname], COMMENT_MAX)
+    let plain = crate::owner::tag(&[network, container_id, ifname], COMMENT_MAX);
+    if !plain.starts_with("wasm-cni sha256:") {
+        return plain;
+    }
+    // Keep the network readable when it fits, so a rule's network can be
+    // told from its comment (`network_prefix`).
+    let attachment = crate::owner::tag(&[container_id, ifname], 0);
+    let named = format!(
+        "{}{}",
+        network_prefix(network),
+        &attachment["wasm-cni ".len()..]
+    );
+    if named.len() <= COMMENT_MAX {
+        named
+    } else {
+        plain
+    }
 }
 
 /// Masquerade traffic from each address leaving its subnet, except to
@@ -334,10 +350,12 @@ fn prefix(addr: String, len: u8) -> Expression<'static> {
 
 /// This attachment's rules with their handles, and the address each one
 /// masquerades (source address, subnet prefix length).
-fn owned_rules(comment: &str, deadline: Instant) -> io::Result<Vec<(u32, Option<IpNetwork>)>> {
+/// Every rule in wasm-cni's chain: (comment, handle, the address it
+/// masquerades).
+fn all_rules(deadline: Instant) -> io::Result<Vec<(String, u32, Option<IpNetwork>)>> {
     let listed = match run_nft(&["list", "chain", "inet", TABLE, CHAIN], None, deadline) {
         Ok(json) => json,
-        // No table or chain yet: nothing of ours.
+        // No table or chain yet: no rules.
         Err(NftError::Missing(_)) => return Ok(Vec::new()),
         Err(e) => return Err(e.into()),
     };
@@ -347,14 +365,36 @@ fn owned_rules(comment: &str, deadline: Instant) -> io::Result<Vec<(u32, Option<
         .objects
         .iter()
         .filter_map(|o| match o {
-            NfObject::ListObject(NfListObject::Rule(r))
-                if r.comment.as_deref() == Some(comment) =>
-            {
-                Some((r.handle?, rule_address(r)))
-            }
+            NfObject::ListObject(NfListObject::Rule(r)) => Some((
+                r.comment.as_deref().unwrap_or_default().to_string(),
+                r.handle?,
+                rule_address(r),
+            )),
             _ => None,
         })
         .collect())
+}
+
+fn owned_rules(comment: &str, deadline: Instant) -> io::Result<Vec<(u32, Option<IpNetwork>)>> {
+    Ok(all_rules(deadline)?
+        .into_iter()
+        .filter(|(c, ..)| c == comment)
+        .map(|(_, handle, addr)| (handle, addr))
+        .collect())
+}
+
+/// Every masquerade rule: (its comment, the address it masquerades).
+pub fn masquerade_rules(deadline: Instant) -> io::Result<Vec<(String, IpNetwork)>> {
+    Ok(all_rules(deadline)?
+        .into_iter()
+        .filter_map(|(c, _, a)| Some((c, a?)))
+        .collect())
+}
+
+/// How the comments of `network`'s rules begin (when they name it; a
+/// network whose name does not fit is only in a digest).
+pub fn network_prefix(network: &str) -> String {
+    format!("wasm-cni {network} ")
 }
 
 fn rule_address(rule: &Rule) -> Option<IpNetwork> {
@@ -425,6 +465,23 @@ fn nft_program() -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_attachments_keep_their_network_readable() {
+        let id = "c".repeat(64);
+        let c = owner_comment("mynet", &id, "eth0");
+        assert!(
+            c.len() <= COMMENT_MAX && c.starts_with(&network_prefix("mynet")),
+            "{c}"
+        );
+        assert_ne!(c, owner_comment("mynet", &id, "eth1"));
+        let huge = owner_comment(&"n".repeat(100), &id, "eth0");
+        assert!(huge.len() <= COMMENT_MAX && huge.starts_with("wasm-cni sha256:"));
+        assert_eq!(
+            owner_comment("mynet", "c1", "eth0"),
+            "wasm-cni mynet c1 eth0"
+        );
+    }
 
     #[test]
     fn rule_reads_back_its_address() {

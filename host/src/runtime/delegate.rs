@@ -91,6 +91,20 @@ impl Runtime {
                     Err(refused)
                 }
             }
+            // host-local reads `resolvConf` as root and puts it in the
+            // result: any file a config names. A wasm IPAM plugin reads no
+            // files; a native one is not given the chance.
+            None if command != Command::Del
+                && let Some(file) = call
+                    .conf
+                    .ipam
+                    .as_ref()
+                    .and_then(|i| i.resolv_conf.as_deref()) =>
+            {
+                Err(CniError::config(format!(
+                    "\"ipam.resolvConf\" {file:?}: a native IPAM plugin would read that file as root for the config's author; not allowed"
+                )))
+            }
             None => match find_in_cni_path(call, ty)? {
                 Some(path) => exec_plugin(call, ty, &path, command, deadline).await,
                 // DEL must succeed when there is nothing left to undo, and a
