@@ -44,7 +44,7 @@ pub const NODE_SYSCTLS: &[Entry] = &[
         param: "forwarding",
         scope: Scope::AnyLink,
         values: &["1"],
-        why: "the same for IPv6 (conf.all.forwarding); on one link it grants nothing conf.all does not",
+        why: "the same for IPv6 (conf.all.forwarding), as the reference does for isGateway; on one link it grants nothing conf.all does not. Note: with IPv6 forwarding on, links with accept_ra=1 stop taking router advertisements",
     },
     Entry {
         name: "no-router-advertisements",
