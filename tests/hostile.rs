@@ -26,6 +26,19 @@ fn misbehave(behave: &str, extra: Value) -> String {
     conf("bad", "misbehave", extra)
 }
 
+/// An ADD by `plugin` in container `c1` that must fail with `code`, its
+/// message saying `says`, and leave the node as it found it.
+#[track_caller]
+fn fails_cleanly(sb: &Sandbox, plugin: &str, cfg: &str, code: u64, says: &str) {
+    let before = NodeState::take(sb);
+    let netns = sb.ns_path("c1");
+    let e = sb
+        .cni(plugin, "ADD", "c1", Some(&netns), "eth0", cfg)
+        .err(code);
+    assert!(e["msg"].as_str().unwrap().contains(says), "{says}: {e}");
+    before.assert_unchanged(&NodeState::take(sb), says);
+}
+
 #[track_caller]
 fn denied(out: &CniOutput, what: &str) {
     let e = out.err(100);
@@ -124,21 +137,15 @@ fn node_sysctls_follow_the_allow_list() {
     let Some(mut sb) = Sandbox::for_test("node_sysctls_allow_list") else {
         return;
     };
-    let c1 = sb.container("c1");
-    let before = NodeState::take(&sb);
+    sb.container("c1");
     for behave in ["route-localnet", "host-sysctl", "forwarding-off"] {
-        denied(
-            &sb.cni(
-                "misbehave",
-                "ADD",
-                "c1",
-                Some(&c1),
-                "eth0",
-                &misbehave(behave, json!({})),
-            ),
-            behave,
+        fails_cleanly(
+            &sb,
+            "misbehave",
+            &misbehave(behave, json!({})),
+            100,
+            "denied",
         );
-        before.assert_unchanged(&NodeState::take(&sb), behave);
     }
 }
 
@@ -211,20 +218,9 @@ fn a_failed_add_removes_the_bridges_it_made() {
     let Some(mut sb) = Sandbox::for_test("failed_add_bridges") else {
         return;
     };
-    let c1 = sb.container("c1");
-    let before = NodeState::take(&sb);
-    let e = sb
-        .cni(
-            "misbehave",
-            "ADD",
-            "c1",
-            Some(&c1),
-            "eth0",
-            &misbehave("bridges-then-fail", json!({})),
-        )
-        .err(100);
-    assert!(e["msg"].as_str().unwrap().contains("16 bridges"), "{e}");
-    before.assert_unchanged(&NodeState::take(&sb), "16 bridges and a failure");
+    sb.container("c1");
+    let cfg = misbehave("bridges-then-fail", json!({}));
+    fails_cleanly(&sb, "misbehave", &cfg, 100, "16 bridges");
 }
 
 #[test]
@@ -909,20 +905,9 @@ fn a_second_refused_ipam_add_does_not_hide_the_first() {
     let Some(mut sb) = Sandbox::for_test("ipam_twice") else {
         return;
     };
-    let c1 = sb.container("c1");
-    let before = NodeState::take(&sb);
-    let e = sb
-        .cni(
-            "misbehave",
-            "ADD",
-            "c1",
-            Some(&c1),
-            "eth0",
-            &misbehave("ipam-twice", json!({})),
-        )
-        .err(100);
-    assert!(e["msg"].as_str().unwrap().contains("(refused)"), "{e}");
-    before.assert_unchanged(&NodeState::take(&sb), "two IPAM ADDs and a failure");
+    sb.container("c1");
+    let cfg = misbehave("ipam-twice", json!({}));
+    fails_cleanly(&sb, "misbehave", &cfg, 100, "(refused)");
 }
 
 #[test]
