@@ -110,7 +110,9 @@ fn a_reference_plugin_chained_after_wasm_bridge_gets_its_prev_result() {
         "plugins": [
             {"type": "bridge", "bridge": "chainbr", "isGateway": true, "ipMasq": true,
              "ipam": {"type": "host-local", "subnet": "10.33.0.0/24", "routes": [{"dst": "0.0.0.0/0"}]}},
-            {"type": "tuning", "mtu": 1280, "sysctl": {"net.ipv4.conf.eth0.rp_filter": "2"}}
+            // Its state in the sandbox's private /var/lib, not /run/cni/tuning.
+            {"type": "tuning", "mtu": 1280, "sysctl": {"net.ipv4.conf.eth0.rp_filter": "2"},
+             "dataDir": "/var/lib/cni-tuning"}
         ]
     });
     let Some(lib) = Libcni::new(&[("10-chain.conflist", &list.to_string())]) else {

@@ -19,8 +19,20 @@ cargo build --release --locked --target wasm32-wasip2 \
 
 echo "== test" >&2
 export CNITOOL="$PWD/target/cnitool/cnitool"
+# State paths of the machine the tests must not touch (they use private
+# ones): whatever of them appears during the run is a test's leftover.
+watched=(/var/lib/wasm-cni /var/lib/cni /run/cni /etc/wasm-cni)
+absent=()
+for p in "${watched[@]}"; do [ -e "$p" ] || absent+=("$p"); done
 status=0
 cargo test --release --locked --workspace -- "$@" || status=$?
+for p in "${absent[@]}"; do
+  if [ -e "$p" ]; then
+    echo "tests left $p behind" >&2
+    rm -rf "$p"
+    status=1
+  fi
+done
 
 # A test that leaves something behind is a bug, even when it passed.
 left=$(ip netns list 2>/dev/null | awk '$1 ~ /^wcni-/ {print $1}')

@@ -235,12 +235,6 @@ impl Runtime {
                 CniError::host(format!("cannot open this process's network namespace: {e}"))
             })?,
         );
-        // An ADD holds its network's lock shared while it runs, so that a
-        // failed ADD can tell what others rely on (see `undo::lock`).
-        let mut lock = match command {
-            Command::Add => self.network_lock(network).await?,
-            _ => None,
-        };
         let net = NetCtx::new(
             kernel.clone(),
             shared.clone(),
@@ -251,6 +245,12 @@ impl Runtime {
                 .await
                 .map_err(|e| CniError::env(e.to_string()))?;
         }
+        // An ADD holds its network's lock shared while it runs, so that a
+        // failed ADD can tell what others rely on (see `undo::lock`).
+        let mut lock = match command {
+            Command::Add => self.network_lock(network).await?,
+            _ => None,
+        };
         let owner =
             crate::kernel::nft::owner_comment(network, &call.env.container_id, &call.env.ifname);
         let state = InterfaceState::new(
