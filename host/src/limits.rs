@@ -98,14 +98,6 @@ impl CallLimits {
         self.ipam_calls.fetch_add(1, Ordering::Relaxed) < MAX_IPAM_CALLS
     }
 
-    pub fn deadline(&self) -> Instant {
-        self.deadline
-    }
-
-    pub fn host_calls(&self) -> u32 {
-        self.host_calls.load(Ordering::Relaxed)
-    }
-
     /// A guest is about to call into the host.
     fn enter_host(&self) -> Result<(), Stopped> {
         let n = self.host_calls.fetch_add(1, Ordering::Relaxed) + 1;

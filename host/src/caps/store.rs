@@ -12,6 +12,7 @@ use super::{CapError, CapResult};
 use crate::contract::LockHandle;
 use crate::contract::wasm_cni::plugin::store::{self, Entry};
 use crate::grant::{Phase, store_write};
+use crate::kernel::netns::blocking;
 use crate::kernel::store::StoreDir;
 use crate::limits::{CallLimits, MAX_STORE_WRITES};
 use crate::policy::StoreLocation;
@@ -60,13 +61,6 @@ pub struct StoreCtx {
     lock_deadline: Instant,
     created: Created,
     limits: Arc<CallLimits>,
-}
-
-/// Blocking store I/O, off the runtime's thread.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> io::Result<T> {
-    crate::kernel::netns::run(None, f).await
 }
 
 fn check_key(key: &str) -> CapResult<()> {

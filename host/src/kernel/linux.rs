@@ -5,7 +5,7 @@
 
 use super::link::{LinkChange, LinkState, OperState, VethEnd};
 use super::netlink::{GROUP_LINK, Netlink};
-use super::netns::Netns;
+use super::netns::{Netns, blocking};
 use super::route::RouteSpec;
 use super::sysctl::{self, SysctlKey};
 use super::{KFuture, Kernel, LinkAddress, Ns, nft};
@@ -100,13 +100,6 @@ impl Linux {
     fn netns(&self, ns: Ns) -> io::Result<Option<&Netns>> {
         Ok(self.conn(ns)?.netns.as_ref())
     }
-}
-
-/// Blocking `f` on the blocking pool.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> io::Result<T> {
-    super::netns::run(None, f).await
 }
 
 impl Kernel for Linux {

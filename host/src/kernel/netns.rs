@@ -67,6 +67,15 @@ impl Netns {
     }
 }
 
+/// Run blocking `f` on the blocking pool, in this process's namespace.
+pub async fn blocking<T, F>(f: F) -> io::Result<T>
+where
+    F: FnOnce() -> io::Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    run(None, f).await
+}
+
 /// Run blocking `f` off the async runtime's thread: inside `ns` on a fresh
 /// thread, or (`None`) in this process's namespace on the blocking pool.
 /// Fails with EINVAL when `ns` is not a network namespace.

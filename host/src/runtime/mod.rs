@@ -135,10 +135,6 @@ impl Runtime {
         }))
     }
 
-    pub fn modules(&self) -> &ModulePath {
-        &self.modules
-    }
-
     /// Load the module at `path` (found by `resolve`). Compiling runs off
     /// the runtime's thread and is given up at `deadline`.
     pub async fn load(
