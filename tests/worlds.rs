@@ -1,12 +1,17 @@
-//! Each built-in guest targets the world of its role, and imports nothing
-//! that world does not grant.
+//! Each built-in guest targets the world of its role and the contract
+//! version it was built for, and imports nothing that world does not grant.
 
 use wasm_cni::runtime::engine::new_engine;
-use wasm_cni::runtime::linker::{Role, role_of};
+use wasm_cni::runtime::linker::{Contract, Role, classify};
 use wasm_cni_tests::module;
 use wasmtime::component::Component;
 
 fn imports(name: &str) -> (Role, Vec<String>) {
+    let (role, _, names) = inspect(name);
+    (role, names)
+}
+
+fn inspect(name: &str) -> (Role, Contract, Vec<String>) {
     let engine = new_engine().unwrap();
     let c = Component::from_file(&engine, module(name)).unwrap();
     let names: Vec<String> = c
@@ -15,7 +20,27 @@ fn imports(name: &str) -> (Role, Vec<String>) {
         .map(|(n, _)| n.to_string())
         .collect();
     eprintln!("{name} imports {names:?}");
-    (role_of(&engine, &c).unwrap(), names)
+    let (role, contract) = classify(&engine, &c).unwrap();
+    (role, contract, names)
+}
+
+#[test]
+fn the_builtins_speak_0_2_0_and_a_0_1_0_module_is_told_apart() {
+    assert_eq!(inspect("bridge").1, Contract::V0_2_0);
+    assert_eq!(inspect("host-local").1, Contract::V0_2_0);
+    let (role, contract, names) = inspect("contract-0-1-0");
+    assert_eq!(
+        (role, contract),
+        (Role::Ipam, Contract::V0_1_0),
+        "{names:?}"
+    );
+    assert!(
+        names
+            .iter()
+            .filter(|n| n.starts_with("wasm-cni:"))
+            .all(|n| n.ends_with("@0.1.0")),
+        "{names:?}"
+    );
 }
 
 #[test]
@@ -27,8 +52,11 @@ fn host_local_targets_the_ipam_world() {
         .filter(|n| n.starts_with("wasm-cni:"))
         .collect();
     assert!(
-        ours.iter()
-            .all(|n| n.contains("/store@") || n.contains("/log@") || n.contains("/types@")),
+        ours.iter().all(|n| n.contains("/store@")
+            || n.contains("/log@")
+            || n.contains("/types@")
+            || n.contains("/resolv-conf@")
+            || n.contains("/lifecycle@")),
         "{ours:?}"
     );
     assert!(

@@ -73,11 +73,15 @@ fn run(
         }
     }
     match env.command {
-        Command::Gc | Command::Status => {
-            return Err(CniError::env(format!(
-                "CNI_COMMAND {} is not supported yet by wasm-cni",
-                env.command.as_str()
-            )));
+        Command::Gc | Command::Status if !conf.cni_version.has_gc_and_status() => {
+            return Err(CniError::new(
+                code::INCOMPATIBLE_VERSION,
+                format!(
+                    "config version {} does not allow {} (it needs 1.1.0 or later)",
+                    conf.cni_version.as_str(),
+                    env.command.as_str()
+                ),
+            ));
         }
         Command::Check if !conf.cni_version.has_check() => {
             return Err(CniError::new(
@@ -90,19 +94,38 @@ fn run(
         }
         _ => {}
     }
+    let command = env.command;
+    // STATUS asks whether an ADD could work: a plugin that cannot even be
+    // found or loaded is the "not available" answer, not a failed call.
+    let unavailable = |e: CniError| {
+        if command == Command::Status {
+            CniError::new(
+                code::NOT_AVAILABLE,
+                format!("plugin not available: {}", e.msg),
+            )
+            .with_details(e.details)
+        } else {
+            e
+        }
+    };
     let plugin = plugin_name(argv0, &conf)?;
     let modules = ModulePath::new(
         vars.get("WASM_CNI_MODULE_PATH").map(String::as_str),
         policy.module_dirs.as_deref(),
         policy.allow_modules_outside_module_dirs,
     );
-    let path = modules.find_plugin(&plugin)?.ok_or_else(|| {
-        CniError::config(format!(
-            "no wasm module {plugin:?}: looked for {plugin}.wasm in {}",
-            modules.describe()
-        ))
-        .with_details("install the module there or set WASM_CNI_MODULE_PATH")
-    })?;
+    let path = modules
+        .find_plugin(&plugin)
+        .and_then(|found| {
+            found.ok_or_else(|| {
+                CniError::config(format!(
+                    "no wasm module {plugin:?}: looked for {plugin}.wasm in {}",
+                    modules.describe()
+                ))
+                .with_details("install the module there or set WASM_CNI_MODULE_PATH")
+            })
+        })
+        .map_err(unavailable)?;
     let cache_dir = vars
         .get("WASM_CNI_CACHE_DIR")
         .filter(|d| !d.is_empty())
@@ -110,7 +133,6 @@ fn run(
     let deadlines = Deadlines::new(call_timeout(
         vars.get("WASM_CNI_TIMEOUT").map(String::as_str),
     )?);
-    let command = env.command;
     let call = Arc::new(Call { env, conf });
 
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -128,8 +150,18 @@ fn run(
             command,
         )?;
         crate::log::debug("engine ready");
-        let module = runtime.load(&plugin, path, deadlines.call()).await?;
-        let result = runtime.run(&module, &call, command).await?;
+        let module = runtime
+            .load(&plugin, path, deadlines.call())
+            .await
+            .map_err(unavailable)?;
+        let result = runtime.run(&module, &call, command).await.map_err(|e| {
+            // A module that loads but cannot be instantiated is as unusable.
+            if e.code == code::MODULE_UNUSABLE {
+                unavailable(e)
+            } else {
+                e
+            }
+        })?;
         Ok(result
             .map(|r| r.to_json(call.conf.cni_version))
             .unwrap_or_default())

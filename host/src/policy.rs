@@ -19,6 +19,7 @@
 //!   "sharedBridges": {"br-lan": ["lan", "storage"]},
 //!   "gatewaySubnets": ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"],
 //!   "ipamPlugins": ["host-local", "static", "dhcp"],
+//!   "resolvConfDirs": ["/etc", "/run"],
 //!   "maxModuleBytes": 33554432
 //! }
 //! ```
@@ -39,6 +40,8 @@ pub const DEFAULT_STORE_ROOTS: [&str; 2] = ["/var/lib/cni/networks", "/run/cni/n
 pub const DEFAULT_MAX_MODULE_BYTES: u64 = 32 << 20;
 /// The reference's IPAM plugins: what a config may run natively by default.
 pub const DEFAULT_IPAM_PLUGINS: [&str; 3] = ["host-local", "static", "dhcp"];
+/// Where a config's `ipam.resolvConf` may be read from.
+pub const DEFAULT_RESOLV_CONF_DIRS: [&str; 2] = ["/etc", "/run"];
 /// The `version` this host reads.
 pub const VERSION: u32 = 1;
 
@@ -61,6 +64,8 @@ struct PolicyFile {
     ipam_plugins: Option<Vec<String>>,
     #[serde(default)]
     max_module_bytes: Option<u64>,
+    #[serde(default)]
+    resolv_conf_dirs: Option<Vec<PathBuf>>,
 }
 
 /// The node policy in force for one call.
@@ -85,6 +90,9 @@ pub struct Policy {
     /// they run unsandboxed, as root. Wasm IPAM modules need no listing.
     pub ipam_plugins: Vec<String>,
     pub max_module_bytes: u64,
+    /// Directories whose files (at any depth) a config's `ipam.resolvConf`
+    /// may name: the host reads them as root for the config's author.
+    pub resolv_conf_dirs: Vec<PathBuf>,
 }
 
 impl Default for Policy {
@@ -101,6 +109,7 @@ impl Default for Policy {
                 .collect(),
             ipam_plugins: DEFAULT_IPAM_PLUGINS.iter().map(|s| s.to_string()).collect(),
             max_module_bytes: DEFAULT_MAX_MODULE_BYTES,
+            resolv_conf_dirs: DEFAULT_RESOLV_CONF_DIRS.iter().map(PathBuf::from).collect(),
         }
     }
 }
@@ -215,6 +224,13 @@ impl Policy {
             Some(n) => n,
             None => DEFAULT_MAX_MODULE_BYTES,
         };
+        let resolv_conf_dirs = match f.resolv_conf_dirs {
+            None => Policy::default().resolv_conf_dirs,
+            Some(dirs) => dirs
+                .iter()
+                .map(|d| normalized(d).map_err(|e| format!("\"resolvConfDirs\": {e}")))
+                .collect::<Result<_, _>>()?,
+        };
         Ok(Policy {
             source: Some(source),
             module_dirs: f.module_dirs,
@@ -224,6 +240,7 @@ impl Policy {
             gateway_subnets,
             ipam_plugins,
             max_module_bytes,
+            resolv_conf_dirs,
         })
     }
 
@@ -281,7 +298,7 @@ impl Policy {
 }
 
 /// An absolute path with no `.` or `..` components, as written.
-fn normalized(p: &Path) -> Result<PathBuf, String> {
+pub fn normalized(p: &Path) -> Result<PathBuf, String> {
     if !p.is_absolute() {
         return Err(format!("{} is not an absolute path", p.display()));
     }

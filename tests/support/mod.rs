@@ -54,7 +54,13 @@ pub struct Install {
 }
 
 /// Guests installed alongside the built-ins (test plugins).
-pub const TEST_GUESTS: &[&str] = &["misbehave", "greedy", "hostile-ipam", "loopback"];
+pub const TEST_GUESTS: &[&str] = &[
+    "misbehave",
+    "greedy",
+    "hostile-ipam",
+    "loopback",
+    "contract-0-1-0",
+];
 
 pub fn install() -> &'static Install {
     static INSTALL: OnceLock<Install> = OnceLock::new();

@@ -85,9 +85,35 @@ pub struct RuntimeConf {
     pub mac: Option<String>,
 }
 
+/// What DEL and GC need of the config, read leniently: a pod ADDed by the
+/// reference plugin (or under an older config) must still be removable,
+/// whatever options the config has that this plugin would refuse on ADD.
+pub struct TeardownConf {
+    pub has_ipam: bool,
+}
+
+impl TeardownConf {
+    pub fn read(config: &str) -> TeardownConf {
+        let v: serde_json::Value = serde_json::from_str(config).unwrap_or_default();
+        let ipam_type = v
+            .get("ipam")
+            .and_then(|i| i.get("type"))
+            .and_then(|t| t.as_str())
+            .unwrap_or_default();
+        TeardownConf {
+            has_ipam: !ipam_type.is_empty(),
+        }
+    }
+}
+
 impl BridgeConf {
     pub fn load(req: &Request) -> Result<BridgeConf, CniError> {
-        let mut c: BridgeConf = req.config()?;
+        Self::parse(&req.config)
+    }
+
+    pub fn parse(config: &str) -> Result<BridgeConf, CniError> {
+        let mut c: BridgeConf = serde_json::from_str(config)
+            .map_err(|e| CniError::config(format!("invalid network config: {e}")))?;
         if c.is_default_gateway {
             c.is_gateway = true;
         }

@@ -24,15 +24,52 @@ pub fn owner(id: &str, ifname: &str) -> String {
     format!("{}\r\n{ifname}", id.trim())
 }
 
-/// Addresses held by `id` + `ifname`.
+/// Addresses held by `id` + `ifname`, and by `id` alone in files from
+/// before ifnames were recorded (the reference's GetByID matches both).
 pub fn held_by(disk: &dyn Disk, id: &str, ifname: &str) -> Result<Vec<IpAddr>, String> {
     let want = owner(id, ifname);
     Ok(disk
         .entries()?
         .into_iter()
-        .filter(|(_, v)| v.trim() == want)
+        .filter(|(_, v)| v.trim() == want || v.trim() == id.trim())
         .filter_map(|(k, _)| k.parse().ok())
         .collect())
+}
+
+/// Whether an entry is a reservation (its key an address), not the lock
+/// or a `last_reserved_ip.*` cursor.
+pub fn is_reservation(key: &str) -> bool {
+    key.parse::<IpAddr>().is_ok()
+}
+
+/// GC: release every reservation whose attachment is not `valid`
+/// (`(container id, ifname)` pairs; a legacy id-only file is valid when
+/// its id is). Keeps going past a failed delete; the keys released and the
+/// failures.
+pub fn collect(
+    disk: &mut dyn Disk,
+    valid: &[(String, String)],
+) -> Result<(Vec<String>, Vec<String>), String> {
+    let mut released = Vec::new();
+    let mut failures = Vec::new();
+    for (key, value) in disk.entries()? {
+        if !is_reservation(&key) {
+            continue;
+        }
+        let value = value.trim();
+        let in_use = match value.split_once("\r\n") {
+            Some((id, ifname)) => valid.iter().any(|(i, f)| i.trim() == id && f == ifname),
+            None => valid.iter().any(|(i, _)| i.trim() == value),
+        };
+        if in_use {
+            continue;
+        }
+        match disk.delete(&key) {
+            Ok(_) => released.push(key),
+            Err(e) => failures.push(format!("release {key}: {e}")),
+        }
+    }
+    Ok((released, failures))
 }
 
 /// An allocated address with its prefix, and its range's gateway.
@@ -67,6 +104,12 @@ pub fn allocate(
             .ok_or_else(|| format!("{ip} not in range set {set}"))?;
         if ip == r.gateway {
             return Err(format!("requested ip {ip} is subnet's gateway"));
+        }
+        if r.reserved(ip) {
+            return Err(format!(
+                "requested ip {ip} is the network or broadcast address of {}",
+                r.subnet
+            ));
         }
         if !reserve(disk, ip)? {
             return Err(format!(
@@ -248,6 +291,36 @@ pub mod tests {
             "unknown ids release nothing, successfully"
         );
         assert!(d.0.contains_key("last_reserved_ip.0"));
+    }
+
+    #[test]
+    fn legacy_id_only_files_count_as_held() {
+        let mut d = MemDisk::default();
+        d.0.insert("10.1.0.2".into(), "old".into());
+        assert_eq!(held_by(&d, "old", "eth0").unwrap(), vec![ip("10.1.0.2")]);
+        let err = allocate(&mut d, 0, &small_set(), "old", "eth0", None).unwrap_err();
+        assert!(err.contains("duplicate allocation"), "{err}");
+    }
+
+    #[test]
+    fn gc_releases_what_no_valid_attachment_holds() {
+        let mut d = MemDisk::default();
+        d.0.insert("10.1.0.2".into(), "live\r\neth0".into());
+        d.0.insert("10.1.0.3".into(), "live\r\neth1".into());
+        d.0.insert("10.1.0.4".into(), "stale\r\neth0".into());
+        d.0.insert("10.1.0.5".into(), "live".into());
+        d.0.insert("10.1.0.6".into(), "gone".into());
+        d.0.insert("last_reserved_ip.0".into(), "10.1.0.6".into());
+        let valid = vec![("live".to_string(), "eth0".to_string())];
+        let (mut released, failures) = collect(&mut d, &valid).unwrap();
+        released.sort();
+        assert_eq!(released, ["10.1.0.3", "10.1.0.4", "10.1.0.6"]);
+        assert!(failures.is_empty());
+        let left: Vec<&String> = d.0.keys().collect();
+        assert_eq!(left, ["10.1.0.2", "10.1.0.5", "last_reserved_ip.0"]);
+        // Nothing valid: every reservation goes, the cursor stays.
+        collect(&mut d, &[]).unwrap();
+        assert_eq!(d.0.keys().collect::<Vec<_>>(), ["last_reserved_ip.0"]);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use crate::range::{RangeSet, RawRange};
 use serde::Deserialize;
 use std::net::IpAddr;
-use wasm_cni_sdk::{CniError, IpPrefix, Request, Route, codes};
+use wasm_cni_sdk::{CniError, IpPrefix, Request, Route};
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
@@ -40,11 +40,24 @@ struct LegacyRange {
     gateway: Option<String>,
 }
 
+/// A route as libcni's types read it: the attributes pass through to the
+/// result (1.1.0 and the versions that share its route type print them).
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct RawRoute {
     dst: String,
     #[serde(default)]
     gw: Option<String>,
+    #[serde(default)]
+    mtu: Option<u32>,
+    #[serde(default, rename = "advmss")]
+    adv_mss: Option<u32>,
+    #[serde(default)]
+    priority: Option<u32>,
+    #[serde(default)]
+    table: Option<u32>,
+    #[serde(default)]
+    scope: Option<u8>,
 }
 
 #[derive(Deserialize, Default)]
@@ -71,6 +84,9 @@ struct RawRuntimeConfig {
 pub struct IpamConf {
     pub ranges: Vec<RangeSet>,
     pub routes: Vec<Route>,
+    /// `resolvConf`: a file the host reads for us (the guest has no file
+    /// system), checked against the node policy there.
+    pub resolv_conf: Option<String>,
     /// Addresses asked for, each to be placed in the set that holds it.
     pub requested: Vec<IpAddr>,
 }
@@ -81,19 +97,16 @@ fn invalid(msg: impl Into<String>) -> CniError {
 
 impl IpamConf {
     pub fn load(req: &Request) -> Result<IpamConf, CniError> {
-        let raw: RawConf = req.config()?;
-        if raw
-            .ipam
-            .resolv_conf
-            .as_deref()
-            .is_some_and(|r| !r.is_empty())
-        {
-            return Err(CniError::new(codes::UNSUPPORTED_FIELD, "unsupported field \"ipam.resolvConf\"")
-                .with_details("a wasm IPAM plugin reads no host files; put the DNS settings in the interface plugin's \"dns\""));
-        }
-        let mut requested = Vec::new();
         let args = req.cni_args(&["IP"])?;
-        if let Some(ip) = args.get("IP") {
+        Self::parse(&req.config, args.get("IP"))
+    }
+
+    /// The config alone (GC and STATUS have no `CNI_ARGS`).
+    pub fn parse(config: &str, arg_ip: Option<&str>) -> Result<IpamConf, CniError> {
+        let raw: RawConf = serde_json::from_str(config)
+            .map_err(|e| invalid(format!("invalid network config: {e}")))?;
+        let mut requested = Vec::new();
+        if let Some(ip) = arg_ip {
             requested.push(parse_requested(ip)?);
         }
         if let Some(cni) = raw.args.and_then(|a| a.cni) {
@@ -152,6 +165,7 @@ impl IpamConf {
         Ok(IpamConf {
             ranges,
             routes,
+            resolv_conf: raw.ipam.resolv_conf.filter(|r| !r.is_empty()),
             requested,
         })
     }
@@ -185,10 +199,10 @@ fn route(r: &RawRoute) -> Result<Route, CniError> {
     Ok(Route {
         dst: IpPrefix::from(dst),
         gw: gw.map(Into::into),
-        mtu: None,
-        advmss: None,
-        priority: None,
-        table: None,
-        scope: None,
+        mtu: r.mtu,
+        advmss: r.adv_mss,
+        priority: r.priority,
+        table: r.table,
+        scope: r.scope,
     })
 }

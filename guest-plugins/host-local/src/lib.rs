@@ -8,8 +8,14 @@ mod range;
 
 use allocator::Disk;
 use config::IpamConf;
+use std::collections::HashSet;
+use std::net::IpAddr;
 use wasm_cni_sdk::store::{self, Lock};
-use wasm_cni_sdk::{CapResultExt, CniError, CniResult, IpConfig, IpPrefix, Plugin, Request};
+use wasm_cni_sdk::types::Error;
+use wasm_cni_sdk::{
+    CapResultExt, CniError, CniResult, GcRequest, IpConfig, IpPrefix, Plugin, Request,
+    StatusRequest, codes, resolv_conf,
+};
 
 struct HostLocal;
 
@@ -94,9 +100,27 @@ impl Plugin for HostLocal {
                 list.join(" ")
             )));
         }
+        let dns = match &conf.resolv_conf {
+            Some(path) => match resolv_conf::read(path) {
+                Ok(dns) => dns,
+                Err(e) => {
+                    undo(&mut disk, &taken);
+                    let what = format!("\"ipam.resolvConf\" {path:?}");
+                    return Err(match e {
+                        // The config named a file it may not, or none.
+                        Error::Denied(_) | Error::Invalid(_) | Error::NotFound(_) => {
+                            CniError::config(format!("{what}: {}", e.describe()))
+                        }
+                        e => e.context(what),
+                    });
+                }
+            },
+            None => Default::default(),
+        };
         Ok(CniResult {
             ips,
             routes: conf.routes,
+            dns,
             ..CniResult::default()
         })
     }
@@ -112,6 +136,59 @@ impl Plugin for HostLocal {
             req.container_id,
             req.ifname
         );
+        Ok(())
+    }
+
+    /// Release every reservation of an attachment the runtime no longer
+    /// has, under the lock; `lock` and the `last_reserved_ip.*` cursors
+    /// stay. Failures are collected and reported together.
+    fn gc(req: GcRequest) -> Result<(), CniError> {
+        let mut disk = LockedStore::acquire()?;
+        let valid: Vec<(String, String)> = req
+            .valid_attachments
+            .iter()
+            .map(|a| (a.container_id.clone(), a.ifname.clone()))
+            .collect();
+        let (released, failures) =
+            allocator::collect(&mut disk, &valid).map_err(CniError::failed)?;
+        if !released.is_empty() {
+            wasm_cni_sdk::info!("GC released {}", released.join(" "));
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(CniError::failed(format!("GC: {}", failures.join("; "))))
+        }
+    }
+
+    /// Not available (50) when every range set is full; otherwise ready.
+    fn status(req: StatusRequest) -> Result<(), CniError> {
+        let conf = IpamConf::parse(&req.config, None)?;
+        let taken: HashSet<IpAddr> = match store::entries() {
+            Ok(entries) => entries.iter().filter_map(|e| e.key.parse().ok()).collect(),
+            // A network nothing was allocated in yet.
+            Err(e) if e.is_not_found() => HashSet::new(),
+            Err(e) => return Err(e.context("read the IPAM store")),
+        };
+        let full: Vec<String> = conf
+            .ranges
+            .iter()
+            .filter(|set| {
+                let capacity: u128 = set.0.iter().map(|r| r.capacity()).sum();
+                let used = taken
+                    .iter()
+                    .filter(|ip| set.0.iter().any(|r| r.contains(**ip) && !r.reserved(**ip)))
+                    .count() as u128;
+                used >= capacity
+            })
+            .map(ToString::to_string)
+            .collect();
+        if !full.is_empty() && full.len() == conf.ranges.len() {
+            return Err(CniError::new(
+                codes::NOT_AVAILABLE,
+                format!("no IP addresses available in range set: {}", full.join(" ")),
+            ));
+        }
         Ok(())
     }
 

@@ -107,23 +107,40 @@ impl Range {
         if to_u128(start) > to_u128(end) {
             return Err(format!("RangeStart {start} is after RangeEnd {end}"));
         }
-        // The reference accepts these and then hands them out.
-        if start == subnet.network() {
-            return Err(format!(
-                "RangeStart {start} is the network address of {subnet}"
-            ));
-        }
-        if subnet.is_ipv4() && end == subnet.broadcast() {
-            return Err(format!(
-                "RangeEnd {end} is the broadcast address of {subnet}"
-            ));
-        }
+        // A range may begin on the network address and (IPv4) end on the
+        // broadcast address, as the reference accepts; unlike the
+        // reference, neither is handed out (see `reserved`).
         Ok(Range {
             subnet,
             start,
             end,
             gateway,
         })
+    }
+
+    /// Addresses of the range that are never handed out: the gateway, the
+    /// network address and (IPv4) the broadcast address.
+    pub fn reserved(&self, ip: IpAddr) -> bool {
+        ip == self.gateway
+            || ip == self.subnet.network()
+            || (self.subnet.is_ipv4() && ip == self.subnet.broadcast())
+    }
+
+    /// How many addresses the range can hand out.
+    pub fn capacity(&self) -> u128 {
+        let all = (to_u128(self.end) - to_u128(self.start)).saturating_add(1);
+        let reserved = [
+            Some(self.gateway),
+            Some(self.subnet.network()),
+            self.subnet.is_ipv4().then(|| self.subnet.broadcast()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter(|ip| self.contains(*ip))
+        .count() as u128;
+        all - reserved
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
@@ -272,7 +289,7 @@ impl Iterator for RangeIter<'_> {
                 }
             }
             let cur = self.cur.expect("set");
-            if cur == r.gateway {
+            if r.reserved(cur) {
                 continue;
             }
             return Some((
@@ -304,26 +321,36 @@ mod tests {
     }
 
     #[test]
+    fn network_and_broadcast_bounds_are_accepted_and_never_handed_out() {
+        let r = Range::parse(&RawRange {
+            range_start: Some("10.0.0.0".into()),
+            range_end: Some("10.0.0.7".into()),
+            ..raw("10.0.0.0/29")
+        })
+        .unwrap();
+        assert_eq!(
+            r.capacity(),
+            5,
+            ".0 network, .1 gateway, .7 broadcast excluded"
+        );
+        let set = RangeSet(vec![r]);
+        let handed: Vec<String> = set
+            .iter_from(None)
+            .map(|(a, _)| a.ip().to_string())
+            .collect();
+        assert_eq!(
+            handed,
+            ["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6"]
+        );
+    }
+
+    #[test]
     fn invalid_ranges_are_refused_with_the_reason() {
         let cases = [
             (raw("10.0.0.0/31"), "too small"),
             (raw("fd00::/127"), "too small"),
             (raw("10.0.0.1/24"), "host bits"),
             (raw("nonsense"), "invalid subnet"),
-            (
-                RawRange {
-                    range_start: Some("10.0.0.0".into()),
-                    ..raw("10.0.0.0/24")
-                },
-                "network address",
-            ),
-            (
-                RawRange {
-                    range_end: Some("10.0.0.255".into()),
-                    ..raw("10.0.0.0/24")
-                },
-                "broadcast address",
-            ),
             (
                 RawRange {
                     range_start: Some("10.0.1.5".into()),

@@ -14,6 +14,10 @@ pub mod codes {
     pub const DECODE_FAILURE: u32 = 6;
     pub const INVALID_CONFIG: u32 = 7;
     pub const TRY_AGAIN_LATER: u32 = 11;
+    /// STATUS: the plugin cannot ADD now (no free address, ...).
+    pub const NOT_AVAILABLE: u32 = 50;
+    /// STATUS: not available, and existing attachments may be affected.
+    pub const LIMITED_CONNECTIVITY: u32 = 51;
     /// A plugin operation failed (the kernel or the store refused).
     pub const PLUGIN_FAILED: u32 = 100;
 }

@@ -11,6 +11,10 @@
 //! wasm_cni_sdk::register!(MyPlugin);
 //! ```
 //!
+//! The SDK targets contract `wasm-cni:plugin@0.2.0`: GC and STATUS have
+//! defaults (nothing to collect; ready), so a plugin implements them only
+//! when it keeps state or can run out of something.
+//!
 //! Build it with `cargo build --target wasm32-wasip2 --release` and drop
 //! the `.wasm` into a directory of `WASM_CNI_MODULE_PATH`. The host decides
 //! the world from what the module imports: a module that uses only `store`
@@ -26,11 +30,11 @@ pub mod bindings {
         inline: r#"
             package wasm-cni:sdk;
             world sdk {
-                include wasm-cni:plugin/interface-plugin@0.1.0;
-                include wasm-cni:plugin/ipam-plugin@0.1.0;
+                include wasm-cni:plugin/interface-plugin@0.2.0;
+                include wasm-cni:plugin/ipam-plugin@0.2.0;
             }
         "#,
-        path: "../../wit/v0.1.0",
+        path: "../../wit/v0.2.0",
         pub_export_macro: true,
         export_macro_name: "export_plugin",
         default_bindings_module: "wasm_cni_sdk::bindings",
@@ -45,10 +49,17 @@ mod plugin;
 mod request;
 mod result;
 
-pub use bindings::wasm_cni::plugin::{
+// 0.2.0 imports the 0.1.0 capability interfaces unchanged; what it added
+// has its own modules.
+pub use bindings::wasm_cni::plugin0_1_0::{
     address, firewall, ipam, link, log as logging, netns, route, store, sysctl, types,
 };
+pub use bindings::wasm_cni::plugin0_2_0::{
+    attachments, bridge_port, ipam_lifecycle, lifecycle, reference_cleanup, resolv_conf,
+    spoof_check,
+};
 pub use error::{CapResultExt, codes};
+pub use lifecycle::{Attachment, GcRequest, StatusRequest};
 pub use net::{mac_string, random_mac};
 pub use plugin::Plugin;
 pub use request::Args;

@@ -1,6 +1,6 @@
 //! The trait a plugin implements, and the macro that exports it.
 
-use crate::{CniError, CniResult, Request, codes};
+use crate::{CniError, CniResult, GcRequest, Request, StatusRequest, codes};
 
 /// A CNI plugin. Each CNI call is one instance, so the methods take no
 /// `self`: keep state in the kernel or the store, not in memory.
@@ -24,6 +24,21 @@ pub trait Plugin {
             "CHECK is not implemented by this plugin",
         ))
     }
+
+    /// GC: remove what this network keeps for attachments not in
+    /// `req.valid_attachments`. The default keeps nothing, so has nothing
+    /// to collect. Keep going past errors and report them together.
+    fn gc(req: GcRequest) -> Result<(), CniError> {
+        let _ = req;
+        Ok(())
+    }
+
+    /// STATUS: whether an ADD could succeed now. The default is ready; an
+    /// interface plugin with IPAM should ask it (`ipam_lifecycle::status`).
+    fn status(req: StatusRequest) -> Result<(), CniError> {
+        let _ = req;
+        Ok(())
+    }
 }
 
 /// Export a [`Plugin`] as the component's `wasm-cni:plugin/plugin` interface.
@@ -32,7 +47,7 @@ macro_rules! register {
     ($plugin:ty) => {
         struct __WasmCniExport;
 
-        impl $crate::bindings::exports::wasm_cni::plugin::plugin::Guest for __WasmCniExport {
+        impl $crate::bindings::exports::wasm_cni::plugin0_2_0::plugin::Guest for __WasmCniExport {
             fn add(req: $crate::Request) -> ::core::result::Result<$crate::CniResult, $crate::CniError> {
                 <$plugin as $crate::Plugin>::add(req)
             }
@@ -41,6 +56,12 @@ macro_rules! register {
             }
             fn check(req: $crate::Request) -> ::core::result::Result<(), $crate::CniError> {
                 <$plugin as $crate::Plugin>::check(req)
+            }
+            fn gc(req: $crate::GcRequest) -> ::core::result::Result<(), $crate::CniError> {
+                <$plugin as $crate::Plugin>::gc(req)
+            }
+            fn status(req: $crate::StatusRequest) -> ::core::result::Result<(), $crate::CniError> {
+                <$plugin as $crate::Plugin>::status(req)
             }
         }
 

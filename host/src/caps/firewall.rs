@@ -16,6 +16,7 @@ use super::{CapError, CapResult, Shared};
 use crate::contract::convert::{prefix_from_wit, prefix_to_wit};
 use crate::contract::wasm_cni::plugin::firewall;
 use crate::contract::wasm_cni::plugin::types::IpPrefix;
+use crate::contract::wasm_cni::plugin_v2::{attachments, lifecycle::Attachment, reference_cleanup};
 use crate::grant::Standing;
 use crate::kernel::{Kernel, Ns};
 use crate::undo::journal::FirewallJob;
@@ -26,6 +27,10 @@ use std::time::Instant;
 pub struct FirewallCtx {
     kernel: Arc<dyn Kernel>,
     shared: Shared,
+    /// The network whose rules these are.
+    network: String,
+    /// The request's attachment: container id and ifname.
+    attachment: (String, String),
     /// The comment that marks this attachment's rules.
     owner: String,
     deadline: Instant,
@@ -42,11 +47,19 @@ pub async fn finish(shared: &Shared) -> Result<(), String> {
 }
 
 impl FirewallCtx {
-    pub fn new(kernel: Arc<dyn Kernel>, shared: Shared, owner: String, deadline: Instant) -> Self {
+    pub fn new(
+        kernel: Arc<dyn Kernel>,
+        shared: Shared,
+        attachment: (&str, &str, &str),
+        deadline: Instant,
+    ) -> Self {
+        let (network, container_id, ifname) = attachment;
         FirewallCtx {
             kernel,
             shared,
-            owner,
+            network: network.to_string(),
+            attachment: (container_id.to_string(), ifname.to_string()),
+            owner: crate::kernel::nft::owner_comment(network, container_id, ifname),
             deadline,
         }
     }
@@ -151,5 +164,50 @@ impl firewall::Host for FirewallCtx {
             .await
             .map_err(|e| CapError::io("list masquerade rules", e))?;
         Ok(addrs.into_iter().map(prefix_to_wit).collect())
+    }
+}
+
+/// The most valid attachments a GC may name: a node runs a few hundred
+/// pods, and each one costs a comment to compare.
+const MAX_VALID: usize = 65_536;
+
+impl attachments::Host for FirewallCtx {
+    async fn retain(&mut self, valid: Vec<Attachment>) -> CapResult<u32> {
+        self.shared.lock().grant.retain_rules()?;
+        if valid.len() > MAX_VALID {
+            return Err(CapError::invalid(format!(
+                "{} valid attachments, more than {MAX_VALID}",
+                valid.len()
+            )));
+        }
+        finish(&self.shared).await.map_err(CapError::other)?;
+        let keep: Vec<String> = valid
+            .iter()
+            .map(|a| crate::kernel::nft::owner_comment(&self.network, &a.container_id, &a.ifname))
+            .collect();
+        let removed = self
+            .kernel
+            .retain_rules(&self.network, &keep, self.deadline)
+            .await
+            .map_err(|e| CapError::io("remove stale rules", e))?;
+        Ok(u32::try_from(removed).unwrap_or(u32::MAX))
+    }
+}
+
+impl reference_cleanup::Host for FirewallCtx {
+    async fn remove_masquerade(&mut self) -> CapResult<()> {
+        self.shared.lock().grant.remove_reference_leftovers()?;
+        let (container_id, ifname) = &self.attachment;
+        let removed = self
+            .kernel
+            .remove_reference_masquerade(&self.network, container_id, ifname, self.deadline)
+            .await
+            .map_err(|e| CapError::io("remove the reference plugin's masquerade rules", e))?;
+        if removed > 0 {
+            crate::log::info(&format!(
+                "removed {removed} masquerade rule(s) and chain(s) the reference bridge left for {container_id} {ifname}"
+            ));
+        }
+        Ok(())
     }
 }

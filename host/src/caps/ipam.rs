@@ -8,13 +8,14 @@ use crate::cni::{Call, CniError, CniResult, Command};
 use crate::contract::convert::{error_to_wit, result_to_wit};
 use crate::contract::wasm_cni::plugin::ipam;
 use crate::contract::wasm_cni::plugin::types as wit;
+use crate::contract::wasm_cni::plugin_v2::ipam_lifecycle;
 use crate::grant::AssignedIp;
 use futures::future::BoxFuture;
 use std::sync::Arc;
 
 /// Runs the IPAM plugin of a call.
 pub trait Delegate: Send + Sync {
-    /// `command` (ADD, DEL or CHECK) for `call`, within the IPAM's share of
+    /// `command` (ADD, DEL, CHECK, GC or STATUS) for `call`, within the IPAM's share of
     /// the call's time.
     fn run<'a>(
         &'a self,
@@ -91,5 +92,15 @@ impl ipam::Host for IpamCtx {
 
     async fn check(&mut self) -> wasmtime::Result<Result<(), wit::CniError>> {
         Ok(self.run(Command::Check).await.map(drop))
+    }
+}
+
+impl ipam_lifecycle::Host for IpamCtx {
+    async fn gc(&mut self) -> wasmtime::Result<Result<(), wit::CniError>> {
+        Ok(self.run(Command::Gc).await.map(drop))
+    }
+
+    async fn status(&mut self) -> wasmtime::Result<Result<(), wit::CniError>> {
+        Ok(self.run(Command::Status).await.map(drop))
     }
 }

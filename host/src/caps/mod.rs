@@ -12,6 +12,7 @@ pub mod ipam;
 pub mod link;
 pub mod log;
 pub mod netns;
+pub mod resolv_conf;
 pub mod route;
 pub mod store;
 pub mod sysctl;
@@ -73,5 +74,6 @@ convert_cap_errors!(
     firewall::FirewallCtx,
     ipam::IpamCtx,
     store::StoreCtx,
+    resolv_conf::ResolvConfCtx,
     log::LogCtx
 );

@@ -40,6 +40,15 @@ pub fn container_error(path: &str, e: &io::Error) -> CapError {
     }
 }
 
+/// Why `CNI_NETNS` cannot serve as the container namespace.
+#[derive(Debug)]
+pub enum ContainerNs {
+    /// Missing, not a network namespace, or unreadable.
+    Unusable(CapError),
+    /// The namespace the plugin runs in: the node's.
+    Node(String),
+}
+
 impl NetCtx {
     pub fn new(kernel: Arc<dyn Kernel>, shared: Shared, netns_path: Option<&str>) -> Self {
         NetCtx {
@@ -52,17 +61,26 @@ impl NetCtx {
     /// Open the container namespace (on first use): it must be a network
     /// namespace, and not the node's own.
     pub async fn open_container(&self) -> CapResult<()> {
+        match self.open_checked().await {
+            Ok(()) => Ok(()),
+            Err(ContainerNs::Unusable(e)) => Err(e),
+            Err(ContainerNs::Node(msg)) => Err(CapError::denied(msg)),
+        }
+    }
+
+    /// `open_container`, telling the node's own namespace apart.
+    pub async fn open_checked(&self) -> Result<(), ContainerNs> {
         let path = &self.netns_path;
         if let Err(e) = self.kernel.open_container().await {
-            return Err(container_error(path, &e));
+            return Err(ContainerNs::Unusable(container_error(path, &e)));
         }
         let (host, container) = (
             self.kernel.namespace_id(Ns::Host),
             self.kernel.namespace_id(Ns::Container),
         );
         if host.is_some() && host == container {
-            return Err(CapError::denied(format!(
-                "CNI_NETNS {path} is the node's own network namespace"
+            return Err(ContainerNs::Node(format!(
+                "plugin's netns and netns from CNI_NETNS should not be the same: CNI_NETNS {path} is the node's own network namespace"
             )));
         }
         Ok(())

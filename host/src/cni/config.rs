@@ -19,10 +19,23 @@ pub struct NetConf {
     pub plugin: Option<String>,
     pub ipam: Option<IpamRef>,
     pub prev_result: Option<CniResult>,
+    /// GC's `cni.dev/valid-attachments` (or the older
+    /// `cni.dev/attachments`); empty when absent: none is valid.
+    pub valid_attachments: Vec<Attachment>,
     /// The config as the host read it, written out again: handed to guests
     /// and IPAM delegates, so every one of them reads what was checked.
     pub raw: String,
 }
+
+/// One attachment a runtime still uses, as GC lists them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    pub container_id: String,
+    pub ifname: String,
+}
+
+/// The keys GC reads, newest first.
+const VALID_ATTACHMENTS: [&str; 2] = ["cni.dev/valid-attachments", "cni.dev/attachments"];
 
 /// The `ipam` section, as far as the host needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +89,7 @@ impl NetConf {
                 ..e
             })?),
         };
+        let valid_attachments = valid_attachments(&obj)?;
         // What guests and delegated plugins get is the document as read
         // here, written out again, not stdin: two parsers can read one text
         // two ways (a key given twice is the last one here; in Go, a second
@@ -89,6 +103,7 @@ impl NetConf {
             plugin,
             ipam,
             prev_result,
+            valid_attachments,
             raw,
         })
     }
@@ -100,6 +115,36 @@ impl NetConf {
             .map(|i| i.plugin_type.as_str())
             .filter(|t| !t.is_empty())
     }
+}
+
+/// GC's list of valid attachments: `[{"containerID", "ifname"}]`.
+fn valid_attachments(obj: &Map<String, Value>) -> Result<Vec<Attachment>, CniError> {
+    let Some((key, list)) = VALID_ATTACHMENTS
+        .iter()
+        .find_map(|k| obj.get(*k).map(|v| (*k, v)))
+    else {
+        return Ok(Vec::new());
+    };
+    let bad = |why: &str| CniError::config(format!("network config field {key:?}: {why}"));
+    let Value::Array(list) = list else {
+        return Err(bad(
+            "must be a list of {\"containerID\", \"ifname\"} objects",
+        ));
+    };
+    list.iter()
+        .map(|item| {
+            let field = |name: &str| match item.get(name) {
+                Some(Value::String(s)) => Ok(s.clone()),
+                _ => Err(bad(&format!(
+                    "every entry needs a string {name:?}, got {item}"
+                ))),
+            };
+            Ok(Attachment {
+                container_id: field("containerID")?,
+                ifname: field("ifname")?,
+            })
+        })
+        .collect()
 }
 
 impl IpamRef {

@@ -12,7 +12,13 @@ pub mod code {
     pub const IO_FAILURE: u32 = 5;
     pub const DECODE_FAILURE: u32 = 6;
     pub const INVALID_CONFIG: u32 = 7;
+    /// `CNI_NETNS` is the plugin's own (the node's) namespace.
+    pub const INVALID_NETNS: u32 = 8;
     pub const TRY_AGAIN_LATER: u32 = 11;
+    /// STATUS: the plugin is not available (cannot ADD now).
+    pub const NOT_AVAILABLE: u32 = 50;
+    /// STATUS: not available, and existing attachments may be affected.
+    pub const LIMITED_CONNECTIVITY: u32 = 51;
     /// 100 and up are plugin-specific. wasm-cni uses:
     /// the wasm plugin trapped, ran out of fuel or memory, or broke the
     /// contract (e.g. returned an address the kernel cannot hold).

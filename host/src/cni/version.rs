@@ -54,6 +54,11 @@ impl CniVersion {
         self >= CniVersion::V0_4_0
     }
 
+    /// GC and STATUS exist from 1.1.0 on.
+    pub fn has_gc_and_status(self) -> bool {
+        self >= CniVersion::V1_1_0
+    }
+
     /// 1.1.0 adds interface mtu/socketPath/pciID and route mtu/advmss/...
     pub fn has_1_1_fields(self) -> bool {
         self >= CniVersion::V1_1_0

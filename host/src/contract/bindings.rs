@@ -1,9 +1,12 @@
-//! Host bindings for the wasm-cni:plugin@0.1.0 contract.
+//! Host bindings for every contract version: wasm-cni:plugin@0.1.0 and
+//! @0.2.0.
 //!
-//! Generated once for the union of both worlds; each role's linker then
-//! adds only the interfaces its world grants (see `runtime::linker`), so an
-//! IPAM module that imports `netns` fails to instantiate instead of getting
-//! it.
+//! Generated once for the union of all worlds; each role's and version's
+//! linker then adds only the interfaces its world grants (see
+//! `runtime::linker`), so an IPAM module that imports `netns` fails to
+//! instantiate instead of getting it. 0.2.0 imports the 0.1.0 capability
+//! interfaces unchanged (its folder has 0.1.0 as a dependency), so one host
+//! implementation serves both, and only what is new has 0.2.0 types.
 
 wasmtime::component::bindgen!({
     inline: "
@@ -11,9 +14,11 @@ wasmtime::component::bindgen!({
         world plugins {
             include wasm-cni:plugin/interface-plugin@0.1.0;
             include wasm-cni:plugin/ipam-plugin@0.1.0;
+            include wasm-cni:plugin/interface-plugin@0.2.0;
+            include wasm-cni:plugin/ipam-plugin@0.2.0;
         }
     ",
-    path: "../wit/v0.1.0",
+    path: "../wit/v0.2.0",
     imports: { default: async | trappable },
     exports: { default: async },
     trappable_error_type: {

@@ -1,7 +1,7 @@
 //! WIT values to host values and back: addresses, prefixes, results.
 
 use super::CapError;
-use super::bindings::wasm_cni::plugin::types as wit;
+use super::wasm_cni::plugin::types as wit;
 use crate::cni;
 use ipnetwork::IpNetwork;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

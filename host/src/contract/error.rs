@@ -1,7 +1,7 @@
 //! What a capability call returns on failure: an error the guest sees
 //! (the WIT `error` variant), or a trap that ends the guest.
 
-use super::bindings::wasm_cni::plugin::types;
+use super::wasm_cni::plugin::types;
 use std::fmt;
 use std::io;
 

@@ -52,6 +52,23 @@ pub enum Phase {
     Del,
     /// Only reads.
     Check,
+    /// Removes what the network keeps for attachments that are gone: their
+    /// rules and IPAM reservations. Creates nothing, changes no link.
+    Gc,
+    /// Only reads.
+    Status,
+}
+
+impl Phase {
+    fn name(self) -> &'static str {
+        match self {
+            Phase::Add => "ADD",
+            Phase::Del => "DEL",
+            Phase::Check => "CHECK",
+            Phase::Gc => "GC",
+            Phase::Status => "STATUS",
+        }
+    }
 }
 
 /// Where a node-namespace link stands with this call.
@@ -176,7 +193,13 @@ impl Grant {
     /// nothing and leaves the node alone.
     fn phase_allows(&self, ns: Ns, what: &str, creates: bool) -> Result<(), CapError> {
         match self.phase {
-            Phase::Check => Err(denied(format_args!("{what}: CHECK only reads"))),
+            Phase::Check | Phase::Status => Err(denied(format_args!(
+                "{what}: {} only reads",
+                self.phase.name()
+            ))),
+            Phase::Gc => Err(denied(format_args!(
+                "{what}: GC removes only the network's rules and IPAM reservations"
+            ))),
             Phase::Del if creates => Err(denied(format_args!("{what}: DEL creates nothing"))),
             Phase::Del if ns == Ns::Host => Err(denied(format_args!(
                 "{what} in the {ns}: DEL changes nothing on the node but the attachment's own rules"
@@ -352,22 +375,52 @@ impl Grant {
         Ok(new)
     }
 
-    /// Removing this attachment's masquerade rules: what a DEL does.
+    /// Removing this attachment's masquerade rules: what a DEL does (and an
+    /// ADD undoing its own).
     pub fn unmasquerade(&self) -> Result<(), CapError> {
         match self.phase {
-            Phase::Check => Err(denied("remove masquerade rules: CHECK only reads")),
-            _ => Ok(()),
+            Phase::Add | Phase::Del => Ok(()),
+            p => Err(denied(format_args!(
+                "remove the attachment's rules: {} does not (GC uses `attachments`)",
+                p.name()
+            ))),
         }
     }
 
-    /// Delegating to IPAM: ADD is creating; CHECK may only check.
+    /// Removing the rules of this network's attachments that are not
+    /// valid any more (the network is the grant's own, so no other
+    /// network's rules are reachable): GC only.
+    pub fn retain_rules(&self) -> Result<(), CapError> {
+        match self.phase {
+            Phase::Gc => Ok(()),
+            p => Err(denied(format_args!(
+                "remove rules of other attachments: only GC does, {} does not",
+                p.name()
+            ))),
+        }
+    }
+
+    /// Removing what the reference plugins left for this attachment: a DEL.
+    pub fn remove_reference_leftovers(&self) -> Result<(), CapError> {
+        match self.phase {
+            Phase::Del => Ok(()),
+            p => Err(denied(format_args!(
+                "remove the reference plugins' rules: only DEL does, {} does not",
+                p.name()
+            ))),
+        }
+    }
+
+    /// Delegating `command` to IPAM: each command passes on its own (and
+    /// CHECK, which only reads, is allowed to all); an ADD's failure path
+    /// runs DEL.
     pub fn ipam(&self, command: &str) -> Result<(), CapError> {
         let what = format!("IPAM {command}");
         match (self.phase, command) {
             (_, "CHECK") => Ok(()),
-            (Phase::Check, _) => Err(denied(format_args!("{what}: CHECK only reads"))),
-            (Phase::Del, "ADD") => Err(denied(format_args!("{what}: DEL creates nothing"))),
-            _ => Ok(()),
+            (Phase::Add, "ADD" | "DEL") | (Phase::Del, "DEL") => Ok(()),
+            (Phase::Gc, "GC") | (Phase::Status, "STATUS") => Ok(()),
+            (p, _) => Err(denied(format_args!("{what}: not part of a {}", p.name()))),
         }
     }
 }
@@ -376,8 +429,13 @@ impl Grant {
 /// entries, CHECK only reads.
 pub fn store_write(phase: Phase, what: &str, creates: bool) -> Result<(), CapError> {
     match phase {
-        Phase::Check => Err(denied(format_args!("{what}: CHECK only reads"))),
-        Phase::Del if creates => Err(denied(format_args!("{what}: DEL creates no entries"))),
+        Phase::Check | Phase::Status => {
+            Err(denied(format_args!("{what}: {} only reads", phase.name())))
+        }
+        Phase::Del | Phase::Gc if creates => Err(denied(format_args!(
+            "{what}: {} creates no entries",
+            phase.name()
+        ))),
         _ => Ok(()),
     }
 }

@@ -261,6 +261,33 @@ impl Kernel for Linux {
         Box::pin(blocking(move || nft::remove(&owner, deadline)))
     }
 
+    fn retain_rules<'a>(
+        &'a self,
+        network: &'a str,
+        keep: &'a [String],
+        deadline: Instant,
+    ) -> KFuture<'a, usize> {
+        let (network, keep) = (network.to_string(), keep.to_vec());
+        Box::pin(blocking(move || nft::retain(&network, &keep, deadline)))
+    }
+
+    fn remove_reference_masquerade<'a>(
+        &'a self,
+        network: &'a str,
+        container_id: &'a str,
+        ifname: &'a str,
+        deadline: Instant,
+    ) -> KFuture<'a, usize> {
+        let (n, c, i) = (
+            network.to_string(),
+            container_id.to_string(),
+            ifname.to_string(),
+        );
+        Box::pin(blocking(move || {
+            super::reference::remove(&n, &c, &i, deadline)
+        }))
+    }
+
     fn masqueraded<'a>(&'a self, owner: &'a str, deadline: Instant) -> KFuture<'a, Vec<IpNetwork>> {
         let owner = owner.to_string();
         Box::pin(blocking(move || nft::masqueraded(&owner, deadline)))

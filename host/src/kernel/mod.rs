@@ -8,11 +8,14 @@
 //! are changed by index, so what a grant checked is what changes.
 
 pub mod addr;
+pub mod exec;
 pub mod link;
 pub mod linux;
 pub mod netlink;
 pub mod netns;
 pub mod nft;
+pub mod reference;
+pub mod resolv_conf;
 pub mod route;
 pub mod store;
 pub mod sysctl;
@@ -105,6 +108,23 @@ pub trait Kernel: Send + Sync {
     fn drop_table_if_unused(&self, deadline: Instant) -> KFuture<'_, bool>;
     /// Remove the rules marked `owner`; how many there were.
     fn unmasquerade<'a>(&'a self, owner: &'a str, deadline: Instant) -> KFuture<'a, usize>;
+    /// Remove every rule of `network` whose mark is not in `keep`; how many
+    /// went.
+    fn retain_rules<'a>(
+        &'a self,
+        network: &'a str,
+        keep: &'a [String],
+        deadline: Instant,
+    ) -> KFuture<'a, usize>;
+    /// Remove what the reference bridge left for this attachment's
+    /// masquerade (see `reference`); how many rules and chains went.
+    fn remove_reference_masquerade<'a>(
+        &'a self,
+        network: &'a str,
+        container_id: &'a str,
+        ifname: &'a str,
+        deadline: Instant,
+    ) -> KFuture<'a, usize>;
     /// Every masquerade rule in wasm-cni's table: (its mark, its address).
     fn masquerade_rules(&self, deadline: Instant) -> KFuture<'_, Vec<(String, IpNetwork)>>;
     /// The addresses masqueraded by rules marked `owner`.

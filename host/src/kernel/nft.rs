@@ -16,6 +16,7 @@
 //! The `nft` binary does the talking (through the nftables crate's JSON
 //! API, as netavark does): one batch, one process, per change.
 
+use super::exec::ExecError;
 use ipnetwork::IpNetwork;
 use nftables::batch::Batch;
 use nftables::expr::{Expression, NamedExpression, Payload, PayloadField, Prefix};
@@ -180,9 +181,6 @@ impl TableLock {
     }
 }
 
-/// The longest one nft run may take.
-const NFT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// What nft says when a table or chain does not exist.
 const MISSING: &str = "No such file or directory";
 
@@ -225,84 +223,21 @@ impl From<NftError> for io::Error {
     }
 }
 
-/// Run `nft -j ARGS`, with `stdin` if given, killed at `deadline` (or
-/// after `NFT_TIMEOUT`). Written here rather than through the nftables
-/// crate's helpers: those let nft's stderr through to ours and return an
-/// empty message, and the message is how a missing chain is told from a
-/// real failure (and what an operator needs to read); nor do they stop a
-/// hung nft.
-///
-/// nft runs in a process group of its own, and the whole group is killed
-/// at the deadline: a change that was given up on must not commit later,
-/// after the call has rolled back and answered (not even through a
-/// wrapper script's child).
+/// Run `nft -j ARGS`, with `stdin` if given, killed at `deadline`.
 fn run_nft(args: &[&str], stdin: Option<&str>, deadline: Instant) -> Result<String, NftError> {
-    use std::io::Write;
-    use std::os::unix::process::CommandExt;
-    use std::process::{Command, Stdio};
-    let limit = deadline
-        .saturating_duration_since(Instant::now())
-        .min(NFT_TIMEOUT);
-    let mut command = Command::new(nft_program());
-    command
-        .arg("-j")
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    // If this process dies (SIGKILL), nft dies with it rather than commit
-    // after the runtime has moved on to DEL.
-    // SAFETY: prctl is async-signal-safe.
-    unsafe { command.pre_exec(die_with_parent) };
-    let mut child = command.spawn().map_err(NftError::Exec)?;
-    let pid = rustix::process::Pid::from_child(&child);
-    let kill = move || {
-        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-    };
-    let (tx, rx) = std::sync::mpsc::channel();
-    let input = stdin.map(str::to_string);
-    let mut pipe = child.stdin.take();
-    std::thread::spawn(move || {
-        // Fed on the waiting thread: a stuck nft must not block us on a
-        // full pipe either.
-        if let (Some(input), Some(p)) = (input, pipe.as_mut()) {
-            let _ = p.write_all(input.as_bytes());
-        }
-        drop(pipe);
-        let _ = tx.send(child.wait_with_output());
-    });
-    let out = match rx.recv_timeout(limit) {
-        Ok(out) => out.map_err(NftError::Exec)?,
-        Err(_) => {
-            kill();
-            return Err(NftError::Failed(format!(
-                "nft did not finish within {} ms and was killed",
-                limit.as_millis()
-            )));
-        }
-    };
-    if out.status.success() {
-        return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+    let mut all = vec!["-j"];
+    all.extend_from_slice(args);
+    match super::exec::run(nft_program(), &all, stdin, deadline) {
+        Ok(out) => Ok(out),
+        Err(ExecError::Spawn(e)) => Err(NftError::Exec(e)),
+        Err(ExecError::Failed(said)) if said.contains(MISSING) => Err(NftError::Missing(said)),
+        Err(ExecError::Failed(said)) => Err(NftError::Failed(said)),
     }
-    let said = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    Err(if said.contains(MISSING) {
-        NftError::Missing(said)
-    } else {
-        NftError::Failed(said)
-    })
 }
 
 /// Ask the kernel to kill this child when the thread that started it (and
 /// so the host) dies.
-pub fn die_with_parent() -> io::Result<()> {
-    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
-        .map_err(io::Error::from)
-}
+pub use super::exec::die_with_parent;
 
 fn masquerade_rule(addr: &IpNetwork, comment: &str) -> Rule<'static> {
     let (proto, multicast) = match addr.ip() {
@@ -428,27 +363,95 @@ pub fn masqueraded(comment: &str, deadline: Instant) -> io::Result<Vec<IpNetwork
 
 /// Remove this attachment's rules; how many there were.
 pub fn remove(comment: &str, deadline: Instant) -> io::Result<usize> {
-    let rules = owned_rules(comment, deadline)?;
-    if rules.is_empty() {
-        return Ok(0);
+    let handles: Vec<u32> = owned_rules(comment, deadline)?
+        .into_iter()
+        .map(|(handle, _)| handle)
+        .collect();
+    delete_rules(NfFamily::INet, TABLE, CHAIN, &handles, deadline)?;
+    Ok(handles.len())
+}
+
+/// Remove every rule of `network` whose comment is not in `keep` (the
+/// comments of its valid attachments): GC. Rules whose comment is only a
+/// digest of all three fields (a network name too long to show) cannot be
+/// told apart by network and stay.
+pub fn retain(network: &str, keep: &[String], deadline: Instant) -> io::Result<usize> {
+    let prefix = network_prefix(network);
+    let stale: Vec<u32> = all_rules(deadline)?
+        .into_iter()
+        .filter(|(c, ..)| c.starts_with(&prefix) && !keep.contains(c))
+        .map(|(_, handle, _)| handle)
+        .collect();
+    delete_rules(NfFamily::INet, TABLE, CHAIN, &stale, deadline)?;
+    Ok(stale.len())
+}
+
+/// The rules of any table's chain: (comment, handle). A missing table or
+/// chain has none.
+pub fn chain_rules(
+    family: NfFamily,
+    table: &str,
+    chain: &str,
+    deadline: Instant,
+) -> io::Result<Vec<(String, u32)>> {
+    let family_name = match family {
+        NfFamily::INet => "inet",
+        NfFamily::IP => "ip",
+        NfFamily::IP6 => "ip6",
+        NfFamily::Bridge => "bridge",
+        _ => return Err(io::Error::other("unsupported nftables family")),
+    };
+    let listed = match run_nft(
+        &["list", "chain", family_name, table, chain],
+        None,
+        deadline,
+    ) {
+        Ok(json) => json,
+        Err(NftError::Missing(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let ruleset: nftables::schema::Nftables = serde_json::from_str(&listed)
+        .map_err(|e| io::Error::other(format!("nft printed JSON we cannot read: {e}")))?;
+    Ok(ruleset
+        .objects
+        .iter()
+        .filter_map(|o| match o {
+            NfObject::ListObject(NfListObject::Rule(r)) => Some((
+                r.comment.as_deref().unwrap_or_default().to_string(),
+                r.handle?,
+            )),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Delete rules of any table's chain by handle, in one batch.
+pub fn delete_rules(
+    family: NfFamily,
+    table: &str,
+    chain: &str,
+    handles: &[u32],
+    deadline: Instant,
+) -> io::Result<()> {
+    if handles.is_empty() {
+        return Ok(());
     }
     let mut batch = Batch::new();
-    for (handle, _) in &rules {
+    for handle in handles {
         batch.delete(NfListObject::Rule(Rule {
-            family: NfFamily::INet,
-            table: TABLE.into(),
-            chain: CHAIN.into(),
+            family,
+            table: table.to_string().into(),
+            chain: chain.to_string().into(),
             handle: Some(*handle),
             ..Default::default()
         }));
     }
-    submit(batch, deadline)?;
-    Ok(rules.len())
+    submit(batch, deadline).map_err(io::Error::from)
 }
 
 /// The `nft` binary: `WASM_CNI_NFT`, else the usual sbin paths (kubelet's
 /// PATH often lacks them), else whatever PATH finds.
-fn nft_program() -> &'static str {
+pub(crate) fn nft_program() -> &'static str {
     static PROGRAM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     PROGRAM.get_or_init(|| {
         if let Ok(p) = std::env::var("WASM_CNI_NFT") {

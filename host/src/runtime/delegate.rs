@@ -106,6 +106,19 @@ impl Runtime {
                 )))
             }
             None => match find_in_cni_path(call, ty)? {
+                // GC and STATUS go only to a plugin that speaks 1.1.0: an
+                // older one has no such commands (it would fail them), so it
+                // counts as ready with nothing to collect.
+                Some(path)
+                    if matches!(command, Command::Gc | Command::Status)
+                        && !speaks_1_1(ty, &path, deadline).await? =>
+                {
+                    crate::log::info(&format!(
+                        "IPAM plugin {ty:?} does not list CNI 1.1.0 in its VERSION: {} not passed on",
+                        command.as_str()
+                    ));
+                    Ok(None)
+                }
                 Some(path) => exec_plugin(call, ty, &path, command, deadline).await,
                 // DEL must succeed when there is nothing left to undo, and a
                 // plugin that is not installed holds nothing we could
@@ -192,59 +205,19 @@ async fn exec_plugin(
     command: Command,
     deadline: tokio::time::Instant,
 ) -> Result<Option<CniResult>, CniError> {
-    use tokio::io::AsyncWriteExt;
-    let io_error = |what: &str, e: std::io::Error| {
-        CniError::new(
-            crate::cni::error::code::IO_FAILURE,
-            format!("{what} {}: {e}", path.display()),
-        )
-    };
-    crate::log::debug(&format!(
-        "IPAM {}: exec {}",
+    let stdout = match run_native(
+        ty,
+        path,
         command.as_str(),
-        path.display()
-    ));
-    let mut child = tokio::process::Command::new(path);
-    child
-        .env("CNI_COMMAND", command.as_str())
-        .env(DELEGATED, "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // In a process group of its own, so that what it starts goes with
-        // it when the call gives up (a plugin may run plugins: an
-        // interface plugin named as IPAM would call its own IPAM).
-        .process_group(0)
-        .kill_on_drop(true);
-    // Nor is one left whose host was killed.
-    // SAFETY: prctl is async-signal-safe.
-    unsafe { child.pre_exec(crate::kernel::nft::die_with_parent) };
-    let mut child = child.spawn().map_err(|e| io_error("cannot run", e))?;
-    let mut group = GroupGuard(
-        child
-            .id()
-            .and_then(|id| rustix::process::Pid::from_raw(id as i32)),
-    );
-    if let Some(mut stdin) = child.stdin.take() {
-        // A plugin may exit without reading stdin (its answer tells), or
-        // never read it (the deadline tells).
-        let _ = tokio::time::timeout_at(deadline, stdin.write_all(call.conf.raw.as_bytes())).await;
-    }
-    let out = match tokio::time::timeout_at(deadline, child.wait_with_output()).await {
-        Ok(out) => {
-            group.0 = None;
-            out.map_err(|e| io_error("waiting for", e))?
-        }
-        Err(_) => {
-            let stopped = CniError::new(
-                crate::cni::error::code::TRY_AGAIN_LATER,
-                format!(
-                    "IPAM plugin {ty:?} did not answer in time and was stopped (WASM_CNI_TIMEOUT)"
-                ),
-            );
+        call.conf.raw.as_bytes(),
+        deadline,
+    )
+    .await
+    {
+        Ok(stdout) => stdout?,
+        Err(stopped) => {
             // Stopped halfway, it may hold an address it never reported:
             // only its own DEL can release that.
-            group.kill();
             if command == Command::Add {
                 let undo = Box::pin(exec_plugin(
                     call,
@@ -261,17 +234,10 @@ async fn exec_plugin(
             return Err(stopped);
         }
     };
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !stderr.trim().is_empty() {
-        crate::log::info(&format!("[{ty}] {}", stderr.trim()));
-    }
-    if !out.status.success() {
-        return Err(plugin_error(ty, &out.stdout, &stderr));
-    }
     if command != Command::Add {
         return Ok(None);
     }
-    let value: serde_json::Value = serde_json::from_slice(&out.stdout)
+    let value: serde_json::Value = serde_json::from_slice(&stdout)
         .map_err(|e| CniError::decode(format!("IPAM plugin {ty:?} printed no JSON result: {e}")))?;
     CniResult::from_json(&value)
         .map(Some)
@@ -279,6 +245,100 @@ async fn exec_plugin(
             msg: format!("IPAM plugin {ty:?}: {}", e.msg),
             ..e
         })
+}
+
+/// How much of a native plugin's stderr is passed on.
+const STDERR_MAX: usize = 64 << 10;
+
+/// Run a native plugin once with `CNI_COMMAND=command` and `stdin`: its
+/// stdout when it succeeded, its error when it failed (`Ok(Err)`), or
+/// `Err` when it did not answer by `deadline` and was killed. What it
+/// wrote on stderr goes to ours, a line per record.
+async fn run_native(
+    ty: &str,
+    path: &Path,
+    command: &str,
+    stdin: &[u8],
+    deadline: tokio::time::Instant,
+) -> Result<Result<Vec<u8>, CniError>, CniError> {
+    use tokio::io::AsyncWriteExt;
+    let io_error = |what: &str, e: std::io::Error| {
+        CniError::new(
+            crate::cni::error::code::IO_FAILURE,
+            format!("{what} {}: {e}", path.display()),
+        )
+    };
+    crate::log::debug(&format!("IPAM {command}: exec {}", path.display()));
+    let mut child = tokio::process::Command::new(path);
+    child
+        .env("CNI_COMMAND", command)
+        .env(DELEGATED, "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // In a process group of its own, so that what it starts goes with
+        // it when the call gives up (a plugin may run plugins: an
+        // interface plugin named as IPAM would call its own IPAM).
+        .process_group(0)
+        .kill_on_drop(true);
+    // Nor is one left whose host was killed.
+    // SAFETY: prctl is async-signal-safe.
+    unsafe { child.pre_exec(crate::kernel::nft::die_with_parent) };
+    let mut child = match child.spawn() {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(io_error("cannot run", e))),
+    };
+    let mut group = GroupGuard(
+        child
+            .id()
+            .and_then(|id| rustix::process::Pid::from_raw(id as i32)),
+    );
+    if let Some(mut pipe) = child.stdin.take() {
+        // A plugin may exit without reading stdin (its answer tells), or
+        // never read it (the deadline tells).
+        let _ = tokio::time::timeout_at(deadline, pipe.write_all(stdin)).await;
+    }
+    let out = match tokio::time::timeout_at(deadline, child.wait_with_output()).await {
+        Ok(Ok(out)) => {
+            group.0 = None;
+            out
+        }
+        Ok(Err(e)) => return Ok(Err(io_error("waiting for", e))),
+        Err(_) => {
+            group.kill();
+            return Err(CniError::new(
+                crate::cni::error::code::TRY_AGAIN_LATER,
+                format!(
+                    "IPAM plugin {ty:?} did not answer in time and was stopped (WASM_CNI_TIMEOUT)"
+                ),
+            ));
+        }
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr[..out.stderr.len().min(STDERR_MAX)]);
+    for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
+        crate::log::warn(&crate::log::guest_line(ty, line));
+    }
+    if !out.status.success() {
+        return Ok(Err(plugin_error(ty, &out.stdout, &stderr)));
+    }
+    Ok(Ok(out.stdout))
+}
+
+/// Whether the native plugin at `path` lists 1.1.0 in its VERSION reply.
+async fn speaks_1_1(
+    ty: &str,
+    path: &Path,
+    deadline: tokio::time::Instant,
+) -> Result<bool, CniError> {
+    #[derive(serde::Deserialize)]
+    struct Reply {
+        #[serde(rename = "supportedVersions", default)]
+        supported: Vec<String>,
+    }
+    let probe = br#"{"cniVersion":"1.1.0"}"#;
+    let out = run_native(ty, path, "VERSION", probe, deadline).await??;
+    Ok(serde_json::from_slice::<Reply>(&out)
+        .is_ok_and(|r| r.supported.iter().any(|v| v == "1.1.0")))
 }
 
 /// A failed plugin's error document, or what it said on stderr.

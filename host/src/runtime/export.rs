@@ -2,11 +2,14 @@
 //! (a result, an error, a trap, a limit, a panic in a host call) into the
 //! CNI outcome, with the guest's output sent to the log.
 
+use super::linker::Contract;
 use super::state::GuestOutput;
 use super::{Module, engine};
 use crate::cni::{Call, CniError, CniResult, Command};
 use crate::contract::convert;
+use crate::contract::exports;
 use crate::contract::wasm_cni::plugin::types as wit;
+use crate::contract::wasm_cni::plugin_v2::lifecycle;
 use crate::limits::{self, CallLimits};
 use futures::FutureExt;
 use std::panic::AssertUnwindSafe;
@@ -99,40 +102,71 @@ async fn invoke_export<T: Send + 'static>(
     command: Command,
 ) -> Result<Option<CniResult>, CniError> {
     let name = &module.name;
-    let instance = linker
-        .instantiate_async(&mut *store, &module.component)
-        .await
-        .map_err(|e| match e.downcast_ref::<limits::Stopped>() {
-            Some(why) => CniError::plugin(format!("plugin {name} {why}")),
-            None => CniError::module(format!(
-                "cannot instantiate {name} ({}): {e:#}",
-                module.path.display()
-            )),
-        })?;
-    crate::log::debug(&format!("{name}: instantiated"));
-    let plugin = crate::contract::Plugins::new(&mut *store, &instance).map_err(|e| {
+    let unusable = |e: wasmtime::Error| match e.downcast_ref::<limits::Stopped>() {
+        Some(why) => CniError::plugin(format!("plugin {name} {why}")),
+        None => CniError::module(format!(
+            "cannot instantiate {name} ({}): {e:#}",
+            module.path.display()
+        )),
+    };
+    let pre = linker
+        .instantiate_pre(&module.component)
+        .map_err(unusable)?;
+    let not_exported = |e: wasmtime::Error| {
         CniError::module(format!(
-            "{name} does not export wasm-cni:plugin/plugin@0.1.0: {e:#}"
+            "{name} does not export wasm-cni:plugin/plugin@{}: {e:#}",
+            module.contract.as_str()
         ))
-    })?;
-    let guest = plugin.wasm_cni_plugin_plugin();
-    let req = request(call, command);
-    let returned = match command {
-        Command::Add => guest.call_add(&mut *store, &req).await.map(|r| r.map(Some)),
-        Command::Del => guest
-            .call_del(&mut *store, &req)
-            .await
-            .map(|r| r.map(|()| None)),
-        Command::Check => guest
-            .call_check(&mut *store, &req)
-            .await
-            .map(|r| r.map(|()| None)),
-        other => {
-            return Err(CniError::env(format!(
-                "{} is not a plugin command",
-                other.as_str()
-            )));
-        }
+    };
+    // Both versions' `plugin` exports share ADD, DEL and CHECK (one
+    // request type, from 0.1.0's `types`); their bindings are distinct
+    // types, so the shared part is spelled once here.
+    macro_rules! instantiate_and_call {
+        ($version:ident, $guest:ident, $($other:tt)*) => {{
+            let indices = exports::$version::GuestIndices::new(&pre).map_err(not_exported)?;
+            let instance = pre.instantiate_async(&mut *store).await.map_err(unusable)?;
+            crate::log::debug(&format!(
+                "{name}: instantiated (contract {})",
+                module.contract.as_str()
+            ));
+            let $guest = indices.load(&mut *store, &instance).map_err(not_exported)?;
+            match command {
+                Command::Add => $guest
+                    .call_add(&mut *store, &request(call, command))
+                    .await
+                    .map(|r| r.map(Some)),
+                Command::Del => $guest.call_del(&mut *store, &request(call, command)).await.map(none),
+                Command::Check => $guest
+                    .call_check(&mut *store, &request(call, command))
+                    .await
+                    .map(none),
+                Command::Version => return Err(not_a_plugin_command(command)),
+                $($other)*
+            }
+        }};
+    }
+    let returned = match module.contract {
+        Contract::V0_1_0 => instantiate_and_call!(v1, guest,
+            // 0.1.0 has neither: a module that instantiates is ready, and
+            // keeps nothing a GC could collect that it knows of.
+            Command::Status | Command::Gc => {
+                crate::log::info(&format!(
+                    "{name} implements contract 0.1.0, which has no {}: answered for it",
+                    command.as_str()
+                ));
+                Ok(Ok(None))
+            }
+        ),
+        Contract::V0_2_0 => instantiate_and_call!(v2, guest,
+            Command::Gc => guest
+                .call_gc(&mut *store, &gc_request(call))
+                .await
+                .map(none),
+            Command::Status => guest
+                .call_status(&mut *store, &status_request(call))
+                .await
+                .map(none),
+        ),
     };
     crate::log::debug(&format!("{name}: {} returned", command.as_str()));
     match returned {
@@ -154,6 +188,15 @@ async fn invoke_export<T: Send + 'static>(
         Ok(Err(e)) => Err(convert::error_from_wit(e)),
         Err(trap) => Err(trap_error(name, store, trap)),
     }
+}
+
+/// A command's outcome that carries no result.
+fn none<E>(r: Result<(), E>) -> Result<Option<wit::CniResult>, E> {
+    r.map(|()| None)
+}
+
+fn not_a_plugin_command(command: Command) -> CniError {
+    CniError::env(format!("{} is not a plugin command", command.as_str()))
 }
 
 fn trap_error<T>(name: &str, store: &Store<T>, trap: wasmtime::Error) -> CniError {
@@ -205,5 +248,32 @@ pub fn request(call: &Call, command: Command) -> wit::Request {
         cni_version: call.conf.cni_version.as_str().to_string(),
         config: call.conf.raw.clone(),
         prev_result: call.conf.prev_result.as_ref().map(convert::result_to_wit),
+    }
+}
+
+/// What a guest sees of a GC: the network, its config, and the attachments
+/// still in use.
+fn gc_request(call: &Call) -> lifecycle::GcRequest {
+    lifecycle::GcRequest {
+        network: call.conf.name.clone(),
+        cni_version: call.conf.cni_version.as_str().to_string(),
+        config: call.conf.raw.clone(),
+        valid_attachments: call
+            .conf
+            .valid_attachments
+            .iter()
+            .map(|a| lifecycle::Attachment {
+                container_id: a.container_id.clone(),
+                ifname: a.ifname.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn status_request(call: &Call) -> lifecycle::StatusRequest {
+    lifecycle::StatusRequest {
+        network: call.conf.name.clone(),
+        cni_version: call.conf.cni_version.as_str().to_string(),
+        config: call.conf.raw.clone(),
     }
 }

@@ -1,15 +1,22 @@
-//! One linker per world, and which world a module is.
+//! One linker per world and contract version, and which world and version
+//! a module is.
 //!
-//! A linker holds exactly what its world grants (plus the WASI a Rust std
-//! guest needs: cli, io, clocks, random, with no files and no sockets), so
-//! a module that imports more fails to instantiate.
+//! A linker holds exactly what its world grants in its version (plus the
+//! WASI a Rust std guest needs: cli, io, clocks, random, with no files and
+//! no sockets), so a module that imports more fails to instantiate. A 0.2.0
+//! world imports the 0.1.0 capability interfaces unchanged, so the same
+//! host implementations serve both; 0.2.0's linker adds what is new.
 
 use super::state::{InterfaceState, IpamState};
+use crate::caps::resolv_conf::ResolvConfCtx;
 use crate::caps::{
     firewall::FirewallCtx, ipam::IpamCtx, log::LogCtx, netns::NetCtx, store::StoreCtx,
 };
 use crate::contract::wasm_cni::plugin::{
     address, firewall, ipam, link, log, netns, route, store, sysctl, types,
+};
+use crate::contract::wasm_cni::plugin_v2::{
+    attachments, ipam_lifecycle, reference_cleanup, resolv_conf,
 };
 use wasmtime::Engine;
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -27,36 +34,86 @@ pub enum Role {
     Ipam,
 }
 
+/// The contract version a module was built against, from the `plugin`
+/// interface it exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Contract {
+    /// `wasm-cni:plugin@0.1.0`: ADD, DEL, CHECK.
+    V0_1_0,
+    /// `wasm-cni:plugin@0.2.0`: also GC and STATUS, and new capabilities.
+    V0_2_0,
+}
+
+impl Contract {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Contract::V0_1_0 => "0.1.0",
+            Contract::V0_2_0 => "0.2.0",
+        }
+    }
+}
+
 /// The interfaces only the interface-plugin world grants.
-const INTERFACE_ONLY: [&str; 7] = [
-    "netns", "link", "address", "route", "sysctl", "firewall", "ipam",
+const INTERFACE_ONLY: [&str; 12] = [
+    "netns",
+    "link",
+    "address",
+    "route",
+    "sysctl",
+    "firewall",
+    "ipam",
+    "ipam-lifecycle",
+    "attachments",
+    "bridge-port",
+    "spoof-check",
+    "reference-cleanup",
 ];
+
+/// The interfaces only the ipam-plugin world grants.
+const IPAM_ONLY: [&str; 2] = ["store", "resolv-conf"];
 
 /// A module's role, from its imports: `store` makes it an IPAM plugin, any
 /// network capability an interface plugin, both is an error. A module that
-/// needs neither gets the IPAM world, the smaller grant.
-pub fn role_of(engine: &Engine, component: &Component) -> Result<Role, String> {
+/// needs neither gets the IPAM world, the smaller grant. Its contract
+/// version, from its `plugin` export.
+pub fn classify(engine: &Engine, component: &Component) -> Result<(Role, Contract), String> {
+    let ty = component.component_type();
     let mut network = Vec::new();
-    let mut uses_store = false;
-    for (name, _) in component.component_type().imports(engine) {
+    let mut ipam = Vec::new();
+    for (name, _) in ty.imports(engine) {
         let Some(rest) = name.strip_prefix("wasm-cni:plugin/") else {
             continue;
         };
         let iface = rest.split('@').next().unwrap_or(rest);
-        if iface == "store" {
-            uses_store = true;
+        if IPAM_ONLY.contains(&iface) {
+            ipam.push(iface.to_string());
         } else if INTERFACE_ONLY.contains(&iface) {
             network.push(iface.to_string());
         }
     }
-    match (uses_store, network.is_empty()) {
-        (true, false) => Err(format!(
-            "the module imports both wasm-cni:plugin/store and {}: a plugin targets either the interface-plugin or the ipam-plugin world",
-            network.join(", ")
-        )),
-        (false, false) => Ok(Role::Interface),
-        (_, true) => Ok(Role::Ipam),
-    }
+    let role = match (ipam.is_empty(), network.is_empty()) {
+        (false, false) => {
+            return Err(format!(
+                "the module imports both {} and {}: a plugin targets either the interface-plugin or the ipam-plugin world",
+                ipam.join(", "),
+                network.join(", ")
+            ));
+        }
+        (true, false) => Role::Interface,
+        (_, true) => Role::Ipam,
+    };
+    let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
+    let contract = if exports.iter().any(|n| n == "wasm-cni:plugin/plugin@0.2.0") {
+        Contract::V0_2_0
+    } else if exports.iter().any(|n| n == "wasm-cni:plugin/plugin@0.1.0") {
+        Contract::V0_1_0
+    } else {
+        return Err(format!(
+            "the module exports no wasm-cni:plugin/plugin interface of a version this host knows (0.1.0, 0.2.0); it exports [{}]",
+            exports.join(", ")
+        ));
+    };
+    Ok((role, contract))
 }
 
 fn add_wasi<T: WasiView + IoView + 'static>(l: &mut Linker<T>) -> wasmtime::Result<()> {
@@ -80,8 +137,11 @@ fn add_wasi<T: WasiView + IoView + 'static>(l: &mut Linker<T>) -> wasmtime::Resu
 }
 
 /// The interface-plugin world: netns, link, address, route, sysctl,
-/// firewall, ipam, log.
-pub fn interface_linker(engine: &Engine) -> wasmtime::Result<Linker<InterfaceState>> {
+/// firewall, ipam, log; from 0.2.0 also ipam-lifecycle and attachments.
+pub fn interface_linker(
+    engine: &Engine,
+    contract: Contract,
+) -> wasmtime::Result<Linker<InterfaceState>> {
     let mut l = Linker::<InterfaceState>::new(engine);
     add_wasi(&mut l)?;
     types::add_to_linker::<_, HasSelf<LogCtx>>(&mut l, |s| &mut s.log)?;
@@ -93,15 +153,23 @@ pub fn interface_linker(engine: &Engine) -> wasmtime::Result<Linker<InterfaceSta
     firewall::add_to_linker::<_, HasSelf<FirewallCtx>>(&mut l, |s| &mut s.firewall)?;
     ipam::add_to_linker::<_, HasSelf<IpamCtx>>(&mut l, |s| &mut s.ipam)?;
     log::add_to_linker::<_, HasSelf<LogCtx>>(&mut l, |s| &mut s.log)?;
+    if contract >= Contract::V0_2_0 {
+        ipam_lifecycle::add_to_linker::<_, HasSelf<IpamCtx>>(&mut l, |s| &mut s.ipam)?;
+        attachments::add_to_linker::<_, HasSelf<FirewallCtx>>(&mut l, |s| &mut s.firewall)?;
+        reference_cleanup::add_to_linker::<_, HasSelf<FirewallCtx>>(&mut l, |s| &mut s.firewall)?;
+    }
     Ok(l)
 }
 
-/// The ipam-plugin world: store and log only.
-pub fn ipam_linker(engine: &Engine) -> wasmtime::Result<Linker<IpamState>> {
+/// The ipam-plugin world: store and log only; from 0.2.0 also resolv-conf.
+pub fn ipam_linker(engine: &Engine, contract: Contract) -> wasmtime::Result<Linker<IpamState>> {
     let mut l = Linker::<IpamState>::new(engine);
     add_wasi(&mut l)?;
     types::add_to_linker::<_, HasSelf<LogCtx>>(&mut l, |s| &mut s.log)?;
     store::add_to_linker::<_, HasSelf<StoreCtx>>(&mut l, |s| &mut s.store)?;
     log::add_to_linker::<_, HasSelf<LogCtx>>(&mut l, |s| &mut s.log)?;
+    if contract >= Contract::V0_2_0 {
+        resolv_conf::add_to_linker::<_, HasSelf<ResolvConfCtx>>(&mut l, |s| &mut s.resolv_conf)?;
+    }
     Ok(l)
 }

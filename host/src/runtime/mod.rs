@@ -12,9 +12,11 @@ pub mod linker;
 pub mod resolve;
 pub mod state;
 
+use crate::caps::netns::ContainerNs;
 use crate::caps::store::Written;
 use crate::caps::{
-    Shared, firewall::FirewallCtx, ipam::IpamCtx, log::LogCtx, netns::NetCtx, store::StoreCtx,
+    Shared, firewall::FirewallCtx, ipam::IpamCtx, log::LogCtx, netns::NetCtx,
+    resolv_conf::ResolvConfCtx, store::StoreCtx,
 };
 use crate::cni::{Call, CniError, CniResult, Command, error::code};
 use crate::grant::{Grant, Phase};
@@ -24,7 +26,7 @@ use crate::limits::{CallLimits, StoreLimiter};
 use crate::policy::{Policy, StoreLocation};
 use crate::undo::{NetworkLock, Rollback};
 use cache::Cache;
-use linker::Role;
+use linker::{Contract, Role};
 use resolve::ModulePath;
 use state::{InterfaceState, IpamState};
 use std::path::{Path, PathBuf};
@@ -51,9 +53,10 @@ pub struct Runtime {
     /// not (the round-robin cursor `last_reserved_ip.*`, entries an IPAM
     /// DEL inside the ADD removed).
     ipam_writes: std::sync::Mutex<Vec<(StoreLocation, Vec<Written>)>>,
-    // Built on first use: a call needs one world, or two with wasm IPAM.
-    interface_linker: OnceLock<Linker<InterfaceState>>,
-    ipam_linker: OnceLock<Linker<IpamState>>,
+    // Built on first use, one per contract version: a call needs one
+    // world, or two with wasm IPAM.
+    interface_linkers: [OnceLock<Linker<InterfaceState>>; 2],
+    ipam_linkers: [OnceLock<Linker<IpamState>>; 2],
 }
 
 /// A compiled module and the role its imports give it.
@@ -62,6 +65,8 @@ pub struct Module {
     pub path: PathBuf,
     pub component: Component,
     pub role: Role,
+    /// The contract version it was built against.
+    pub contract: Contract,
 }
 
 /// How long a CNI call may take, and when its parts must give up, so each
@@ -104,7 +109,9 @@ fn phase(command: Command) -> Phase {
     match command {
         Command::Add => Phase::Add,
         Command::Del => Phase::Del,
-        _ => Phase::Check,
+        Command::Gc => Phase::Gc,
+        Command::Status => Phase::Status,
+        Command::Check | Command::Version => Phase::Check,
     }
 }
 
@@ -130,8 +137,8 @@ impl Runtime {
             lock_dir: lock_dir.to_path_buf(),
             command,
             ipam_writes: Default::default(),
-            interface_linker: OnceLock::new(),
-            ipam_linker: OnceLock::new(),
+            interface_linkers: Default::default(),
+            ipam_linkers: Default::default(),
         }))
     }
 
@@ -158,10 +165,11 @@ impl Runtime {
         })?
         .map_err(|e| CniError::host(format!("compiling {name} failed: {e}")))?;
         let (component, outcome) = compiled.map_err(CniError::module)?;
-        let role = linker::role_of(&self.engine, &component)
+        let (role, contract) = linker::classify(&self.engine, &component)
             .map_err(|e| CniError::module(format!("{}: {e}", path.display())))?;
         crate::log::debug(&format!(
-            "module {name}: {} ({role:?}, cache {outcome:?})",
+            "module {name}: {} ({role:?}, contract {}, cache {outcome:?})",
+            contract.as_str(),
             path.display()
         ));
         let name = Path::new(name)
@@ -172,6 +180,7 @@ impl Runtime {
             path,
             component,
             role,
+            contract,
         })
     }
 
@@ -224,10 +233,27 @@ impl Runtime {
             shared.clone(),
             call.env.netns.as_deref().and_then(Path::to_str),
         );
-        if matches!(command, Command::Add | Command::Check) {
-            net.open_container()
-                .await
-                .map_err(|e| CniError::env(e.to_string()))?;
+        // Before any guest code: ADD and CHECK need the namespace; no
+        // command may take the node's own for a container's (code 8, the
+        // reference's ErrInvalidNetNS; it finds out only after ADD has
+        // configured the node).
+        if call.env.netns.is_some()
+            && matches!(command, Command::Add | Command::Check | Command::Del)
+        {
+            match net.open_checked().await {
+                Ok(()) => {}
+                Err(ContainerNs::Node(msg)) => {
+                    return Err(CniError::new(code::INVALID_NETNS, msg));
+                }
+                Err(ContainerNs::Unusable(e))
+                    if matches!(command, Command::Add | Command::Check) =>
+                {
+                    return Err(CniError::env(e.to_string()));
+                }
+                // DEL: a namespace that is gone still has IPAM and rules
+                // to release; the guest finds it gone.
+                Err(ContainerNs::Unusable(_)) => {}
+            }
         }
         // An ADD holds its network's lock shared while it runs, so that a
         // failed ADD can tell what others rely on (see `undo::lock`).
@@ -242,7 +268,7 @@ impl Runtime {
             FirewallCtx::new(
                 kernel.clone(),
                 shared.clone(),
-                owner.clone(),
+                (network, &call.env.container_id, &call.env.ifname),
                 self.deadlines.call().into_std(),
             ),
             IpamCtx::new(self.clone(), call.clone(), shared.clone()),
@@ -250,8 +276,8 @@ impl Runtime {
             StoreLimiter::new(&self.limits),
         );
         let mut store = self.store(state, &self.limits, |s| &mut s.limits)?;
-        let linker = get_linker(&self.interface_linker, || {
-            linker::interface_linker(&self.engine)
+        let linker = get_linker(&self.interface_linkers[module.contract as usize], || {
+            linker::interface_linker(&self.engine, module.contract)
         })?;
         let mut outcome = contained(
             &module.name,
@@ -342,11 +368,14 @@ impl Runtime {
                 created.clone(),
                 limits,
             ),
+            ResolvConfCtx::new(self.policy.resolv_conf_dirs.clone(), phase(command)),
             LogCtx::new(&module.name, limits),
             StoreLimiter::new(limits),
         );
         let mut store = self.store(state, limits, |s| &mut s.limits)?;
-        let linker = get_linker(&self.ipam_linker, || linker::ipam_linker(&self.engine))?;
+        let linker = get_linker(&self.ipam_linkers[module.contract as usize], || {
+            linker::ipam_linker(&self.engine, module.contract)
+        })?;
         let outcome = contained(
             &module.name,
             invoke(limits, &mut store, linker, module, call, command, deadline),

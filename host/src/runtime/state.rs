@@ -3,7 +3,8 @@
 //! `runtime::linker`); an IPAM store has no network state at all.
 
 use crate::caps::{
-    firewall::FirewallCtx, ipam::IpamCtx, log::LogCtx, netns::NetCtx, store::StoreCtx,
+    firewall::FirewallCtx, ipam::IpamCtx, log::LogCtx, netns::NetCtx, resolv_conf::ResolvConfCtx,
+    store::StoreCtx,
 };
 use crate::limits::StoreLimiter;
 use wasmtime::component::ResourceTable;
@@ -79,11 +80,17 @@ pub struct IpamState {
     pub table: ResourceTable,
     pub limits: StoreLimiter,
     pub store: StoreCtx,
+    pub resolv_conf: ResolvConfCtx,
     pub log: LogCtx,
 }
 
 impl IpamState {
-    pub fn new(store: StoreCtx, log: LogCtx, limits: StoreLimiter) -> Self {
+    pub fn new(
+        store: StoreCtx,
+        resolv_conf: ResolvConfCtx,
+        log: LogCtx,
+        limits: StoreLimiter,
+    ) -> Self {
         let output = MemoryOutputPipe::new(OUTPUT_CAPACITY);
         IpamState {
             wasi: wasi(&output),
@@ -91,6 +98,7 @@ impl IpamState {
             table: ResourceTable::new(),
             limits,
             store,
+            resolv_conf,
             log,
         }
     }

@@ -1,0 +1,105 @@
+//! Running the node's firewall tools (`nft`, `iptables`): killed at a
+//! deadline with everything they started, and with the host if it dies.
+//!
+//! Written here rather than through the nftables crate's helpers: those let
+//! the tool's stderr through to ours and return an empty message, and the
+//! message is how a missing chain is told from a real failure (and what an
+//! operator needs to read); nor do they stop a hung process.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+/// The longest one run may take.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How a run ended when it did not succeed.
+#[derive(Debug)]
+pub enum ExecError {
+    /// It ran and failed: what it said on stderr.
+    Failed(String),
+    /// It could not be started (not installed).
+    Spawn(io::Error),
+}
+
+/// Run `program ARGS` with `stdin` if given; its stdout. The process runs in
+/// a group of its own, and the whole group is killed at `deadline` (or after
+/// `TIMEOUT`): a change that was given up on must not commit later, after
+/// the call has rolled back and answered (not even through a wrapper
+/// script's child).
+pub fn run(
+    program: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+    deadline: Instant,
+) -> Result<String, ExecError> {
+    use std::io::Write;
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let limit = deadline
+        .saturating_duration_since(Instant::now())
+        .min(TIMEOUT);
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    // If this process dies (SIGKILL), the tool dies with it rather than
+    // commit after the runtime has moved on to DEL.
+    // SAFETY: prctl is async-signal-safe.
+    unsafe { command.pre_exec(die_with_parent) };
+    let mut child = command.spawn().map_err(ExecError::Spawn)?;
+    let pid = rustix::process::Pid::from_child(&child);
+    let kill = move || {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let input = stdin.map(str::to_string);
+    let mut pipe = child.stdin.take();
+    std::thread::spawn(move || {
+        // Fed on the waiting thread: a stuck tool must not block us on a
+        // full pipe either.
+        if let (Some(input), Some(p)) = (input, pipe.as_mut()) {
+            let _ = p.write_all(input.as_bytes());
+        }
+        drop(pipe);
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(limit) {
+        Ok(out) => out.map_err(ExecError::Spawn)?,
+        Err(_) => {
+            kill();
+            return Err(ExecError::Failed(format!(
+                "{program} did not finish within {} ms and was killed",
+                limit.as_millis()
+            )));
+        }
+    };
+    if out.status.success() {
+        return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+    }
+    Err(ExecError::Failed(
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    ))
+}
+
+/// Ask the kernel to kill this child when the thread that started it (and
+/// so the host) dies.
+pub fn die_with_parent() -> io::Result<()> {
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .map_err(io::Error::from)
+}
+
+/// The first of `candidates` that exists, else the bare name for PATH.
+pub fn find_program(candidates: &[&'static str], bare: &'static str) -> &'static str {
+    candidates
+        .iter()
+        .copied()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or(bare)
+}

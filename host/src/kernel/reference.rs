@@ -1,0 +1,209 @@
+//! What the reference `bridge` (containernetworking/plugins) leaves on the
+//! node for an attachment's masquerade, found the way it names it, so a DEL
+//! by wasm-cni of a pod the reference ADDed leaves nothing behind:
+//!
+//! - iptables (its default backend, and the only one before v1.5): a chain
+//!   `CNI-<first 24 hex of sha512(network + container id)>` in `nat`, and a
+//!   POSTROUTING rule `-s <ip> -j <chain>` commented
+//!   `name: "<network>" id: "<container id>"` (`utils.FormatChainName`,
+//!   `utils.FormatComment`), in iptables and ip6tables;
+//! - nftables (v1.5+, `ipMasqBackend: nftables`): rules in
+//!   `inet cni_plugins_masquerade` chain `masq_checks` whose comment begins
+//!   `<16 hex of sha512(network)>-<16 hex of sha512(ifname:container id)>`.
+//!
+//! Only those: the chain derived from this network and container id, the
+//! jump rules whose target is that chain and whose comment names the same
+//! pair, and the nft rules with this attachment's hash. The reference's
+//! tables and base chains stay (other pods use them).
+
+use super::exec::{self, ExecError};
+use nftables::types::NfFamily;
+use sha2::{Digest, Sha512};
+use std::io;
+use std::time::Instant;
+
+const NFT_TABLE: &str = "cni_plugins_masquerade";
+const NFT_CHAIN: &str = "masq_checks";
+
+fn sha512_hex(s: &str) -> String {
+    Sha512::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `utils.FormatChainName(network, container id)`.
+pub fn chain_name(network: &str, container_id: &str) -> String {
+    format!(
+        "CNI-{}",
+        &sha512_hex(&format!("{network}{container_id}"))[..24]
+    )
+}
+
+/// `utils.FormatComment(network, container id)`: Go's `%q` of each. Network
+/// names and container ids are `[A-Za-z0-9_.-]` and a few more printable
+/// characters, which `%q` leaves as they are but for `"` and `\`.
+pub fn iptables_comment(network: &str, container_id: &str) -> String {
+    format!("name: {} id: {}", go_quote(network), go_quote(container_id))
+}
+
+fn go_quote(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// How the nft backend's comments for this attachment begin.
+pub fn nft_instance_hash(network: &str, ifname: &str, container_id: &str) -> String {
+    format!(
+        "{}-{}",
+        &sha512_hex(network)[..16],
+        &sha512_hex(&format!("{ifname}:{container_id}"))[..16]
+    )
+}
+
+/// Remove this attachment's reference masquerade state; how many rules
+/// and chains went. A node without iptables (or without the reference's
+/// table) has none.
+pub fn remove(
+    network: &str,
+    container_id: &str,
+    ifname: &str,
+    deadline: Instant,
+) -> io::Result<usize> {
+    let mut removed = 0;
+    let chain = chain_name(network, container_id);
+    let comment = iptables_comment(network, container_id);
+    for program in [iptables(), ip6tables()] {
+        removed += remove_iptables(program, &chain, &comment, deadline)?;
+    }
+    let prefix = nft_instance_hash(network, ifname, container_id);
+    let stale: Vec<u32> = super::nft::chain_rules(NfFamily::INet, NFT_TABLE, NFT_CHAIN, deadline)?
+        .into_iter()
+        .filter(|(c, _)| c.starts_with(&prefix))
+        .map(|(_, handle)| handle)
+        .collect();
+    super::nft::delete_rules(NfFamily::INet, NFT_TABLE, NFT_CHAIN, &stale, deadline)?;
+    Ok(removed + stale.len())
+}
+
+fn iptables() -> &'static str {
+    exec::find_program(&["/usr/sbin/iptables", "/sbin/iptables"], "iptables")
+}
+
+fn ip6tables() -> &'static str {
+    exec::find_program(&["/usr/sbin/ip6tables", "/sbin/ip6tables"], "ip6tables")
+}
+
+/// `program -w -t nat ARGS`; `None` when the program is not installed.
+fn nat(program: &str, args: &[&str], deadline: Instant) -> io::Result<Option<String>> {
+    let mut all = vec!["-w", "-t", "nat"];
+    all.extend_from_slice(args);
+    match exec::run(program, &all, None, deadline) {
+        Ok(out) => Ok(Some(out)),
+        Err(ExecError::Spawn(e)) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(ExecError::Spawn(e)) => Err(io::Error::new(
+            e.kind(),
+            format!("cannot run {program}: {e}"),
+        )),
+        Err(ExecError::Failed(said)) => Err(io::Error::other(format!(
+            "{program} -t nat {}: {said}",
+            args.join(" ")
+        ))),
+    }
+}
+
+fn remove_iptables(
+    program: &str,
+    chain: &str,
+    comment: &str,
+    deadline: Instant,
+) -> io::Result<usize> {
+    // `-S` prints every rule as the arguments that would append it: the
+    // jump rules are found (and deleted) by their exact arguments.
+    let Some(listed) = nat(program, &["-S"], deadline)? else {
+        return Ok(0);
+    };
+    let mut removed = 0;
+    for line in listed.lines() {
+        let Some(args) = shlex::split(line) else {
+            continue;
+        };
+        if is_jump_of(&args, chain, comment) {
+            let mut delete: Vec<&str> = args.iter().map(String::as_str).collect();
+            delete[0] = "-D";
+            nat(program, &delete, deadline)?;
+            removed += 1;
+        }
+    }
+    let declared = format!("-N {chain}");
+    if listed.lines().any(|l| l.trim() == declared) {
+        nat(program, &["-F", chain], deadline)?;
+        nat(program, &["-X", chain], deadline)?;
+        removed += 1;
+    }
+    Ok(removed)
+}
+
+/// `-A POSTROUTING ... -m comment --comment <comment> ... -j <chain>`.
+fn is_jump_of(args: &[String], chain: &str, comment: &str) -> bool {
+    let after = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .map(String::as_str)
+    };
+    args.first().is_some_and(|a| a == "-A")
+        && args.get(1).is_some_and(|c| c == "POSTROUTING")
+        && after("-j") == Some(chain)
+        && after("--comment") == Some(comment)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_match_the_reference() {
+        // Values from containernetworking/plugins v1.7.1's own functions.
+        assert_eq!(chain_name("mynet", "ctr1"), "CNI-5145007e2a8415ce07579739");
+        assert_eq!(
+            nft_instance_hash("mynet", "eth0", "ctr1"),
+            "d23676b4f2d9fe04-7883a6f9ce71eedb"
+        );
+        assert_eq!(
+            iptables_comment("mynet", "ctr1"),
+            r#"name: "mynet" id: "ctr1""#
+        );
+    }
+
+    #[test]
+    fn only_the_jump_to_this_chain_with_this_comment_matches() {
+        let chain = chain_name("mynet", "ctr1");
+        let comment = iptables_comment("mynet", "ctr1");
+        let rule = |c: &str, j: &str| {
+            shlex::split(&format!(
+                r#"-A POSTROUTING -s 10.1.0.5/32 -m comment --comment "{}" -j {j}"#,
+                c.replace('"', "\\\"")
+            ))
+            .unwrap()
+        };
+        assert!(is_jump_of(&rule(&comment, &chain), &chain, &comment));
+        assert!(!is_jump_of(&rule(&comment, "CNI-other"), &chain, &comment));
+        let other = iptables_comment("mynet", "ctr2");
+        assert!(!is_jump_of(&rule(&other, &chain), &chain, &comment));
+        let mut elsewhere = rule(&comment, &chain);
+        elsewhere[1] = "PREROUTING".into();
+        assert!(!is_jump_of(&elsewhere, &chain, &comment));
+    }
+}

@@ -1,0 +1,136 @@
+//! Reading a resolv.conf for an IPAM plugin (host-local's `resolvConf`).
+//!
+//! The path comes from an untrusted config and the host reads as root, so
+//! the file is opened relative to one of the node policy's directories with
+//! `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)`
+//! (no `..`, no link anywhere on the way), `O_NONBLOCK` (a FIFO cannot hang
+//! the call), and must be a regular file of at most [`MAX_BYTES`]. Blocks:
+//! callers run it off the async runtime's thread.
+
+use rustix::fs::{FileType, Mode, OFlags, ResolveFlags, fstat, openat2};
+use std::io::{self, Read};
+use std::path::Path;
+
+/// The largest resolv.conf read: real ones are a few hundred bytes.
+pub const MAX_BYTES: u64 = 64 << 10;
+
+/// What a resolv.conf says, as CNI's `dns` holds it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ResolvConf {
+    pub nameservers: Vec<String>,
+    pub domain: Option<String>,
+    pub search: Vec<String>,
+    pub options: Vec<String>,
+}
+
+/// Read `relative` beneath the directory `dir`.
+pub fn read(dir: &Path, relative: &Path) -> io::Result<ResolvConf> {
+    let base = rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let fd = openat2(
+        &base,
+        relative,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )
+    .map_err(|e| match e {
+        rustix::io::Errno::LOOP | rustix::io::Errno::XDEV => io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "a symbolic link or a path outside the directory is not followed",
+        ),
+        e => e.into(),
+    })?;
+    let st = fstat(&fd)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    if st.st_size as u64 > MAX_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} bytes, more than {MAX_BYTES}", st.st_size),
+        ));
+    }
+    let mut text = String::new();
+    std::fs::File::from(fd)
+        .take(MAX_BYTES)
+        .read_to_string(&mut text)?;
+    Ok(parse(&text))
+}
+
+/// host-local's `parseResolvConf`: `nameserver`, `domain`, `search` and
+/// `options` (the last two add up over lines); `#` and `;` lines are
+/// comments; anything else is ignored.
+pub fn parse(text: &str) -> ResolvConf {
+    let mut out = ResolvConf::default();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        let mut words = line.split_whitespace();
+        let (Some(key), rest) = (words.next(), words) else {
+            continue;
+        };
+        let rest: Vec<String> = rest.map(str::to_string).collect();
+        match key {
+            "nameserver" => out.nameservers.extend(rest.into_iter().take(1)),
+            "domain" => out.domain = rest.into_iter().next().or(out.domain),
+            "search" => out.search.extend(rest),
+            "options" => out.options.extend(rest),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keywords_and_comments_as_host_local_reads_them() {
+        let r = parse(
+            "# generated\n; also a comment\nnameserver 10.0.0.10\nnameserver  fd00::53 \n\
+             domain example.org\nsearch a.example b.example\nsearch c.example\n\
+             options ndots:5\noptions edns0 rotate\nsortlist 1.2.3.4\n",
+        );
+        assert_eq!(r.nameservers, ["10.0.0.10", "fd00::53"]);
+        assert_eq!(r.domain.as_deref(), Some("example.org"));
+        assert_eq!(r.search, ["a.example", "b.example", "c.example"]);
+        assert_eq!(r.options, ["ndots:5", "edns0", "rotate"]);
+    }
+
+    #[test]
+    fn links_fifos_escapes_and_big_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("ok.conf"), "nameserver 1.1.1.1\n").unwrap();
+        assert_eq!(
+            read(d, Path::new("ok.conf")).unwrap().nameservers,
+            ["1.1.1.1"]
+        );
+        std::os::unix::fs::symlink(d.join("ok.conf"), d.join("link.conf")).unwrap();
+        assert!(read(d, Path::new("link.conf")).is_err());
+        std::fs::create_dir(d.join("sub")).unwrap();
+        assert!(read(&d.join("sub"), Path::new("../ok.conf")).is_err());
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            d.join("fifo"),
+            FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let e = read(d, Path::new("fifo")).unwrap_err();
+        assert!(e.to_string().contains("regular file"), "{e}");
+        std::fs::write(d.join("big.conf"), vec![b'#'; (MAX_BYTES + 1) as usize]).unwrap();
+        assert!(read(d, Path::new("big.conf")).is_err());
+    }
+}
