@@ -75,17 +75,17 @@ fn expect_error(out: &CniOutput, code: u64, text: &str) -> Value {
 
 #[test]
 fn version_lists_every_supported_version_and_echoes_the_asked_one() {
-    for v in ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
+    let all = [
+        "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
+    ];
+    for v in all {
         let out = call("bridge")
             .set("CNI_COMMAND", "VERSION")
             .run(&format!(r#"{{"cniVersion":"{v}"}}"#));
         assert_eq!(out.code, 0, "{out:?}");
         let j = out.json();
         assert_eq!(j["cniVersion"], v);
-        assert_eq!(
-            j["supportedVersions"],
-            serde_json::json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"])
-        );
+        assert_eq!(j["supportedVersions"], serde_json::json!(all));
     }
 }
 
@@ -156,7 +156,7 @@ fn config_errors_name_the_field() {
     expect_error(&call("bridge").run("{not json"), 6, "not valid JSON");
     expect_error(&call("bridge").run(""), 6, "not valid JSON");
     expect_error(
-        &call("bridge").run(r#"{"name":"n","type":"bridge"}"#),
+        &call("bridge").run(r#"{"cniVersion":1,"name":"n","type":"bridge"}"#),
         7,
         "cniVersion",
     );
@@ -192,12 +192,12 @@ fn unsupported_versions_are_code_1_with_what_is_supported() {
     );
     assert_eq!(
         j["details"],
-        r#"config is "9.9.9", plugin supports ["0.3.0" "0.3.1" "0.4.0" "1.0.0" "1.1.0"]"#
+        r#"config is "9.9.9", plugin supports ["0.1.0" "0.2.0" "0.3.0" "0.3.1" "0.4.0" "1.0.0" "1.1.0"]"#
     );
     expect_error(
-        &call("bridge").run(&CLASSIC.replace("0.3.1", "0.2.0")),
+        &call("bridge").run(&CLASSIC.replace("0.3.1", "0.5.0")),
         1,
-        "0.2.0",
+        "0.5.0",
     );
     // CHECK came with 0.4.0.
     expect_error(
@@ -246,12 +246,13 @@ fn a_bad_netns_is_refused_before_the_guest_runs() {
         4,
         "not a usable network namespace",
     );
-    // The plugin's own namespace is the node's, never a container's.
+    // The plugin's own namespace is the node's, never a container's:
+    // the reference's ErrInvalidNetNS.
     expect_error(
         &call("bridge")
             .set("CNI_NETNS", "/proc/self/ns/net")
             .run(CLASSIC),
-        4,
+        8,
         "node's own",
     );
 }

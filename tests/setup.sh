@@ -2,7 +2,8 @@
 # Prerequisites for building wasm-cni and running its tests and example on
 # Debian 12, installed only when missing (so a warm machine skips it all):
 #   - Debian packages: a C toolchain (wasmtime builds a little C), curl,
-#     iproute2 (ip netns), nftables (masquerade), iputils-ping, procps (sysctl);
+#     iproute2 (ip netns), nftables (masquerade), iptables (what the reference
+#     plugins leave, for the switching tests), iputils-ping, procps (sysctl);
 #   - Rust: rustup and a stable toolchain when there is no cargo, and the
 #     wasm32-wasip2 target the plugins are built for;
 #   - with --interop: the real cnitool (libcni) and the reference plugins
@@ -16,7 +17,7 @@ interop=no
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 
-pkgs=(ca-certificates curl gcc libc6-dev iproute2 nftables iputils-ping procps util-linux)
+pkgs=(ca-certificates curl gcc libc6-dev iproute2 nftables iptables iputils-ping procps util-linux)
 missing=()
 for p in "${pkgs[@]}"; do
   [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)" = "install ok installed" ] || missing+=("$p")

@@ -61,7 +61,7 @@ fn run(
     if env.command == Command::Version {
         return Ok(version::version_reply(stdin));
     }
-    let conf = NetConf::parse(stdin)?;
+    let conf = NetConf::parse_for(stdin, env.command == Command::Del)?;
     *cni_version = conf.cni_version.as_str();
     // Whatever plugin runs, a config cannot point IPAM state outside the
     // node's store roots (a native host-local would write there too).
@@ -164,6 +164,7 @@ fn run(
         })?;
         Ok(result
             .map(|r| r.to_json(call.conf.cni_version))
+            .transpose()?
             .unwrap_or_default())
     });
     // Not a drop, which would wait for blocking work still running (a

@@ -50,6 +50,12 @@ pub struct IpamRef {
 
 impl NetConf {
     pub fn parse(stdin: &[u8]) -> Result<Self, CniError> {
+        Self::parse_for(stdin, false)
+    }
+
+    /// Parse for a command; `tolerant` (DEL) reads a `prevResult` it
+    /// cannot decode as none.
+    pub fn parse_for(stdin: &[u8], tolerant: bool) -> Result<Self, CniError> {
         let text = std::str::from_utf8(stdin)
             .map_err(|_| CniError::decode("network config on stdin is not UTF-8"))?;
         let value: Value = serde_json::from_str(text).map_err(|e| {
@@ -65,8 +71,8 @@ impl NetConf {
             &["cniVersion", "name", "type", "plugin", "ipam", "prevResult"],
             "",
         )?;
-        let version = string_field(&obj, "cniVersion")?
-            .ok_or_else(|| CniError::config("network config is missing \"cniVersion\""))?;
+        // No version (or an empty one) is 0.1.0, as libcni reads it.
+        let version = string_field(&obj, "cniVersion")?.unwrap_or_default();
         let cni_version = CniVersion::require(&version)?;
         let name = string_field(&obj, "name")?
             .ok_or_else(|| CniError::config("network config is missing \"name\""))?;
@@ -84,10 +90,22 @@ impl NetConf {
         };
         let prev_result = match obj.get("prevResult") {
             None | Some(Value::Null) => None,
-            Some(v) => Some(CniResult::from_json(v).map_err(|e| CniError {
-                msg: format!("prevResult: {}", e.msg),
-                ..e
-            })?),
+            Some(v) => match CniResult::from_json(v) {
+                Ok(r) => Some(r),
+                // DEL must remove what ADD made, whatever the cached
+                // result looks like (one written by another plugin, or
+                // damaged): the teardown needs no prevResult.
+                Err(e) if tolerant => {
+                    crate::log::warn(&format!("prevResult ignored: {}", e.msg));
+                    None
+                }
+                Err(e) => {
+                    return Err(CniError {
+                        msg: format!("prevResult: {}", e.msg),
+                        ..e
+                    });
+                }
+            },
         };
         let valid_attachments = valid_attachments(&obj)?;
         // What guests and delegated plugins get is the document as read
@@ -295,7 +313,11 @@ mod tests {
                 code::INVALID_CONFIG,
                 "spelled differently",
             ),
-            (r#"{"name":"n"}"#, code::INVALID_CONFIG, "\"cniVersion\""),
+            (
+                r#"{"cniVersion":5,"name":"n"}"#,
+                code::INVALID_CONFIG,
+                "\"cniVersion\"",
+            ),
             (
                 r#"{"cniVersion":"9.9.9","name":"n"}"#,
                 code::INCOMPATIBLE_VERSION,
@@ -341,6 +363,14 @@ mod tests {
             let e = NetConf::parse(input.as_bytes()).unwrap_err();
             assert_eq!(e.code, *want_code, "{input}: {e}");
             assert!(e.to_string().contains(want_text), "{input}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_config_without_a_version_is_0_1_0() {
+        for input in [r#"{"name":"n"}"#, r#"{"cniVersion":"","name":"n"}"#] {
+            let c = NetConf::parse(input.as_bytes()).unwrap();
+            assert_eq!(c.cni_version, CniVersion::V0_1_0, "{input}");
         }
     }
 

@@ -1,10 +1,14 @@
 //! The CNI result: one canonical shape inside wasm-cni, read from and
 //! written to every supported version's JSON.
 //!
-//! Output follows the Go types libcni decodes with: field order
+//! Output follows the Go types libcni (v1.3) decodes with: field order
 //! `cniVersion, interfaces, ips, routes, dns`, empty lists omitted, `dns`
-//! always present, `ips[].version` only for 0.3.x/0.4.0, the 1.1.0 fields
-//! only for 1.1.0.
+//! always present, `ips[].version` only for 0.3.x/0.4.0, the interface
+//! fields of 1.1.0 only for 1.1.0, and the route attributes (`mtu`,
+//! `advmss`, `priority`, `table`, `scope`) in every version from 0.3.0 (one
+//! route type serves them all there). 0.1.0 and 0.2.0 have their own shape:
+//! the first IPv4 address as `ip4` and the first IPv6 as `ip6`, each with
+//! the routes of its family (`dst` and `gw` only), and no interfaces.
 
 use super::error::CniError;
 use super::version::CniVersion;
@@ -82,6 +86,10 @@ fn parse_ip(s: &str, what: &str) -> Result<IpAddr, CniError> {
 #[derive(Deserialize)]
 struct WireResult {
     #[serde(default)]
+    ip4: Option<WireIp02>,
+    #[serde(default)]
+    ip6: Option<WireIp02>,
+    #[serde(default)]
     interfaces: Vec<WireInterface>,
     #[serde(default)]
     ips: Vec<WireIp>,
@@ -110,6 +118,15 @@ struct WireIp {
     interface: Option<i64>,
 }
 
+/// 0.1.0/0.2.0's `ip4`/`ip6`.
+#[derive(Deserialize)]
+struct WireIp02 {
+    ip: String,
+    gateway: Option<String>,
+    #[serde(default)]
+    routes: Vec<WireRoute>,
+}
+
 #[derive(Deserialize)]
 struct WireRoute {
     dst: String,
@@ -125,8 +142,17 @@ impl CniResult {
     /// Parse a result (a `prevResult`, or a delegated plugin's output) in any
     /// supported version.
     pub fn from_json(value: &serde_json::Value) -> Result<Self, CniError> {
-        let wire = WireResult::deserialize(value)
+        let mut wire = WireResult::deserialize(value)
             .map_err(|e| CniError::decode(format!("cannot decode CNI result: {e}")))?;
+        // The 0.1.0/0.2.0 shape, as the later ones spell it.
+        for legacy in [wire.ip4.take(), wire.ip6.take()].into_iter().flatten() {
+            wire.ips.push(WireIp {
+                address: legacy.ip,
+                gateway: legacy.gateway,
+                interface: None,
+            });
+            wire.routes.extend(legacy.routes);
+        }
         let ips = wire
             .ips
             .into_iter()
@@ -190,8 +216,12 @@ impl CniResult {
         })
     }
 
-    /// The result as `version` prints it.
-    pub fn to_json(&self, version: CniVersion) -> String {
+    /// The result as `version` prints it. 0.1.0 and 0.2.0 cannot say a
+    /// result without an address.
+    pub fn to_json(&self, version: CniVersion) -> Result<String, CniError> {
+        if version.has_ip4_ip6_shape() {
+            return self.to_json_02(version);
+        }
         let v11 = version.has_1_1_fields();
         let out = OutResult {
             cni_version: version.as_str(),
@@ -225,16 +255,54 @@ impl CniResult {
                 .map(|r| OutRoute {
                     dst: r.dst.to_string(),
                     gw: r.gw.map(|g| g.to_string()),
-                    mtu: r.mtu.filter(|_| v11),
-                    advmss: r.advmss.filter(|_| v11),
-                    priority: r.priority.filter(|_| v11),
-                    table: r.table.filter(|_| v11),
-                    scope: r.scope.filter(|_| v11),
+                    mtu: r.mtu,
+                    advmss: r.advmss,
+                    priority: r.priority,
+                    table: r.table,
+                    scope: r.scope,
                 })
                 .collect(),
             dns: &self.dns,
         };
-        serde_json::to_string(&out).expect("a CNI result always serializes")
+        Ok(serde_json::to_string(&out).expect("a CNI result always serializes"))
+    }
+
+    /// The 0.1.0/0.2.0 shape, converted as libcni converts a newer result
+    /// down: the first address of each family, the routes whose family has
+    /// an address, `dst` and `gw` only.
+    fn to_json_02(&self, version: CniVersion) -> Result<String, CniError> {
+        let family = |v4: bool| -> Option<OutIp02> {
+            let ip = self.ips.iter().find(|ip| ip.address.is_ipv4() == v4)?;
+            Some(OutIp02 {
+                ip: ip.address.to_string(),
+                gateway: ip.gateway.map(|g| g.to_string()),
+                routes: self
+                    .routes
+                    .iter()
+                    .filter(|r| r.dst.is_ipv4() == v4)
+                    .map(|r| OutRoute02 {
+                        dst: r.dst.to_string(),
+                        gw: r.gw.map(|g| g.to_string()),
+                    })
+                    .collect(),
+            })
+        };
+        let out = OutResult02 {
+            cni_version: version.as_str(),
+            ip4: family(true),
+            ip6: family(false),
+            dns: &self.dns,
+        };
+        if out.ip4.is_none() && out.ip6.is_none() {
+            return Err(CniError::new(
+                super::error::code::INCOMPATIBLE_VERSION,
+                format!(
+                    "cannot convert: no valid IP addresses (a {} result carries only addresses)",
+                    version.as_str()
+                ),
+            ));
+        }
+        Ok(serde_json::to_string(&out).expect("a CNI result always serializes"))
     }
 }
 
@@ -251,6 +319,33 @@ struct OutResult<'a> {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     routes: Vec<OutRoute>,
     dns: &'a Dns,
+}
+
+#[derive(Serialize)]
+struct OutResult02<'a> {
+    #[serde(rename = "cniVersion")]
+    cni_version: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ip4: Option<OutIp02>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ip6: Option<OutIp02>,
+    dns: &'a Dns,
+}
+
+#[derive(Serialize)]
+struct OutIp02 {
+    ip: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gateway: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    routes: Vec<OutRoute02>,
+}
+
+#[derive(Serialize)]
+struct OutRoute02 {
+    dst: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gw: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -359,13 +454,16 @@ mod tests {
     fn golden_output_for_every_version() {
         let golden = |v: &str| -> String {
             match v {
+                "0.1.0" | "0.2.0" => format!(
+                    r#"{{"cniVersion":"{v}","ip4":{{"ip":"10.244.0.2/16","gateway":"10.244.0.1","routes":[{{"dst":"0.0.0.0/0"}}]}},"ip6":{{"ip":"fd00::2/64"}},"dns":{{}}}}"#
+                ),
                 "0.3.0" | "0.3.1" | "0.4.0" => {
                     format!(
-                        r#"{{"cniVersion":"{v}",{IFACES},{IPS_TAGGED},"routes":[{{"dst":"0.0.0.0/0"}}],"dns":{{}}}}"#
+                        r#"{{"cniVersion":"{v}",{IFACES},{IPS_TAGGED},"routes":[{{"dst":"0.0.0.0/0","mtu":1400,"table":0}}],"dns":{{}}}}"#
                     )
                 }
                 "1.0.0" => format!(
-                    r#"{{"cniVersion":"1.0.0",{IFACES},{IPS},"routes":[{{"dst":"0.0.0.0/0"}}],"dns":{{}}}}"#
+                    r#"{{"cniVersion":"1.0.0",{IFACES},{IPS},"routes":[{{"dst":"0.0.0.0/0","mtu":1400,"table":0}}],"dns":{{}}}}"#
                 ),
                 "1.1.0" => format!(
                     r#"{{"cniVersion":"1.1.0",{IFACES_11},{IPS},"routes":[{{"dst":"0.0.0.0/0","mtu":1400,"table":0}}],"dns":{{}}}}"#
@@ -375,7 +473,7 @@ mod tests {
         };
         for v in SUPPORTED {
             let version = CniVersion::parse(v).unwrap();
-            assert_eq!(sample().to_json(version), golden(v), "version {v}");
+            assert_eq!(sample().to_json(version).unwrap(), golden(v), "version {v}");
         }
     }
 
@@ -383,12 +481,19 @@ mod tests {
     fn every_version_reads_back_to_the_same_result() {
         for v in SUPPORTED {
             let version = CniVersion::parse(v).unwrap();
-            let json: serde_json::Value = serde_json::from_str(&sample().to_json(version)).unwrap();
+            let json: serde_json::Value =
+                serde_json::from_str(&sample().to_json(version).unwrap()).unwrap();
             let back = CniResult::from_json(&json).unwrap();
             let mut want = sample();
             if !version.has_1_1_fields() {
                 want.interfaces[1].mtu = None;
                 want.interfaces[2].pci_id = None;
+            }
+            if version.has_ip4_ip6_shape() {
+                want.interfaces.clear();
+                for ip in &mut want.ips {
+                    ip.interface = None;
+                }
                 want.routes[0].mtu = None;
                 want.routes[0].table = None;
             }
@@ -407,9 +512,34 @@ mod tests {
         assert_eq!(r.ips[0].interface, None);
         assert_eq!(r.dns.domain.as_deref(), Some("cluster.local"));
         assert_eq!(
-            r.to_json(CniVersion::V1_0_0),
+            r.to_json(CniVersion::V1_0_0).unwrap(),
             r#"{"cniVersion":"1.0.0","ips":[{"address":"10.1.2.3/24","gateway":"10.1.2.1"}],"dns":{"nameservers":["10.1.0.10"],"domain":"cluster.local","search":["svc"]}}"#
         );
+    }
+
+    #[test]
+    fn a_result_without_addresses_has_no_0_2_0_form() {
+        let r = CniResult {
+            interfaces: sample().interfaces,
+            ..Default::default()
+        };
+        let e = r.to_json(CniVersion::V0_2_0).unwrap_err();
+        assert!(e.msg.contains("no valid IP addresses"), "{e}");
+        assert!(r.to_json(CniVersion::V0_3_1).is_ok());
+        // Routes of a family without an address are dropped, as libcni does.
+        let mut v6_route = sample();
+        v6_route.ips.truncate(1);
+        v6_route.routes.push(Route {
+            dst: "::/0".parse().unwrap(),
+            gw: None,
+            mtu: None,
+            advmss: None,
+            priority: None,
+            table: None,
+            scope: None,
+        });
+        let json = v6_route.to_json(CniVersion::V0_1_0).unwrap();
+        assert!(!json.contains("::/0") && !json.contains("ip6"), "{json}");
     }
 
     #[test]

@@ -3,13 +3,18 @@
 use super::error::{CniError, code};
 use serde::Deserialize;
 
-/// Every version whose config and result shape wasm-cni reads and writes.
-pub const SUPPORTED: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+/// Every version whose config and result shape wasm-cni reads and writes:
+/// all that libcni and the reference plugins know.
+pub const SUPPORTED: [&str; 7] = [
+    "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
+];
 pub const LATEST: &str = "1.1.0";
 
 /// A supported version, ordered, so "does this version have CHECK" is `>=`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum CniVersion {
+    V0_1_0,
+    V0_2_0,
     V0_3_0,
     V0_3_1,
     V0_4_0,
@@ -20,6 +25,9 @@ pub enum CniVersion {
 impl CniVersion {
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
+            // libcni reads a config without a version as 0.1.0.
+            "" | "0.1.0" => CniVersion::V0_1_0,
+            "0.2.0" => CniVersion::V0_2_0,
             "0.3.0" => CniVersion::V0_3_0,
             "0.3.1" => CniVersion::V0_3_1,
             "0.4.0" => CniVersion::V0_4_0,
@@ -46,7 +54,13 @@ impl CniVersion {
 
     /// 0.3.x and 0.4.0 results tag each IP with `"version"`.
     pub fn tags_ip_version(self) -> bool {
-        self <= CniVersion::V0_4_0
+        (CniVersion::V0_3_0..=CniVersion::V0_4_0).contains(&self)
+    }
+
+    /// 0.1.0 and 0.2.0 results have one `ip4` and one `ip6`, no
+    /// interfaces.
+    pub fn has_ip4_ip6_shape(self) -> bool {
+        self <= CniVersion::V0_2_0
     }
 
     /// CHECK exists from 0.4.0 on.
@@ -76,7 +90,10 @@ pub fn version_reply(stdin: &[u8]) -> String {
     let asked = serde_json::from_slice::<Probe>(stdin)
         .map(|p| p.cni_version)
         .unwrap_or_default();
-    let echo = CniVersion::parse(&asked).map_or(LATEST, CniVersion::as_str);
+    let echo = match asked.as_str() {
+        "" => LATEST,
+        v => CniVersion::parse(v).map_or(LATEST, CniVersion::as_str),
+    };
     serde_json::json!({ "cniVersion": echo, "supportedVersions": SUPPORTED }).to_string()
 }
 
@@ -90,9 +107,10 @@ mod tests {
         assert_eq!(e.code, 1);
         assert_eq!(
             e.details,
-            r#"config is "9.9.9", plugin supports ["0.3.0" "0.3.1" "0.4.0" "1.0.0" "1.1.0"]"#
+            r#"config is "9.9.9", plugin supports ["0.1.0" "0.2.0" "0.3.0" "0.3.1" "0.4.0" "1.0.0" "1.1.0"]"#
         );
-        assert!(CniVersion::require("0.2.0").is_err());
+        assert!(CniVersion::require("0.5.0").is_err());
+        assert_eq!(CniVersion::require("").unwrap(), CniVersion::V0_1_0);
     }
 
     #[test]
@@ -105,17 +123,23 @@ mod tests {
         assert!(CniVersion::V0_4_0.has_check());
         assert!(CniVersion::V0_4_0.tags_ip_version());
         assert!(!CniVersion::V1_0_0.tags_ip_version());
+        assert!(!CniVersion::V0_2_0.tags_ip_version());
+        assert!(CniVersion::V0_2_0.has_ip4_ip6_shape());
+        assert!(!CniVersion::V0_3_0.has_ip4_ip6_shape());
     }
 
     #[test]
     fn version_reply_echoes_a_known_version() {
         assert_eq!(
             version_reply(br#"{"cniVersion":"0.4.0"}"#),
-            r#"{"cniVersion":"0.4.0","supportedVersions":["0.3.0","0.3.1","0.4.0","1.0.0","1.1.0"]}"#
+            r#"{"cniVersion":"0.4.0","supportedVersions":["0.1.0","0.2.0","0.3.0","0.3.1","0.4.0","1.0.0","1.1.0"]}"#
         );
         assert!(version_reply(b"").starts_with(r#"{"cniVersion":"1.1.0""#));
         assert!(
-            version_reply(br#"{"cniVersion":"0.1.0"}"#).starts_with(r#"{"cniVersion":"1.1.0""#)
+            version_reply(br#"{"cniVersion":"0.2.0"}"#).starts_with(r#"{"cniVersion":"0.2.0""#)
+        );
+        assert!(
+            version_reply(br#"{"cniVersion":"0.9.0"}"#).starts_with(r#"{"cniVersion":"1.1.0""#)
         );
     }
 }

@@ -176,7 +176,9 @@ async fn invoke_export<T: Send + 'static>(
             })?;
             // Runtimes keep results (libcni caches them on disk): a few
             // interfaces and addresses, not megabytes.
-            let size = result.to_json(call.conf.cni_version).len();
+            // A result the runtime's version cannot carry (0.2.0 without an
+            // address) fails the command here, where an ADD is undone.
+            let size = result.to_json(call.conf.cni_version)?.len();
             if size > MAX_RESULT {
                 return Err(CniError::plugin(format!(
                     "plugin {name} returned a result of {size} bytes, more than {MAX_RESULT}"
