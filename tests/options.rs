@@ -206,10 +206,13 @@ fn bad_option_combinations_are_config_errors() {
             "c1",
             Some(&c1),
             "eth0",
-            &conf(json!({"vlan": 100})),
+            &conf(json!({"vlan": 5000})),
         )
-        .err(2);
-    assert!(e["msg"].as_str().unwrap().contains("vlan"), "{e}");
+        .err(7);
+    assert!(
+        e["msg"].as_str().unwrap().contains("invalid VLAN ID"),
+        "{e}"
+    );
     let e = sb
         .cni(
             "bridge",

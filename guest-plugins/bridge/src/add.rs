@@ -5,14 +5,14 @@
 //! this guest returned an error or trapped.
 
 use crate::config::BridgeConf;
-use crate::gateway;
+use crate::{gateway, vlan};
 use wasm_cni_sdk::link::LinkInfo;
 use wasm_cni_sdk::netns::Namespace;
 use wasm_cni_sdk::route::RouteEntry;
 use wasm_cni_sdk::types::Error;
 use wasm_cni_sdk::{
     CapResultExt, CniError, CniResult, InterfaceInfo, IpConfig, IpPrefix, Request, address,
-    firewall, ipam, link, netns, random_mac, route, sysctl,
+    bridge_port, firewall, ipam, link, netns, random_mac, route, spoof_check, sysctl,
 };
 
 /// How long to wait for the host end of the veth to forward.
@@ -42,16 +42,30 @@ pub fn add(req: &Request) -> Result<CniResult, CniError> {
     )
     .context(format!("create the veth pair for {}", req.ifname))?;
     let host_veth = pair.peer.name.clone();
-    link::set_up(&container, &req.ifname, true).context("bring the container interface up")?;
+    // `disableContainerInterface`: the runtime brings it up itself.
+    if !conf.disable_container_interface {
+        link::set_up(&container, &req.ifname, true).context("bring the container interface up")?;
+    }
     link::set_master(&host, &host_veth, Some(&conf.bridge))
         .context(format!("attach {host_veth} to {}", conf.bridge))?;
     if conf.hairpin_mode {
         link::set_hairpin(&host, &host_veth, true)
             .context(format!("hairpin mode on {host_veth}"))?;
     }
+    if conf.port_isolation {
+        bridge_port::set_isolated(&host, &host_veth, true)
+            .context(format!("isolate {host_veth}"))?;
+    }
+    vlan::configure_port(&host, &host_veth, &conf)?;
+    // Before the port forwards anything (and before IPAM, as the
+    // reference does): only the container's MAC may enter from it.
+    if conf.macspoofchk {
+        spoof_check::enforce(&host_veth, &pair.link.mac).context("failed to setup spoof-check")?;
+    }
     link::set_up(&host, &host_veth, true).context(format!("bring {host_veth} up"))?;
 
     let mut result = CniResult::default();
+    let mut vlan_gateway: Option<LinkInfo> = None;
     if conf.has_ipam() {
         let from_ipam = ipam::add()?;
         if from_ipam.ips.is_empty() {
@@ -71,15 +85,27 @@ pub fn add(req: &Request) -> Result<CniResult, CniError> {
         }
         configure_container(&container, req, &conf, &result)?;
         if conf.is_gateway {
-            configure_gateway(&host, &conf, &result.ips)?;
+            // With an access VLAN the gateway is `<bridge>.<vid>`, in it.
+            let gateway_link = match conf.vlan() {
+                Some(vid) => {
+                    let l = vlan::gateway_interface(&host, &conf, vid, bridge.mtu)?;
+                    vlan_gateway = Some(l.clone());
+                    l.name
+                }
+                None => conf.bridge.clone(),
+            };
+            configure_gateway(&host, &conf, &gateway_link, &result.ips)?;
         }
     }
     if conf.promisc_mode {
         link::set_promiscuous(&host, &conf.bridge, true)
             .context(format!("promiscuous mode on {}", conf.bridge))?;
     }
-    link::wait_forwarding(&host, &host_veth, PORT_WAIT_MS)
-        .context(format!("wait for {host_veth} to forward"))?;
+    // A port whose container side stays down never forwards.
+    if !conf.disable_container_interface {
+        link::wait_forwarding(&host, &host_veth, PORT_WAIT_MS)
+            .context(format!("wait for {host_veth} to forward"))?;
+    }
 
     // The bridge's MAC may have changed as ports joined: report it now.
     let bridge = link::get(&host, &conf.bridge).unwrap_or(bridge);
@@ -109,6 +135,16 @@ pub fn add(req: &Request) -> Result<CniResult, CniError> {
             pci_id: None,
         },
     ];
+    if let Some(l) = vlan_gateway {
+        result.interfaces.push(InterfaceInfo {
+            name: l.name,
+            mac: Some(l.mac),
+            mtu: None,
+            sandbox: None,
+            socket_path: None,
+            pci_id: None,
+        });
+    }
     if let Some(dns) = conf.dns() {
         result.dns = dns;
     }
@@ -132,6 +168,12 @@ fn ensure_bridge(host: &Namespace, conf: &BridgeConf) -> Result<LinkInfo, CniErr
         Err(Error::NotFound(_)) => match link::create_bridge(host, &conf.bridge, conf.mtu) {
             Ok(l) => {
                 created = true;
+                // A new bridge filters by VLAN when the config uses VLANs;
+                // an existing one is left as it is, as the reference does.
+                if conf.vlan_filtering() {
+                    bridge_port::set_vlan_filtering(host, &conf.bridge, true)
+                        .context(format!("VLAN filtering on {}", conf.bridge))?;
+                }
                 // We own its routes: no router advertisements on the bridge.
                 let key = format!("net/ipv6/conf/{}/accept_ra", conf.bridge);
                 if let Err(e) = sysctl::set(host, &key, "0") {
@@ -184,7 +226,16 @@ fn configure_container(
         )
         .context("arp_notify")?;
     }
-    if has_v6 && !conf.enabledad {
+    if conf.enabledad {
+        // Enhanced DAD (RFC 7527) tells a looped-back probe from a real
+        // duplicate; a kernel without IPv6 has neither key.
+        for (key, value) in [("enhanced_dad", "1"), ("accept_dad", "1")] {
+            match sysctl::set(container, &format!("net/ipv6/conf/{ifname}/{key}"), value) {
+                Ok(()) | Err(Error::NotFound(_)) => {}
+                Err(e) => return Err(e.context(key)),
+            }
+        }
+    } else if has_v6 {
         sysctl::set(
             container,
             &format!("net/ipv6/conf/{ifname}/accept_dad"),
@@ -218,10 +269,12 @@ fn configure_container(
     Ok(())
 }
 
-/// The gateway addresses on the bridge, and forwarding.
+/// The gateway addresses on `link` (the bridge, or a VLAN's gateway
+/// interface), and forwarding.
 fn configure_gateway(
     host: &Namespace,
     conf: &BridgeConf,
+    link: &str,
     ips: &[IpConfig],
 ) -> Result<(), CniError> {
     for ip in ips {
@@ -230,7 +283,7 @@ fn configure_gateway(
             address: gw,
             prefix_len: ip.address.prefix_len,
         };
-        ensure_address(host, conf, want)?;
+        ensure_address(host, conf, link, want)?;
     }
     if ips.iter().any(|ip| ip.address.address.is_v4()) {
         sysctl::set(host, "net.ipv4.ip_forward", "1").context("enable IPv4 forwarding")?;
@@ -244,8 +297,12 @@ fn configure_gateway(
 /// The reference's ensureAddr: a bridge holds one IPv4 gateway (another
 /// one is an error unless forceAddress replaces it) and any number of IPv6
 /// ones in different subnets.
-fn ensure_address(host: &Namespace, conf: &BridgeConf, want: IpPrefix) -> Result<(), CniError> {
-    let br = &conf.bridge;
+fn ensure_address(
+    host: &Namespace,
+    conf: &BridgeConf,
+    br: &str,
+    want: IpPrefix,
+) -> Result<(), CniError> {
     let want_net = want.network();
     for have in address::list(host, br).context(format!("addresses of {br}"))? {
         if have.address.is_v4() != want.address.is_v4() {

@@ -1,11 +1,13 @@
-//! CHECK: what prevResult lists is still in place: the bridge, the host
-//! veth on it, the container interface with its MAC, addresses and routes,
-//! the IPAM reservation and the masquerade rules.
+//! CHECK: what prevResult lists is still in place: the bridge (and its
+//! promiscuous mode, as configured), the host veth on it, the container
+//! interface with its MAC, addresses and routes, the IPAM reservation and
+//! the masquerade rules.
 
 use crate::config::BridgeConf;
 use std::net::IpAddr;
 use wasm_cni_sdk::{
-    CapResultExt, CniError, InterfaceInfo, Request, address, firewall, ipam, link, netns, route,
+    CapResultExt, CniError, InterfaceInfo, Request, address, bridge_port, firewall, ipam, link,
+    netns, route,
 };
 
 fn fail(msg: String) -> CniError {
@@ -27,6 +29,14 @@ pub fn check(req: &Request) -> Result<(), CniError> {
     let br = link::get(&host, &conf.bridge).context(format!("bridge {}", conf.bridge))?;
     if br.kind != "bridge" {
         return Err(fail(format!("{:?} is not a bridge", conf.bridge)));
+    }
+    let promisc =
+        bridge_port::promiscuous(&host, &conf.bridge).context(format!("bridge {}", conf.bridge))?;
+    if promisc != conf.promisc_mode {
+        return Err(fail(format!(
+            "Bridge interface {} configured Promisc Mode {} doesn't match current state: {promisc}",
+            conf.bridge, conf.promisc_mode
+        )));
     }
     let same_mac = |want: &Option<String>, have: &str| {
         want.as_deref().is_none_or(|w| w.eq_ignore_ascii_case(have))

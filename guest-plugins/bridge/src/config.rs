@@ -32,21 +32,99 @@ pub struct BridgeConf {
     pub args: Option<ArgsConf>,
     #[serde(default)]
     pub runtime_config: Option<RuntimeConf>,
-    // Not supported yet: refused when set, never silently ignored.
     #[serde(default)]
-    pub vlan: u32,
+    pub vlan: i64,
     #[serde(default)]
-    pub vlan_trunk: Option<serde_json::Value>,
+    pub vlan_trunk: Option<Vec<VlanTrunk>>,
+    #[serde(default = "yes")]
+    pub preserve_default_vlan: bool,
     #[serde(default)]
     pub macspoofchk: bool,
     #[serde(default)]
     pub disable_container_interface: bool,
     #[serde(default)]
     pub port_isolation: bool,
+    /// `iptables` or `nftables`: accepted, and either way wasm-cni
+    /// masquerades in its own nftables table.
+    #[serde(default)]
+    pub ip_masq_backend: Option<String>,
+    /// `vlanTrunk` collected: ascending, each id once.
+    #[serde(skip)]
+    pub trunk: Vec<u16>,
 }
 
 fn default_bridge() -> String {
     "cni0".to_string()
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One `vlanTrunk` entry: a range (`minID` and `maxID`), an `id`, or both.
+#[derive(Debug, Deserialize, Default)]
+pub struct VlanTrunk {
+    #[serde(default, rename = "minID")]
+    pub min_id: Option<i64>,
+    #[serde(default, rename = "maxID")]
+    pub max_id: Option<i64>,
+    #[serde(default)]
+    pub id: Option<i64>,
+}
+
+/// The reference's `collectVlanTrunk`: every id once, ascending; its
+/// messages, as code 7.
+fn collect_trunk(trunk: &[VlanTrunk]) -> Result<Vec<u16>, CniError> {
+    let valid = |v: i64| (1..=4094).contains(&v);
+    let mut ids = std::collections::BTreeSet::new();
+    for t in trunk {
+        match (t.min_id, t.max_id) {
+            (Some(min), Some(max)) => {
+                if !valid(min) {
+                    return Err(CniError::config("incorrect trunk minID parameter"));
+                }
+                if !valid(max) {
+                    return Err(CniError::config("incorrect trunk maxID parameter"));
+                }
+                if max < min {
+                    return Err(CniError::config(
+                        "minID is greater than maxID in trunk parameter",
+                    ));
+                }
+                ids.extend(min as u16..=max as u16);
+            }
+            (None, Some(_)) => {
+                return Err(CniError::config(
+                    "minID and maxID should be configured simultaneously, minID is missing",
+                ));
+            }
+            (Some(_), None) => {
+                return Err(CniError::config(
+                    "minID and maxID should be configured simultaneously, maxID is missing",
+                ));
+            }
+            (None, None) => {}
+        }
+        if let Some(id) = t.id {
+            if !valid(id) {
+                return Err(CniError::config("incorrect trunk id parameter"));
+            }
+            ids.insert(id as u16);
+        }
+    }
+    Ok(ids.into_iter().collect())
+}
+
+/// Ascending ids as ranges: `[1, 2, 3, 7]` is `[(1, 3), (7, 7)]`.
+pub fn ranges(ids: &[u16]) -> Vec<(u16, u16)> {
+    let mut out: Vec<(u16, u16)> = Vec::new();
+    for &id in ids {
+        match out.last_mut() {
+            Some((_, end)) if *end + 1 == id => *end = id,
+            _ => out.push((id, id)),
+        }
+    }
+    out
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -125,23 +203,46 @@ impl BridgeConf {
                 "cannot set hairpin mode and promiscuous mode at the same time",
             ));
         }
-        let unsupported = [
-            ("vlan", c.vlan != 0),
-            (
-                "vlanTrunk",
-                c.vlan_trunk
-                    .as_ref()
-                    .is_some_and(|v| !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty())),
-            ),
-            ("macspoofchk", c.macspoofchk),
-            ("disableContainerInterface", c.disable_container_interface),
-            ("portIsolation", c.port_isolation),
-        ];
-        if let Some((field, _)) = unsupported.iter().find(|(_, set)| *set) {
-            return Err(CniError::unsupported(field)
-                .with_details("this field is not supported by the wasm-cni bridge plugin yet"));
+        if !(0..=4094).contains(&c.vlan) {
+            return Err(CniError::config(format!(
+                "invalid VLAN ID {} (must be between 0 and 4094)",
+                c.vlan
+            )));
+        }
+        c.trunk = collect_trunk(c.vlan_trunk.as_deref().unwrap_or_default())?;
+        if c.vlan > 0 && !c.trunk.is_empty() {
+            return Err(CniError::config(
+                "cannot set vlan and vlanTrunk at the same time",
+            ));
+        }
+        if c.disable_container_interface && c.has_ipam() {
+            return Err(CniError::config(
+                "cannot use IPAM when DisableContainerInterface flag is set",
+            ));
+        }
+        match c.ip_masq_backend.as_deref() {
+            None | Some("iptables" | "nftables") => {}
+            Some(other) => {
+                return Err(CniError::config(format!(
+                    "unknown ipmasq backend {other:?}"
+                ))
+                .with_details(
+                    "\"ipMasqBackend\" is \"iptables\" or \"nftables\"; wasm-cni masquerades in its own nftables table either way",
+                ));
+            }
         }
         Ok(c)
+    }
+
+    /// The access VLAN, if any.
+    pub fn vlan(&self) -> Option<u16> {
+        u16::try_from(self.vlan).ok().filter(|v| *v != 0)
+    }
+
+    /// A new bridge filters by VLAN when the config names VLANs at all (an
+    /// empty `vlanTrunk` counts, as in the reference).
+    pub fn vlan_filtering(&self) -> bool {
+        self.vlan != 0 || self.vlan_trunk.is_some()
     }
 
     /// Layer 3: an IPAM plugin hands out addresses.

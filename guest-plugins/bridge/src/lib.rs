@@ -8,6 +8,7 @@ mod check;
 mod config;
 mod del;
 mod gateway;
+mod vlan;
 
 use config::TeardownConf;
 use wasm_cni_sdk::{

@@ -128,7 +128,11 @@ impl address::Host for NetCtx {
             // Journaled before the kernel call, and only when it is not
             // there already: rollback must never take away an address the
             // call did not add.
-            if host_link.standing == Standing::GrantedBridge && !present {
+            if matches!(
+                host_link.standing,
+                Standing::GrantedBridge | Standing::VlanGateway
+            ) && !present
+            {
                 self.shared.lock().journal.changed(Change::AddressAdded {
                     index: st.index,
                     addr: net,
@@ -169,7 +173,12 @@ impl address::Host for NetCtx {
             .lock()
             .grant
             .remove_address(ns, host_link, &net)?;
-        if ns == Ns::Host && host_link.standing == Standing::GrantedBridge {
+        if ns == Ns::Host
+            && matches!(
+                host_link.standing,
+                Standing::GrantedBridge | Standing::VlanGateway
+            )
+        {
             let present = self
                 .kernel
                 .addr_list(ns, Some(st.index))

@@ -18,15 +18,15 @@ use crate::contract::wasm_cni::plugin::firewall;
 use crate::contract::wasm_cni::plugin::types::IpPrefix;
 use crate::contract::wasm_cni::plugin_v2::{attachments, lifecycle::Attachment, reference_cleanup};
 use crate::grant::Standing;
-use crate::kernel::{Kernel, Ns};
+use crate::kernel::{Kernel, Ns, Table};
 use crate::undo::journal::FirewallJob;
 use ipnetwork::IpNetwork;
 use std::sync::Arc;
 use std::time::Instant;
 
 pub struct FirewallCtx {
-    kernel: Arc<dyn Kernel>,
-    shared: Shared,
+    pub(crate) kernel: Arc<dyn Kernel>,
+    pub(crate) shared: Shared,
     /// The network whose rules these are.
     network: String,
     /// The request's attachment: container id and ifname.
@@ -116,6 +116,15 @@ impl FirewallCtx {
         Ok(())
     }
 
+    /// The mark of this attachment's rules.
+    pub(crate) fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    pub(crate) fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
     /// What a job needs: the node, the rules' mark, the deadline.
     fn parts(&self) -> (Arc<dyn Kernel>, String, Instant) {
         (self.kernel.clone(), self.owner.clone(), self.deadline)
@@ -140,7 +149,7 @@ impl firewall::Host for FirewallCtx {
         let shared = self.shared.clone();
         self.start("masquerade", async move {
             if k.masquerade(&owner, &new, deadline).await? {
-                shared.lock().journal.table_created = true;
+                shared.lock().journal.tables_created.push(Table::Masquerade);
             }
             Ok(())
         })

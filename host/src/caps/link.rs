@@ -88,17 +88,33 @@ impl NetCtx {
 
     /// Change a link by index. On a node link that existed before this
     /// call, the setting it replaces is journaled first.
-    async fn change(
+    pub(crate) async fn change_link(
         &mut self,
         ns: Resource<NamespaceHandle>,
         name: String,
         op: LinkOp,
         change: LinkChange,
     ) -> CapResult<()> {
+        self.change_link_or(ns, name, op, change, CapError::io)
+            .await
+    }
+
+    /// `change_link`, with the kernel's refusal worded by `refused`.
+    pub(crate) async fn change_link_or(
+        &mut self,
+        ns: Resource<NamespaceHandle>,
+        name: String,
+        op: LinkOp,
+        change: LinkChange,
+        refused: impl FnOnce(String, std::io::Error) -> CapError,
+    ) -> CapResult<()> {
         let ns = self.kind(&ns)?;
         let st = self.granted(ns, &name, op).await?;
         if ns == Ns::Host
-            && self.standing(ns, &st).await? == Standing::GrantedBridge
+            && matches!(
+                self.standing(ns, &st).await?,
+                Standing::GrantedBridge | Standing::VlanGateway
+            )
             && let Some(prior) = crate::undo::rollback::prior_of(&change, &st)
         {
             self.shared.lock().journal.changed(Change::Link {
@@ -109,7 +125,7 @@ impl NetCtx {
         self.kernel
             .link_set(ns, st.index, change)
             .await
-            .map_err(|e| CapError::io(format!("{op:?} on link {name} in the {ns}"), e))
+            .map_err(|e| refused(format!("{op:?} on link {name} in the {ns}"), e))
     }
 
     /// Rename a link this call made under a temporary name.
@@ -326,7 +342,7 @@ impl link::Host for NetCtx {
         up: bool,
     ) -> CapResult<()> {
         let op = if up { LinkOp::Up } else { LinkOp::Down };
-        self.change(ns, name, op, LinkChange::Up(up)).await
+        self.change_link(ns, name, op, LinkChange::Up(up)).await
     }
 
     async fn set_mtu(
@@ -335,7 +351,7 @@ impl link::Host for NetCtx {
         name: String,
         mtu: u32,
     ) -> CapResult<()> {
-        self.change(ns, name, LinkOp::Mtu, LinkChange::Mtu(mtu))
+        self.change_link(ns, name, LinkOp::Mtu, LinkChange::Mtu(mtu))
             .await
     }
 
@@ -346,7 +362,7 @@ impl link::Host for NetCtx {
         mac: String,
     ) -> CapResult<()> {
         let mac = mac_from_string(&mac)?;
-        self.change(ns, name, LinkOp::Mac, LinkChange::Mac(mac))
+        self.change_link(ns, name, LinkOp::Mac, LinkChange::Mac(mac))
             .await
     }
 
@@ -356,7 +372,7 @@ impl link::Host for NetCtx {
         name: String,
         on: bool,
     ) -> CapResult<()> {
-        self.change(ns, name, LinkOp::Hairpin, LinkChange::Hairpin(on))
+        self.change_link(ns, name, LinkOp::Hairpin, LinkChange::Hairpin(on))
             .await
     }
 
@@ -366,7 +382,7 @@ impl link::Host for NetCtx {
         name: String,
         on: bool,
     ) -> CapResult<()> {
-        self.change(ns, name, LinkOp::Promiscuous, LinkChange::Promiscuous(on))
+        self.change_link(ns, name, LinkOp::Promiscuous, LinkChange::Promiscuous(on))
             .await
     }
 

@@ -7,6 +7,7 @@
 //! rollback can read it whatever became of the store.
 
 pub mod address;
+pub mod bridge_port;
 pub mod firewall;
 pub mod ipam;
 pub mod link;
@@ -14,6 +15,7 @@ pub mod log;
 pub mod netns;
 pub mod resolv_conf;
 pub mod route;
+pub mod spoof_check;
 pub mod store;
 pub mod sysctl;
 

@@ -76,6 +76,10 @@ impl Phase {
 pub enum Standing {
     Own,
     GrantedBridge,
+    /// The `<bridge>.<vid>` veth a call of this network made to carry a
+    /// VLAN's gateway (marked like the network's bridges): up, and gateway
+    /// addresses.
+    VlanGateway,
     Foreign,
 }
 
@@ -99,6 +103,23 @@ pub enum LinkOp {
     /// Enslave to (or release from) a bridge.
     SetMaster,
     Delete,
+    /// A bridge's VLAN filtering.
+    VlanFiltering,
+    /// A port's VLANs.
+    Vlans,
+    /// A port's isolation.
+    Isolated,
+    /// Mark as the network's VLAN gateway interface.
+    MarkVlanGateway,
+}
+
+/// `<bridge>.<vid>`: the bridge's name and a VLAN id (1 to 4094).
+pub fn vlan_gateway_name(name: &str) -> Option<(&str, u16)> {
+    let (bridge, digits) = name.rsplit_once('.')?;
+    let vid: u16 = digits.parse().ok()?;
+    // One spelling per VLAN: no sign, no leading zeros.
+    (!bridge.is_empty() && (1..=4094).contains(&vid) && digits == vid.to_string())
+        .then_some((bridge, vid))
 }
 
 /// How a bridge wasm-cni did not make for a network is granted to it.
@@ -175,13 +196,13 @@ impl Grant {
 
     /// Where a node link stands with this call.
     pub fn standing(&self, link: &LinkState) -> Standing {
+        let marked = bridge_owner(link.alias.as_deref(), &self.network) == BridgeOwner::This;
         if self.created(Ns::Host, link.index) {
             Standing::Own
-        } else if link.kind == "bridge"
-            && (self.shared_bridges.contains(&link.name)
-                || bridge_owner(link.alias.as_deref(), &self.network) == BridgeOwner::This)
-        {
+        } else if link.kind == "bridge" && (self.shared_bridges.contains(&link.name) || marked) {
             Standing::GrantedBridge
+        } else if link.kind == "veth" && marked && vlan_gateway_name(&link.name).is_some() {
+            Standing::VlanGateway
         } else {
             Standing::Foreign
         }
@@ -226,10 +247,13 @@ impl Grant {
             return Ok(());
         }
         let allowed = match link.standing {
-            Standing::Own => true,
+            // A mark is the host's word that the network owns the link:
+            // only for a `<bridge>.<vid>` veth (see `mark_vlan_gateway`).
+            Standing::Own => op != LinkOp::MarkVlanGateway,
             Standing::GrantedBridge => {
                 matches!(op, LinkOp::Up | LinkOp::Mac | LinkOp::Promiscuous)
             }
+            Standing::VlanGateway => op == LinkOp::Up,
             Standing::Foreign => false,
         };
         if allowed {
@@ -245,6 +269,50 @@ impl Grant {
                 link.name, link.standing, self.network
             )))
         }
+    }
+
+    /// Marking `link` (made by this call) the network's VLAN gateway
+    /// interface: a veth named `<bridge>.<vid>` for a bridge granted to the
+    /// network (`bridge`, as the node has it).
+    pub fn mark_vlan_gateway(
+        &self,
+        link: HostLink<'_>,
+        kind: &str,
+        bridge: Option<HostLink<'_>>,
+    ) -> Result<(), CapError> {
+        self.phase_allows(Ns::Host, &format!("mark {:?}", link.name), true)?;
+        let why = if link.standing != Standing::Own {
+            Some("only a link this call created can be marked")
+        } else if kind != "veth" {
+            Some("only a veth is a VLAN gateway interface")
+        } else if vlan_gateway_name(link.name).is_none() {
+            Some("its name is not <bridge>.<vlan id>")
+        } else if !bridge.is_some_and(|b| {
+            b.is_bridge && matches!(b.standing, Standing::Own | Standing::GrantedBridge)
+        }) {
+            Some("<bridge> is not a bridge granted to the network")
+        } else {
+            None
+        };
+        match why {
+            Some(why) => Err(denied(format_args!(
+                "mark {:?} as network {:?}'s VLAN gateway: {why}",
+                link.name, self.network
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Enforcing a MAC on `port`: a port this call created, in ADD.
+    pub fn spoof_check(&self, port: HostLink<'_>) -> Result<(), CapError> {
+        self.phase_allows(Ns::Host, &format!("spoof check on {:?}", port.name), true)?;
+        if port.standing != Standing::Own {
+            return Err(denied(format_args!(
+                "spoof check on {:?}: only a port this call created",
+                port.name
+            )));
+        }
+        Ok(())
     }
 
     /// Enslaving `port` to `master` (`None`: releasing it).

@@ -18,6 +18,8 @@ fn link(index: u32, name: &str, kind: &str, alias: Option<&str>) -> LinkState {
         master: None,
         port_forwarding: None,
         alias: alias.map(str::to_string),
+        vlan_filtering: None,
+        isolated: None,
     }
 }
 
@@ -361,4 +363,200 @@ fn node_sysctls_follow_the_allow_list_and_standing() {
         .is_ok(),
         "the container is the request's"
     );
+}
+
+fn grant(phase: Phase) -> Grant {
+    Grant::new("mynet", phase, vec!["br-lan".into()], private())
+}
+
+#[test]
+fn vlan_filtering_only_on_a_bridge_this_call_made_vlans_and_isolation_only_on_its_ports() {
+    let g = add_grant();
+    let own_br = host("newbr", true, Standing::Own);
+    let granted = host("mybr", true, Standing::GrantedBridge);
+    let foreign = host("docker0", true, Standing::Foreign);
+    assert!(
+        g.change_link(Ns::Host, own_br, LinkOp::VlanFiltering)
+            .is_ok()
+    );
+    // Turning filtering on under other pods would cut them off.
+    assert!(is_denied(g.change_link(
+        Ns::Host,
+        granted,
+        LinkOp::VlanFiltering
+    )));
+    assert!(is_denied(g.change_link(
+        Ns::Host,
+        foreign,
+        LinkOp::VlanFiltering
+    )));
+    let own_port = host("veth1", false, Standing::Own);
+    let other_pod = host("veth2", false, Standing::Foreign);
+    for op in [LinkOp::Vlans, LinkOp::Isolated] {
+        assert!(g.change_link(Ns::Host, own_port, op).is_ok(), "{op:?}");
+        assert!(is_denied(g.change_link(Ns::Host, other_pod, op)), "{op:?}");
+        assert!(is_denied(g.change_link(Ns::Host, granted, op)), "{op:?}");
+        assert!(g.change_link(Ns::Container, own_port, op).is_ok(), "{op:?}");
+        for phase in [Phase::Del, Phase::Check, Phase::Gc, Phase::Status] {
+            assert!(
+                is_denied(grant(phase).change_link(Ns::Host, own_port, op)),
+                "{op:?} in {phase:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_vlan_gateway_is_a_marked_bridge_dot_vid_veth_of_this_network() {
+    let mut g = add_grant();
+    let marked = Some("wasm-cni mynet");
+    assert_eq!(
+        g.standing(&link(10, "mybr.100", "veth", marked)),
+        Standing::VlanGateway
+    );
+    for (name, kind, alias) in [
+        ("mybr.100", "veth", Some("wasm-cni other")),
+        ("mybr.100", "veth", None),
+        ("veth1234", "veth", marked),
+        ("mybr.0100", "veth", marked),
+        ("mybr.4095", "veth", marked),
+        ("mybr.100", "vlan", marked),
+    ] {
+        assert_eq!(
+            g.standing(&link(11, name, kind, alias)),
+            Standing::Foreign,
+            "{name} {kind} {alias:?}"
+        );
+    }
+    // It may come up and carry the gateway, nothing else.
+    let gw = host("mybr.100", false, Standing::VlanGateway);
+    for op in ALL {
+        let r = g.change_link(Ns::Host, gw, op);
+        assert_eq!(r.is_ok(), op == LinkOp::Up, "{op:?}");
+    }
+    g.record_assigned([AssignedIp {
+        address: "10.1.0.5/24".parse().unwrap(),
+        gateway: Some("10.1.0.1".parse().unwrap()),
+    }]);
+    let addr: IpNetwork = "10.1.0.1/24".parse().unwrap();
+    assert!(g.add_address(Ns::Host, gw, 10, &addr, &[], &[]).is_ok());
+    let other: IpNetwork = "10.9.0.1/24".parse().unwrap();
+    assert!(is_denied(g.add_address(Ns::Host, gw, 10, &other, &[], &[])));
+}
+
+#[test]
+fn only_a_veth_this_call_made_named_for_a_granted_bridge_can_be_marked() {
+    let g = add_grant();
+    let own = |name| host(name, false, Standing::Own);
+    let bridge = Some(host("mybr", true, Standing::GrantedBridge));
+    assert!(g.mark_vlan_gateway(own("mybr.100"), "veth", bridge).is_ok());
+    assert!(
+        g.mark_vlan_gateway(
+            own("newbr.7"),
+            "veth",
+            Some(host("newbr", true, Standing::Own))
+        )
+        .is_ok()
+    );
+    for (link, kind, bridge) in [
+        (own("mybr.100"), "bridge", bridge),
+        (own("mybr.100"), "veth", None),
+        (
+            own("docker0.5"),
+            "veth",
+            Some(host("docker0", true, Standing::Foreign)),
+        ),
+        (
+            own("mybr.100"),
+            "veth",
+            Some(host("mybr", false, Standing::Own)),
+        ),
+        (own("mybr"), "veth", bridge),
+        (host("mybr.100", false, Standing::Foreign), "veth", bridge),
+        (
+            host("mybr.100", false, Standing::VlanGateway),
+            "veth",
+            bridge,
+        ),
+    ] {
+        assert!(
+            is_denied(g.mark_vlan_gateway(link, kind, bridge)),
+            "{link:?} {kind}"
+        );
+    }
+    // Marking is a change on the node: ADD only.
+    assert!(is_denied(grant(Phase::Del).mark_vlan_gateway(
+        own("mybr.100"),
+        "veth",
+        bridge
+    )));
+    // And never through a plain link change.
+    assert!(is_denied(g.change_link(
+        Ns::Host,
+        own("mybr.100"),
+        LinkOp::MarkVlanGateway
+    )));
+}
+
+#[test]
+fn spoof_checks_only_on_a_port_this_call_made_during_add() {
+    let g = add_grant();
+    assert!(g.spoof_check(host("veth1", false, Standing::Own)).is_ok());
+    assert!(is_denied(g.spoof_check(host(
+        "veth2",
+        false,
+        Standing::Foreign
+    ))));
+    assert!(is_denied(g.spoof_check(host(
+        "mybr",
+        true,
+        Standing::GrantedBridge
+    ))));
+    for phase in [Phase::Del, Phase::Check, Phase::Gc, Phase::Status] {
+        assert!(is_denied(grant(phase).spoof_check(host(
+            "veth1",
+            false,
+            Standing::Own
+        ))));
+    }
+}
+
+#[test]
+fn gc_removes_rules_and_reservations_and_nothing_else() {
+    let gc = grant(Phase::Gc);
+    assert!(gc.retain_rules().is_ok());
+    assert!(gc.ipam("GC").is_ok());
+    for command in ["ADD", "DEL", "STATUS"] {
+        assert!(is_denied(gc.ipam(command)), "{command}");
+    }
+    assert!(is_denied(gc.unmasquerade()));
+    assert!(is_denied(gc.remove_reference_leftovers()));
+    assert!(is_denied(gc.create_link(Ns::Host, "bridge", 0)));
+    assert!(is_denied(gc.change_link(
+        Ns::Host,
+        host("mybr", true, Standing::GrantedBridge),
+        LinkOp::Up
+    )));
+    assert!(is_denied(store_write(Phase::Gc, "put", true)));
+    assert!(store_write(Phase::Gc, "delete", false).is_ok());
+    // Other commands never sweep.
+    for phase in [Phase::Add, Phase::Del, Phase::Check, Phase::Status] {
+        assert!(is_denied(grant(phase).retain_rules()), "{phase:?}");
+    }
+    // The reference's leftovers go on DEL only.
+    assert!(grant(Phase::Del).remove_reference_leftovers().is_ok());
+    assert!(is_denied(add_grant().remove_reference_leftovers()));
+}
+
+#[test]
+fn status_only_reads_and_asks_ipam() {
+    let st = grant(Phase::Status);
+    assert!(st.ipam("STATUS").is_ok());
+    assert!(st.ipam("CHECK").is_ok());
+    for command in ["ADD", "DEL", "GC"] {
+        assert!(is_denied(st.ipam(command)), "{command}");
+    }
+    assert!(is_denied(store_write(Phase::Status, "delete", false)));
+    assert!(is_denied(st.unmasquerade()));
+    assert!(is_denied(st.create_link(Ns::Container, "veth", 0)));
 }

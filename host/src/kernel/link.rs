@@ -3,11 +3,13 @@
 
 use super::netlink::{Bounded, Netlink, Subscription};
 use futures::{StreamExt, TryStreamExt};
+use netlink_packet_route::AddressFamily;
 use netlink_packet_route::link::{
-    BridgePortState, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth,
-    LinkAttribute, LinkFlags, LinkInfo, LinkMessage, State,
+    AfSpecBridge, BridgePortState, BridgeVlanInfoFlags, InfoBridge, InfoBridgePort, InfoData,
+    InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkExtentMask, LinkFlags,
+    LinkInfo, LinkMessage, State,
 };
-use rtnetlink::{LinkBridge, LinkMessageBuilder, LinkUnspec};
+use rtnetlink::{LinkBridge, LinkBridgeVlan, LinkMessageBuilder, LinkUnspec};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::Duration;
@@ -41,6 +43,19 @@ pub struct LinkState {
     pub port_forwarding: Option<bool>,
     /// IFLA_IFALIAS.
     pub alias: Option<String>,
+    /// For a bridge: whether it filters by VLAN.
+    pub vlan_filtering: Option<bool>,
+    /// For a bridge port: whether it is isolated.
+    pub isolated: Option<bool>,
+}
+
+/// VLANs on a bridge port: one VLAN, or the range `vid..=end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortVlan {
+    pub vid: u16,
+    pub end: Option<u16>,
+    pub pvid: bool,
+    pub untagged: bool,
 }
 
 impl LinkState {
@@ -57,6 +72,8 @@ impl LinkState {
             master: None,
             port_forwarding: None,
             alias: None,
+            vlan_filtering: None,
+            isolated: None,
         };
         for attr in msg.attributes {
             match attr {
@@ -72,8 +89,20 @@ impl LinkState {
                             LinkInfo::Kind(k) => s.kind = k.to_string(),
                             LinkInfo::PortData(InfoPortData::BridgePort(attrs)) => {
                                 for a in attrs {
-                                    if let InfoBridgePort::State(st) = a {
-                                        s.port_forwarding = Some(st == BridgePortState::Forwarding);
+                                    match a {
+                                        InfoBridgePort::State(st) => {
+                                            s.port_forwarding =
+                                                Some(st == BridgePortState::Forwarding);
+                                        }
+                                        InfoBridgePort::Isolated(on) => s.isolated = Some(on),
+                                        _ => {}
+                                    }
+                                }
+                            }
+                            LinkInfo::Data(InfoData::Bridge(attrs)) => {
+                                for a in attrs {
+                                    if let InfoBridge::VlanFiltering(on) = a {
+                                        s.vlan_filtering = Some(on);
                                     }
                                 }
                             }
@@ -113,6 +142,36 @@ pub enum LinkChange {
     Name(String),
     /// Bridge port hairpin mode.
     Hairpin(bool),
+    /// Bridge port isolation.
+    Isolated(bool),
+    /// A bridge's VLAN filtering.
+    VlanFiltering(bool),
+}
+
+/// What `bridge vlan add|del dev PORT vid V[-E] [pvid] [untagged]` sends
+/// (RTM_SETLINK or RTM_DELLINK, family AF_BRIDGE).
+fn vlan_message(index: u32, v: PortVlan) -> LinkMessage {
+    let mut flags = BridgeVlanInfoFlags::empty();
+    if v.pvid {
+        flags |= BridgeVlanInfoFlags::Pvid;
+    }
+    if v.untagged {
+        flags |= BridgeVlanInfoFlags::Untagged;
+    }
+    let b = LinkBridgeVlan::new(index);
+    match v.end.filter(|e| *e != v.vid) {
+        Some(end) => b.vlan_range_start(v.vid, flags).vlan_range_end(end, flags),
+        None => b.vlan(v.vid, flags),
+    }
+    .build()
+}
+
+/// What `ip link set dev BR type bridge vlan_filtering 0|1` sends.
+fn vlan_filtering_message(index: u32, on: bool) -> LinkMessage {
+    LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Bridge)
+        .index(index)
+        .set_info_data(InfoData::Bridge(vec![InfoBridge::VlanFiltering(on)]))
+        .build()
 }
 
 /// Where a new veth end goes: its name, and the namespace to move it into
@@ -211,16 +270,88 @@ impl Netlink {
             LinkChange::Name(name) => b.name(name).build(),
             // What `ip link set dev X type bridge_slave hairpin on` sends.
             LinkChange::Hairpin(on) => {
-                let msg = b
-                    .set_port_kind(InfoPortKind::Bridge)
-                    .set_port_data(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(
-                        on,
-                    )]))
-                    .build();
+                return self.port_set(b, InfoBridgePort::HairpinMode(on)).await;
+            }
+            LinkChange::Isolated(on) => {
+                return self.port_set(b, InfoBridgePort::Isolated(on)).await;
+            }
+            LinkChange::VlanFiltering(on) => {
+                let msg = vlan_filtering_message(index, on);
                 return self.handle.link().change(msg).execute().within().await;
             }
         };
         self.handle.link().set(msg).execute().within().await
+    }
+
+    async fn port_set(
+        &self,
+        b: LinkMessageBuilder<LinkUnspec>,
+        attr: InfoBridgePort,
+    ) -> io::Result<()> {
+        let msg = b
+            .set_port_kind(InfoPortKind::Bridge)
+            .set_port_data(InfoPortData::BridgePort(vec![attr]))
+            .build();
+        self.handle.link().change(msg).execute().within().await
+    }
+
+    /// The VLANs of the bridge port with this index (`bridge vlan show`).
+    pub async fn port_vlans(&self, index: u32) -> io::Result<Vec<PortVlan>> {
+        // The kernel filters such a dump by family only: every port comes.
+        let msgs: Vec<LinkMessage> = self
+            .handle
+            .link()
+            .get()
+            .set_filter_mask(
+                AddressFamily::Bridge,
+                vec![LinkExtentMask::BrvlanCompressed],
+            )
+            .execute()
+            .try_collect()
+            .within()
+            .await?;
+        let mut out: Vec<PortVlan> = Vec::new();
+        for m in msgs.into_iter().filter(|m| m.header.index == index) {
+            for attr in m.attributes {
+                let LinkAttribute::AfSpecBridge(specs) = attr else {
+                    continue;
+                };
+                for spec in specs {
+                    let AfSpecBridge::VlanInfo(v) = spec else {
+                        continue;
+                    };
+                    let f = v.flags;
+                    if f.contains(BridgeVlanInfoFlags::RangeEnd) {
+                        if let Some(last) = out.last_mut() {
+                            last.end = Some(v.vid);
+                        }
+                        continue;
+                    }
+                    out.push(PortVlan {
+                        vid: v.vid,
+                        end: None,
+                        pvid: f.contains(BridgeVlanInfoFlags::Pvid),
+                        untagged: f.contains(BridgeVlanInfoFlags::Untagged),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Add (or, with `add` false, remove) VLANs on a bridge port.
+    pub async fn port_vlan_change(&self, index: u32, add: bool, v: PortVlan) -> io::Result<()> {
+        let msg = vlan_message(index, v);
+        if add {
+            self.handle.link().set(msg).execute().within().await
+        } else {
+            self.handle
+                .link()
+                .del_with_message(msg)
+                .execute()
+                .within()
+                .await
+        }
     }
 
     /// Delete by index: what was created is what goes, whatever its name
@@ -301,7 +432,8 @@ pub fn check_name(name: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::check_name;
+    use super::*;
+    use netlink_packet_core::Emitable;
 
     #[test]
     fn every_name_is_a_kernel_link_name() {
@@ -323,5 +455,64 @@ mod tests {
         ] {
             assert!(check_name(bad).is_err(), "{:?}", &bad[..bad.len().min(20)]);
         }
+    }
+
+    fn bytes(msg: &LinkMessage) -> Vec<u8> {
+        let mut buf = vec![0; msg.buffer_len()];
+        msg.emit(&mut buf);
+        buf
+    }
+
+    // This machine's kernel has no bridge VLAN filtering, so what these
+    // send cannot be tried on it: the messages are compared, byte for
+    // byte, with what iproute2 6.1 sends for the same command (taken with
+    // `strace -e sendmsg -xx`).
+
+    #[test]
+    fn vlan_add_and_del_are_what_the_bridge_command_sends() {
+        let access = PortVlan {
+            vid: 100,
+            end: None,
+            pvid: true,
+            untagged: true,
+        };
+        // bridge vlan add dev v1 vid 100 pvid untagged (v1 = index 3)
+        assert_eq!(
+            bytes(&vlan_message(3, access)),
+            b"\x07\x00\x00\x00\x03\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x0c\x00\x1a\x00\x08\x00\x02\x00\x06\x00\x64\x00"
+        );
+        // bridge vlan add dev v1 vid 101-103 (v1 = index 4)
+        let trunk = PortVlan {
+            vid: 101,
+            end: Some(103),
+            pvid: false,
+            untagged: false,
+        };
+        assert_eq!(
+            bytes(&vlan_message(4, trunk)),
+            b"\x07\x00\x00\x00\x04\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x14\x00\x1a\x00\x08\x00\x02\x00\x08\x00\x65\x00\x08\x00\x02\x00\x10\x00\x67\x00"
+        );
+        // bridge vlan del dev v1 vid 1
+        let default = PortVlan {
+            vid: 1,
+            end: None,
+            pvid: false,
+            untagged: false,
+        };
+        assert_eq!(
+            bytes(&vlan_message(4, default)),
+            b"\x07\x00\x00\x00\x04\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x0c\x00\x1a\x00\x08\x00\x02\x00\x00\x00\x01\x00"
+        );
+    }
+
+    #[test]
+    fn vlan_filtering_is_what_ip_link_sends() {
+        // ip link set dev brx type bridge vlan_filtering 1 (brx = index 2).
+        // One difference: netlink-packet-route ends the kind "bridge" with
+        // a NUL (IFLA_INFO_KIND length 11, iproute2's 10), which the kernel
+        // reads the same; it is how every bridge here is created.
+        let mut iproute2 = b"\x00\x00\x00\x00\x02\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x1c\x00\x12\x00\x0a\x00\x01\x00\x62\x72\x69\x64\x67\x65\x00\x00\x0c\x00\x02\x00\x05\x00\x07\x00\x01\x00\x00\x00".to_vec();
+        iproute2[20] = 11;
+        assert_eq!(bytes(&vlan_filtering_message(2, true)), iproute2);
     }
 }

@@ -3,12 +3,12 @@
 //! blocking step (a sysctl file, an `nft` process) runs off the async
 //! runtime's thread, so the call's deadline can always fire.
 
-use super::link::{LinkChange, LinkState, OperState, VethEnd};
+use super::link::{LinkChange, LinkState, OperState, PortVlan, VethEnd};
 use super::netlink::{GROUP_LINK, Netlink};
 use super::netns::{Netns, blocking};
 use super::route::RouteSpec;
 use super::sysctl::{self, SysctlKey};
-use super::{KFuture, Kernel, LinkAddress, Ns, nft};
+use super::{KFuture, Kernel, LinkAddress, Ns, Table, nft, spoof_check};
 use ipnetwork::IpNetwork;
 use std::io;
 use std::os::fd::AsFd;
@@ -169,6 +169,19 @@ impl Kernel for Linux {
         Box::pin(async move { self.netlink(ns).await?.link_del_index(index).await })
     }
 
+    fn port_vlans(&self, ns: Ns, index: u32) -> KFuture<'_, Vec<PortVlan>> {
+        Box::pin(async move { self.netlink(ns).await?.port_vlans(index).await })
+    }
+
+    fn port_vlan_change(&self, ns: Ns, index: u32, add: bool, vlan: PortVlan) -> KFuture<'_, ()> {
+        Box::pin(async move {
+            self.netlink(ns)
+                .await?
+                .port_vlan_change(index, add, vlan)
+                .await
+        })
+    }
+
     fn wait_forwarding<'a>(
         &'a self,
         ns: Ns,
@@ -249,10 +262,28 @@ impl Kernel for Linux {
         Box::pin(blocking(move || nft::masquerade_rules(deadline)))
     }
 
-    fn drop_table_if_unused(&self, deadline: Instant) -> KFuture<'_, bool> {
+    fn drop_table_if_unused(&self, table: Table, deadline: Instant) -> KFuture<'_, bool> {
+        let locks = self.locks.clone();
+        let (family, chain) = match table {
+            Table::Masquerade => (nftables::types::NfFamily::INet, nft::CHAIN),
+            Table::SpoofCheck => (nftables::types::NfFamily::Bridge, spoof_check::CHAIN),
+        };
+        Box::pin(blocking(move || {
+            nft::drop_table_if_unused(family, chain, locks.as_deref(), deadline)
+        }))
+    }
+
+    fn spoof_check<'a>(
+        &'a self,
+        owner: &'a str,
+        port: &'a str,
+        mac: &'a str,
+        deadline: Instant,
+    ) -> KFuture<'a, bool> {
+        let (owner, port, mac) = (owner.to_string(), port.to_string(), mac.to_string());
         let locks = self.locks.clone();
         Box::pin(blocking(move || {
-            nft::drop_table_if_unused(locks.as_deref(), deadline)
+            spoof_check::enforce(&owner, &port, &mac, deadline, locks.as_deref())
         }))
     }
 

@@ -17,12 +17,13 @@ pub mod nft;
 pub mod reference;
 pub mod resolv_conf;
 pub mod route;
+pub mod spoof_check;
 pub mod store;
 pub mod sysctl;
 
 use futures::future::BoxFuture;
 use ipnetwork::IpNetwork;
-use link::{LinkChange, LinkState};
+use link::{LinkChange, LinkState, PortVlan};
 use route::RouteSpec;
 use std::fmt;
 use std::io;
@@ -74,6 +75,10 @@ pub trait Kernel: Send + Sync {
     ) -> KFuture<'a, ()>;
     fn link_set(&self, ns: Ns, index: u32, change: LinkChange) -> KFuture<'_, ()>;
     fn link_del(&self, ns: Ns, index: u32) -> KFuture<'_, ()>;
+    /// The VLANs of a bridge port.
+    fn port_vlans(&self, ns: Ns, index: u32) -> KFuture<'_, Vec<PortVlan>>;
+    /// Add (`add`) or remove VLANs on a bridge port.
+    fn port_vlan_change(&self, ns: Ns, index: u32, add: bool, vlan: PortVlan) -> KFuture<'_, ()>;
     /// Wait until the link is up and, if a bridge port, forwarding.
     fn wait_forwarding<'a>(
         &'a self,
@@ -104,8 +109,17 @@ pub trait Kernel: Send + Sync {
         addrs: &'a [IpNetwork],
         deadline: Instant,
     ) -> KFuture<'a, bool>;
-    /// Remove wasm-cni's table if it holds no rule; true if it did.
-    fn drop_table_if_unused(&self, deadline: Instant) -> KFuture<'_, bool>;
+    /// Remove one of wasm-cni's tables if it holds no rule; true if it did.
+    fn drop_table_if_unused(&self, table: Table, deadline: Instant) -> KFuture<'_, bool>;
+    /// Drop frames from `port` (a node link) whose source MAC is not
+    /// `mac`, in a rule marked `owner`; true when this created the table.
+    fn spoof_check<'a>(
+        &'a self,
+        owner: &'a str,
+        port: &'a str,
+        mac: &'a str,
+        deadline: Instant,
+    ) -> KFuture<'a, bool>;
     /// Remove the rules marked `owner`; how many there were.
     fn unmasquerade<'a>(&'a self, owner: &'a str, deadline: Instant) -> KFuture<'a, usize>;
     /// Remove every rule of `network` whose mark is not in `keep`; how many
@@ -129,6 +143,15 @@ pub trait Kernel: Send + Sync {
     fn masquerade_rules(&self, deadline: Instant) -> KFuture<'_, Vec<(String, IpNetwork)>>;
     /// The addresses masqueraded by rules marked `owner`.
     fn masqueraded<'a>(&'a self, owner: &'a str, deadline: Instant) -> KFuture<'a, Vec<IpNetwork>>;
+}
+
+/// wasm-cni's nftables tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    /// `inet wasm-cni`: masquerade.
+    Masquerade,
+    /// `bridge wasm-cni`: MAC spoof checks.
+    SpoofCheck,
 }
 
 /// The ports of the bridge with this index.

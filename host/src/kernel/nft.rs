@@ -110,12 +110,21 @@ pub fn masquerade(
 /// exclusively between looking and deleting: a rule added meanwhile by
 /// another call cannot be deleted with the table. Without the lock (not
 /// free in time, or no lock directory) the table stays.
-pub fn drop_table_if_unused(locks: Option<&Path>, deadline: Instant) -> io::Result<bool> {
+pub fn drop_table_if_unused(
+    family: NfFamily,
+    chain: &str,
+    locks: Option<&Path>,
+    deadline: Instant,
+) -> io::Result<bool> {
     let lock = TableLock::take(locks, true, deadline);
     if lock.0.is_none() {
         return Ok(false);
     }
-    let listed = match run_nft(&["list", "chain", "inet", TABLE, CHAIN], None, deadline) {
+    let listed = match run_nft(
+        &["list", "chain", family_name(family)?, TABLE, chain],
+        None,
+        deadline,
+    ) {
         Ok(json) => json,
         Err(NftError::Missing(_)) => return Ok(false),
         Err(e) => return Err(e.into()),
@@ -132,7 +141,7 @@ pub fn drop_table_if_unused(locks: Option<&Path>, deadline: Instant) -> io::Resu
     }
     let mut batch = Batch::new();
     batch.delete(NfListObject::Table(Table {
-        family: NfFamily::INet,
+        family,
         name: TABLE.into(),
         handle: None,
     }));
@@ -143,12 +152,12 @@ pub fn drop_table_if_unused(locks: Option<&Path>, deadline: Instant) -> io::Resu
     }
 }
 
-/// The `flock` that orders adding rules (shared) before removing the
-/// table (exclusive), across wasm-cni processes.
-struct TableLock(Option<std::fs::File>);
+/// The `flock` that orders adding rules (shared) before removing a table
+/// (exclusive), across wasm-cni processes.
+pub(super) struct TableLock(pub(super) Option<std::fs::File>);
 
 impl TableLock {
-    fn take(dir: Option<&Path>, exclusive: bool, deadline: Instant) -> TableLock {
+    pub(super) fn take(dir: Option<&Path>, exclusive: bool, deadline: Instant) -> TableLock {
         use rustix::fs::{FlockOperation, flock};
         let Some(dir) = dir else {
             return TableLock(None);
@@ -185,7 +194,10 @@ impl TableLock {
 const MISSING: &str = "No such file or directory";
 
 /// Add `objects` in one batch: one transaction, one nft process.
-fn apply(objects: Vec<NfListObject<'static>>, deadline: Instant) -> Result<(), NftError> {
+pub(super) fn apply(
+    objects: Vec<NfListObject<'static>>,
+    deadline: Instant,
+) -> Result<(), NftError> {
     let mut batch = Batch::new();
     for o in objects {
         batch.add(o);
@@ -193,7 +205,7 @@ fn apply(objects: Vec<NfListObject<'static>>, deadline: Instant) -> Result<(), N
     submit(batch, deadline)
 }
 
-fn submit(batch: Batch, deadline: Instant) -> Result<(), NftError> {
+pub(super) fn submit(batch: Batch, deadline: Instant) -> Result<(), NftError> {
     let json =
         serde_json::to_string(&batch.to_nftables()).expect("nftables JSON always serializes");
     run_nft(&["-f", "-"], Some(&json), deadline).map(drop)
@@ -201,7 +213,7 @@ fn submit(batch: Batch, deadline: Instant) -> Result<(), NftError> {
 
 /// A failed nft run, with what nft said.
 #[derive(Debug)]
-enum NftError {
+pub(super) enum NftError {
     /// The table or chain does not exist.
     Missing(String),
     Failed(String),
@@ -361,14 +373,16 @@ pub fn masqueraded(comment: &str, deadline: Instant) -> io::Result<Vec<IpNetwork
         .collect())
 }
 
-/// Remove this attachment's rules; how many there were.
+/// Remove this attachment's rules (masquerade and spoof check); how many
+/// there were.
 pub fn remove(comment: &str, deadline: Instant) -> io::Result<usize> {
     let handles: Vec<u32> = owned_rules(comment, deadline)?
         .into_iter()
         .map(|(handle, _)| handle)
         .collect();
     delete_rules(NfFamily::INet, TABLE, CHAIN, &handles, deadline)?;
-    Ok(handles.len())
+    let spoof = super::spoof_check::remove(comment, deadline)?;
+    Ok(handles.len() + spoof)
 }
 
 /// Remove every rule of `network` whose comment is not in `keep` (the
@@ -383,7 +397,18 @@ pub fn retain(network: &str, keep: &[String], deadline: Instant) -> io::Result<u
         .map(|(_, handle, _)| handle)
         .collect();
     delete_rules(NfFamily::INet, TABLE, CHAIN, &stale, deadline)?;
-    Ok(stale.len())
+    let spoof = super::spoof_check::retain(&prefix, keep, deadline)?;
+    Ok(stale.len() + spoof)
+}
+
+fn family_name(family: NfFamily) -> io::Result<&'static str> {
+    Ok(match family {
+        NfFamily::INet => "inet",
+        NfFamily::IP => "ip",
+        NfFamily::IP6 => "ip6",
+        NfFamily::Bridge => "bridge",
+        _ => return Err(io::Error::other("unsupported nftables family")),
+    })
 }
 
 /// The rules of any table's chain: (comment, handle). A missing table or

@@ -16,7 +16,7 @@ use crate::contract::wasm_cni::plugin::{
     address, firewall, ipam, link, log, netns, route, store, sysctl, types,
 };
 use crate::contract::wasm_cni::plugin_v2::{
-    attachments, ipam_lifecycle, reference_cleanup, resolv_conf,
+    attachments, bridge_port, ipam_lifecycle, reference_cleanup, resolv_conf, spoof_check,
 };
 use wasmtime::Engine;
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -137,7 +137,8 @@ fn add_wasi<T: WasiView + IoView + 'static>(l: &mut Linker<T>) -> wasmtime::Resu
 }
 
 /// The interface-plugin world: netns, link, address, route, sysctl,
-/// firewall, ipam, log; from 0.2.0 also ipam-lifecycle and attachments.
+/// firewall, ipam, log; from 0.2.0 also ipam-lifecycle, attachments,
+/// reference-cleanup, spoof-check and bridge-port.
 pub fn interface_linker(
     engine: &Engine,
     contract: Contract,
@@ -157,6 +158,8 @@ pub fn interface_linker(
         ipam_lifecycle::add_to_linker::<_, HasSelf<IpamCtx>>(&mut l, |s| &mut s.ipam)?;
         attachments::add_to_linker::<_, HasSelf<FirewallCtx>>(&mut l, |s| &mut s.firewall)?;
         reference_cleanup::add_to_linker::<_, HasSelf<FirewallCtx>>(&mut l, |s| &mut s.firewall)?;
+        spoof_check::add_to_linker::<_, HasSelf<FirewallCtx>>(&mut l, |s| &mut s.firewall)?;
+        bridge_port::add_to_linker::<_, HasSelf<NetCtx>>(&mut l, |s| &mut s.net)?;
     }
     Ok(l)
 }

@@ -88,10 +88,10 @@ pub struct Journal {
     /// IPAM ADD was started (it may have reserved an address even when it
     /// failed or was stopped): undo with IPAM DEL.
     pub ipam_started: bool,
-    /// This call added masquerade rules.
+    /// This call added rules (masquerade, spoof check).
     pub rules_added: bool,
-    /// Its first rule created wasm-cni's nftables table.
-    pub table_created: bool,
+    /// Its rules created these of wasm-cni's nftables tables.
+    pub tables_created: Vec<crate::kernel::Table>,
     /// The firewall change in flight: awaited before anything is undone, so
     /// it cannot commit after rollback.
     pub firewall_job: Option<FirewallJob>,

@@ -63,11 +63,15 @@ impl Rollback<'_> {
         if journal.rules_added {
             let deadline = std::time::Instant::now() + FIREWALL_TIME;
             if let Err(e) = self.kernel.unmasquerade(self.owner, deadline).await {
-                fail(format!("remove masquerade rules: {e}"));
-            } else if journal.table_created
-                && let Err(e) = self.kernel.drop_table_if_unused(deadline).await
-            {
-                fail(format!("remove the nftables table this call created: {e}"));
+                fail(format!("remove the attachment's rules: {e}"));
+            } else {
+                for table in &journal.tables_created {
+                    if let Err(e) = self.kernel.drop_table_if_unused(*table, deadline).await {
+                        fail(format!(
+                            "remove the nftables table {table:?} this call created: {e}"
+                        ));
+                    }
+                }
             }
         }
         if journal.ipam_started
@@ -199,5 +203,9 @@ pub fn prior_of(change: &LinkChange, link: &crate::kernel::link::LinkState) -> O
         LinkChange::Alias(_) => LinkChange::Alias(link.alias.clone().unwrap_or_default()),
         LinkChange::Name(_) => LinkChange::Name(link.name.clone()),
         LinkChange::Hairpin(_) => return None,
+        LinkChange::Isolated(_) => LinkChange::Isolated(link.isolated.unwrap_or(false)),
+        LinkChange::VlanFiltering(_) => {
+            LinkChange::VlanFiltering(link.vlan_filtering.unwrap_or(false))
+        }
     })
 }
