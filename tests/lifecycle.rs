@@ -51,7 +51,8 @@ fn status_and_gc_exist_from_1_1_0_and_need_no_container() {
     let Some(sb) = Sandbox::for_test("status_and_gc_versions") else {
         return;
     };
-    for version in ["0.3.1", "0.4.0", "1.0.0"] {
+    // Every version before 1.1.0, and none at all (0.1.0).
+    for version in ["", "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0"] {
         let cfg = config(version, "v", "vbr", "10.71.0.0/24");
         for command in ["STATUS", "GC"] {
             let e = network_call(&sb, "bridge", command, &cfg).err(1);
