@@ -249,3 +249,75 @@ fn an_add_without_addresses_cannot_be_answered_in_0_2_0_and_is_undone() {
     assert!(sb.link("l2", "eth0").is_none());
     before.assert_unchanged(&NodeState::take(&sb), "an ADD that cannot be answered");
 }
+
+#[test]
+fn resolv_conf_never_opens_what_is_not_a_regular_file_nor_crosses_a_mount() {
+    let Some(mut sb) = Sandbox::for_test("resolv_conf_open") else {
+        return;
+    };
+    sb.container("c");
+    let allowed = tempfile::tempdir().unwrap();
+    sb.use_policy(json!({"version": 1, "resolvConfDirs": [allowed.path()]}));
+    let conf = |path: &Path| {
+        ipam_conf(
+            "1.0.0",
+            "dns2",
+            json!({"type": "host-local", "subnet": "10.85.1.0/24", "resolvConf": path}),
+        )
+    };
+    // A FIFO with a writer waiting: opening it for reading, even without
+    // blocking, would let the writer through (a device's open can do worse).
+    let fifo = allowed.path().join("fifo");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let writer_path = fifo.clone();
+    std::thread::spawn(move || {
+        let opened = std::fs::OpenOptions::new().write(true).open(&writer_path);
+        let _ = tx.send(opened.is_ok());
+    });
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let e = ipam_call(&sb, "ADD", "c1", &conf(&fifo)).err(7);
+    assert!(e["msg"].as_str().unwrap().contains("regular file"), "{e}");
+    assert!(
+        rx.recv_timeout(std::time::Duration::from_millis(300))
+            .is_err(),
+        "the FIFO was opened"
+    );
+    // Let the writer go.
+    drop(std::fs::File::open(&fifo));
+
+    // A file on another mount beneath an allowed directory (a container's
+    // rootfs under /run is one): not reached. The mount is made in the
+    // call's own mount namespace.
+    let sub = allowed.path().join("mnt");
+    std::fs::create_dir(&sub).unwrap();
+    let inst = wasm_cni_tests::install();
+    let script = format!(
+        "mount -t tmpfs none {sub} && echo 'nameserver 10.0.0.53' > {sub}/resolv.conf && exec {bin}",
+        sub = sub.display(),
+        bin = inst.bin.join("host-local").display()
+    );
+    let ns = sb.ns_path("c");
+    let mut c = sb.cni_command("host-local", "ADD", "c1", Some(&ns), "eth0", &[]);
+    let mut shell = sb.command(&["sh", "-c", &script]);
+    for (k, v) in c.get_envs() {
+        if let Some(v) = v {
+            shell.env(k, v);
+        }
+    }
+    let _ = &mut c;
+    let out = wasm_cni_tests::sandbox::run_with_stdin(shell, &conf(&sub.join("resolv.conf")));
+    let e = out.err(7);
+    assert!(
+        e["msg"].as_str().unwrap().contains("ipam.resolvConf"),
+        "{e}"
+    );
+    assert!(sb.ip_files("dns2").is_empty());
+}

@@ -1174,3 +1174,89 @@ fn a_masquerade_made_before_a_gateway_keeps_another_network_off_its_subnet() {
     sb.cni("bridge", "ADD", "cv", Some(&cv), "eth0", &again.to_string())
         .ok();
 }
+
+#[test]
+fn a_spoof_check_reaches_only_the_calls_own_port_and_goes_with_del() {
+    let Some(mut sb) = Sandbox::for_test("spoof_wildcard") else {
+        return;
+    };
+    let (c1, c2) = (sb.container("c1"), sb.container("c2"));
+    let good = json!({"cniVersion": "1.0.0", "name": "good", "type": "bridge", "bridge": "goodbr",
+        "isGateway": true, "ipam": {"type": "host-local", "subnet": "10.48.0.0/24"}});
+    sb.cni("bridge", "ADD", "c1", Some(&c1), "eth0", &good.to_string())
+        .ok();
+    assert!(sb.ping("c1", "10.48.0.1"));
+    // A port named `veth*`: nftables reads a trailing `*` in a name as a
+    // prefix, so a rule by name would drop every pod's frames.
+    let cfg = misbehave("spoof-wildcard", json!({}));
+    sb.cni("misbehave", "ADD", "c2", Some(&c2), "eth0", &cfg)
+        .ok();
+    assert!(sb.nft().contains("wasm-cni bad c2 eth0"), "{}", sb.nft());
+    assert!(
+        sb.ping("c1", "10.48.0.1"),
+        "another network's pod is untouched"
+    );
+    // Its DEL removes nothing itself: the host removes the attachment's
+    // rules anyway.
+    sb.cni("misbehave", "DEL", "c2", Some(&c2), "eth0", &cfg)
+        .ok();
+    assert!(!sb.nft().contains("wasm-cni bad c2 eth0"), "{}", sb.nft());
+}
+
+#[test]
+fn a_vlan_gateway_needs_its_peer_on_the_bridge_to_be_marked() {
+    let Some(mut sb) = Sandbox::for_test("mark_container_peer") else {
+        return;
+    };
+    sb.container("c1");
+    let cfg = misbehave("mark-container-peer", json!({}));
+    fails_cleanly(&sb, "misbehave", &cfg, 100, "denied: mark \"bra.5\"");
+}
+
+#[test]
+fn a_failed_add_keeps_a_vlan_gateway_another_attachment_relies_on() {
+    let Some(mut sb) = Sandbox::for_test("vlan_gateway_kept") else {
+        return;
+    };
+    let (c1, c2, c3) = (sb.container("c1"), sb.container("c2"), sb.container("c3"));
+    let ipam = json!({"type": "host-local", "subnet": "10.49.0.0/24"});
+    let with = |extra: Value| {
+        let mut e = extra;
+        e["bridge"] = json!("brv");
+        e["ipam"] = ipam.clone();
+        conf("vr", "misbehave", e)
+    };
+    sb.cni(
+        "misbehave",
+        "ADD",
+        "c1",
+        Some(&c1),
+        "eth0",
+        &with(json!({"behave": "vlan-gateway-setup"})),
+    )
+    .ok();
+    // c2 puts the gateway on brv.5 and fails later; meanwhile c3 joins and
+    // uses it.
+    let failing = spawn_with_stdin(
+        sb.cni_command("misbehave", "ADD", "c2", Some(&c2), "eth0", &[]),
+        &with(json!({"behave": "vlan-gateway-then-fail", "sleepMs": 2000})),
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    sb.cni(
+        "misbehave",
+        "ADD",
+        "c3",
+        Some(&c3),
+        "eth0",
+        &with(json!({"behave": "join-late"})),
+    )
+    .ok();
+    finish(failing).err(100);
+    assert!(
+        sb.addresses("host", "brv.5")
+            .contains(&"10.49.0.1/24".to_string()),
+        "{:?}",
+        sb.addresses("host", "brv.5")
+    );
+    assert!(sb.ping("c3", "10.49.0.1"), "the survivor keeps its gateway");
+}

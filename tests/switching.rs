@@ -210,3 +210,75 @@ fn cni_netns_naming_the_nodes_own_namespace_is_code_8_and_changes_nothing() {
     }
     assert_eq!(NodeState::take(&sb), before);
 }
+
+#[test]
+fn a_chain_another_attachment_shares_by_hash_is_left_alone() {
+    let Some(sb) = Sandbox::for_test("reference_chain_collision") else {
+        return;
+    };
+    // The reference hashes network + container id with no separator:
+    // ("ab", "c") and ("a", "bc") name the same chain. The chain and jump
+    // belong to ("ab", "c"); a DEL of ("a", "bc") must not touch them.
+    let chain = reference::chain_name("ab", "c");
+    assert_eq!(chain, reference::chain_name("a", "bc"));
+    let comment = reference::iptables_comment("ab", "c");
+    for args in [
+        vec!["-N", chain.as_str()],
+        vec![
+            "-A",
+            &chain,
+            "-d",
+            "10.86.0.0/24",
+            "-j",
+            "ACCEPT",
+            "-m",
+            "comment",
+            "--comment",
+            &comment,
+        ],
+        vec![
+            "-A",
+            &chain,
+            "!",
+            "-d",
+            "224.0.0.0/4",
+            "-j",
+            "MASQUERADE",
+            "-m",
+            "comment",
+            "--comment",
+            &comment,
+        ],
+        vec![
+            "-A",
+            "POSTROUTING",
+            "-s",
+            "10.86.0.5",
+            "-j",
+            &chain,
+            "-m",
+            "comment",
+            "--comment",
+            &comment,
+        ],
+    ] {
+        let mut argv = vec!["iptables", "-w", "-t", "nat"];
+        argv.extend(args);
+        let out = sb.run_in("host", &argv);
+        assert!(
+            out.status.success(),
+            "{argv:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let before = nat_rules(&sb);
+    let cfg = json!({"cniVersion": "1.0.0", "name": "a", "type": "bridge", "bridge": "abr",
+        "ipam": {"type": "host-local", "subnet": "10.86.0.0/24"}});
+    sb.cni("bridge", "DEL", "bc", None, "eth0", &cfg.to_string())
+        .ok();
+    assert_eq!(
+        nat_rules(&sb),
+        before,
+        "the other attachment's chain is intact"
+    );
+}

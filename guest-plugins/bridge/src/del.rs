@@ -17,8 +17,10 @@ pub fn del(req: &Request) -> Result<(), CniError> {
     // Whatever `ipMasq` says now: an earlier config may have set it, and
     // the rules of a MAC spoof check go the same way.
     firewall::remove().context("remove the attachment's rules")?;
-    reference_cleanup::remove_masquerade()
-        .context("remove the reference plugin's masquerade rules")?;
+    // Best effort before the rest: its failure must not keep the
+    // attachment's link and address (it is reported after them).
+    let leftovers = reference_cleanup::remove_masquerade()
+        .context("remove the reference plugin's masquerade rules");
     match netns::container() {
         Ok(container) => match link::delete(&container, &req.ifname) {
             Ok(()) | Err(Error::NotFound(_)) => {}
@@ -31,5 +33,5 @@ pub fn del(req: &Request) -> Result<(), CniError> {
     if conf.has_ipam {
         ipam::del()?;
     }
-    Ok(())
+    leftovers
 }

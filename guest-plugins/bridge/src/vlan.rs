@@ -84,10 +84,11 @@ pub fn gateway_interface(
         }
         Err(e) => return Err(e.context(format!("failed to create vlan gateway {name:?}"))),
     };
-    bridge_port::mark_vlan_gateway(host, &name).context(format!("mark {name}"))?;
     let peer = pair.peer.name;
     link::set_master(host, &peer, Some(&conf.bridge))
         .context(format!("attach {peer} to {}", conf.bridge))?;
+    // Once its peer is a port of the bridge (the host checks).
+    bridge_port::mark_vlan_gateway(host, &name).context(format!("mark {name}"))?;
     if !conf.preserve_default_vlan {
         remove_all(host, &peer)?;
     }

@@ -203,9 +203,22 @@ impl bridge_port::Host for NetCtx {
             Some(b) => Some(self.host_link(ns, b).await?),
             None => None,
         };
+        // Its peer: in this namespace, made by this call, a port of the
+        // bridge.
+        let peer = match (st.peer, st.peer_elsewhere) {
+            (Some(p), false) if p != st.index => self.kernel.link_get_index(ns, p).await.ok(),
+            _ => None,
+        };
+        let peer_on_bridge = match (&peer, &bridge) {
+            (Some(p), Some(b)) => {
+                p.master == Some(b.index) && self.shared.lock().grant.created(Ns::Host, p.index)
+            }
+            _ => false,
+        };
         let mark = {
             let s = self.shared.lock();
-            s.grant.mark_vlan_gateway(link, &st.kind, bridge_link)?;
+            s.grant
+                .mark_vlan_gateway(link, &st.kind, bridge_link, peer_on_bridge)?;
             crate::owner::bridge_mark(s.grant.network())
         };
         self.kernel

@@ -65,7 +65,7 @@ impl FirewallCtx {
     }
 
     /// Start `job` once the change before it is done.
-    async fn start(
+    pub(crate) async fn start(
         &mut self,
         what: &'static str,
         job: impl std::future::Future<Output = std::io::Result<()>> + Send + 'static,
@@ -159,8 +159,11 @@ impl firewall::Host for FirewallCtx {
     async fn remove(&mut self) -> CapResult<()> {
         self.shared.lock().grant.unmasquerade()?;
         let (k, owner, deadline) = self.parts();
-        self.start("remove masquerade rules", async move {
-            k.unmasquerade(&owner, deadline).await.map(drop)
+        let shared = self.shared.clone();
+        self.start("remove the attachment's rules", async move {
+            k.unmasquerade(&owner, deadline).await?;
+            shared.lock().journal.rules_removed = true;
+            Ok(())
         })
         .await
     }

@@ -29,21 +29,25 @@ impl spoof_check::Host for FirewallCtx {
             };
             s.grant.spoof_check(link)?;
         }
-        // After the change in flight, so rules keep their order.
-        finish(&self.shared).await.map_err(CapError::other)?;
+        // A firewall job like masquerade's, so a rollback awaits it (and
+        // learns whether it created the table) even if the call is dropped
+        // at the deadline while nft runs; but the guest waits for it here.
         self.shared.lock().journal.rules_added = true;
-        let created = self
-            .kernel
-            .spoof_check(self.owner(), &port, &mac, self.deadline())
-            .await
-            .map_err(|e| CapError::io(format!("spoof check on {port}"), e))?;
-        if created {
-            self.shared
-                .lock()
-                .journal
-                .tables_created
-                .push(Table::SpoofCheck);
-        }
+        let (kernel, owner, deadline) = (
+            self.kernel.clone(),
+            self.owner().to_string(),
+            self.deadline(),
+        );
+        let shared = self.shared.clone();
+        let index = st.index;
+        self.start("spoof check", async move {
+            if kernel.spoof_check(&owner, index, &mac, deadline).await? {
+                shared.lock().journal.tables_created.push(Table::SpoofCheck);
+            }
+            Ok(())
+        })
+        .await?;
+        finish(&self.shared).await.map_err(CapError::other)?;
         Ok(())
     }
 }

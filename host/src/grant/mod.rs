@@ -273,12 +273,15 @@ impl Grant {
 
     /// Marking `link` (made by this call) the network's VLAN gateway
     /// interface: a veth named `<bridge>.<vid>` for a bridge granted to the
-    /// network (`bridge`, as the node has it).
+    /// network (`bridge`, as the node has it), whose peer is a port of that
+    /// bridge this call made (`peer_on_bridge`): the gateway's subnet is
+    /// routed to it, so its other end must be the bridge, not a container.
     pub fn mark_vlan_gateway(
         &self,
         link: HostLink<'_>,
         kind: &str,
         bridge: Option<HostLink<'_>>,
+        peer_on_bridge: bool,
     ) -> Result<(), CapError> {
         self.phase_allows(Ns::Host, &format!("mark {:?}", link.name), true)?;
         let why = if link.standing != Standing::Own {
@@ -291,6 +294,8 @@ impl Grant {
             b.is_bridge && matches!(b.standing, Standing::Own | Standing::GrantedBridge)
         }) {
             Some("<bridge> is not a bridge granted to the network")
+        } else if !peer_on_bridge {
+            Some("its peer is not a port of <bridge> made by this call")
         } else {
             None
         };

@@ -20,6 +20,8 @@ fn link(index: u32, name: &str, kind: &str, alias: Option<&str>) -> LinkState {
         alias: alias.map(str::to_string),
         vlan_filtering: None,
         isolated: None,
+        peer: None,
+        peer_elsewhere: false,
     }
 }
 
@@ -449,53 +451,47 @@ fn only_a_veth_this_call_made_named_for_a_granted_bridge_can_be_marked() {
     let g = add_grant();
     let own = |name| host(name, false, Standing::Own);
     let bridge = Some(host("mybr", true, Standing::GrantedBridge));
-    assert!(g.mark_vlan_gateway(own("mybr.100"), "veth", bridge).is_ok());
+    let new_bridge = Some(host("newbr", true, Standing::Own));
     assert!(
-        g.mark_vlan_gateway(
-            own("newbr.7"),
-            "veth",
-            Some(host("newbr", true, Standing::Own))
-        )
-        .is_ok()
+        g.mark_vlan_gateway(own("mybr.100"), "veth", bridge, true)
+            .is_ok()
     );
-    for (link, kind, bridge) in [
-        (own("mybr.100"), "bridge", bridge),
-        (own("mybr.100"), "veth", None),
-        (
-            own("docker0.5"),
-            "veth",
-            Some(host("docker0", true, Standing::Foreign)),
-        ),
-        (
-            own("mybr.100"),
-            "veth",
-            Some(host("mybr", false, Standing::Own)),
-        ),
-        (own("mybr"), "veth", bridge),
-        (host("mybr.100", false, Standing::Foreign), "veth", bridge),
-        (
-            host("mybr.100", false, Standing::VlanGateway),
-            "veth",
-            bridge,
-        ),
+    assert!(
+        g.mark_vlan_gateway(own("newbr.7"), "veth", new_bridge, true)
+            .is_ok()
+    );
+    let docker = Some(host("docker0", true, Standing::Foreign));
+    let not_a_bridge = Some(host("mybr", false, Standing::Own));
+    let foreign = host("mybr.100", false, Standing::Foreign);
+    let marked = host("mybr.100", false, Standing::VlanGateway);
+    for (link, kind, bridge, peer_on_bridge) in [
+        (own("mybr.100"), "bridge", bridge, true),
+        (own("mybr.100"), "veth", None, true),
+        (own("docker0.5"), "veth", docker, true),
+        (own("mybr.100"), "veth", not_a_bridge, true),
+        (own("mybr"), "veth", bridge, true),
+        (foreign, "veth", bridge, true),
+        (marked, "veth", bridge, true),
+        // Its peer elsewhere (a container) or not on the bridge: the
+        // gateway's subnet would be routed to whoever holds the peer.
+        (own("mybr.100"), "veth", bridge, false),
     ] {
         assert!(
-            is_denied(g.mark_vlan_gateway(link, kind, bridge)),
-            "{link:?} {kind}"
+            is_denied(g.mark_vlan_gateway(link, kind, bridge, peer_on_bridge)),
+            "{link:?} {kind} {peer_on_bridge}"
         );
     }
     // Marking is a change on the node: ADD only.
-    assert!(is_denied(grant(Phase::Del).mark_vlan_gateway(
+    let del = grant(Phase::Del);
+    assert!(is_denied(del.mark_vlan_gateway(
         own("mybr.100"),
         "veth",
-        bridge
+        bridge,
+        true
     )));
     // And never through a plain link change.
-    assert!(is_denied(g.change_link(
-        Ns::Host,
-        own("mybr.100"),
-        LinkOp::MarkVlanGateway
-    )));
+    let plain = g.change_link(Ns::Host, own("mybr.100"), LinkOp::MarkVlanGateway);
+    assert!(is_denied(plain));
 }
 
 #[test]

@@ -47,6 +47,10 @@ pub struct LinkState {
     pub vlan_filtering: Option<bool>,
     /// For a bridge port: whether it is isolated.
     pub isolated: Option<bool>,
+    /// IFLA_LINK: a veth's peer (by index).
+    pub peer: Option<u32>,
+    /// The peer is in another namespace (IFLA_LINK_NETNSID is set).
+    pub peer_elsewhere: bool,
 }
 
 /// VLANs on a bridge port: one VLAN, or the range `vid..=end`.
@@ -74,6 +78,8 @@ impl LinkState {
             alias: None,
             vlan_filtering: None,
             isolated: None,
+            peer: None,
+            peer_elsewhere: false,
         };
         for attr in msg.attributes {
             match attr {
@@ -82,6 +88,8 @@ impl LinkState {
                 LinkAttribute::Address(a) => s.mac = a,
                 LinkAttribute::Mtu(m) => s.mtu = m,
                 LinkAttribute::Controller(m) => s.master = Some(m),
+                LinkAttribute::Link(p) => s.peer = Some(p),
+                LinkAttribute::LinkNetNsId(_) => s.peer_elsewhere = true,
                 LinkAttribute::OperState(st) => s.oper = oper_state(st),
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {

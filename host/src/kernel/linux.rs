@@ -276,14 +276,14 @@ impl Kernel for Linux {
     fn spoof_check<'a>(
         &'a self,
         owner: &'a str,
-        port: &'a str,
+        port: u32,
         mac: &'a str,
         deadline: Instant,
     ) -> KFuture<'a, bool> {
-        let (owner, port, mac) = (owner.to_string(), port.to_string(), mac.to_string());
+        let (owner, mac) = (owner.to_string(), mac.to_string());
         let locks = self.locks.clone();
         Box::pin(blocking(move || {
-            spoof_check::enforce(&owner, &port, &mac, deadline, locks.as_deref())
+            spoof_check::enforce(&owner, port, &mac, deadline, locks.as_deref())
         }))
     }
 

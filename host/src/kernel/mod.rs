@@ -111,12 +111,13 @@ pub trait Kernel: Send + Sync {
     ) -> KFuture<'a, bool>;
     /// Remove one of wasm-cni's tables if it holds no rule; true if it did.
     fn drop_table_if_unused(&self, table: Table, deadline: Instant) -> KFuture<'_, bool>;
-    /// Drop frames from `port` (a node link) whose source MAC is not
-    /// `mac`, in a rule marked `owner`; true when this created the table.
+    /// Drop frames from the node link with index `port` whose source MAC
+    /// is not `mac`, in a rule marked `owner`; true when this created the
+    /// table.
     fn spoof_check<'a>(
         &'a self,
         owner: &'a str,
-        port: &'a str,
+        port: u32,
         mac: &'a str,
         deadline: Instant,
     ) -> KFuture<'a, bool>;

@@ -130,43 +130,71 @@ fn remove_iptables(
     deadline: Instant,
 ) -> io::Result<usize> {
     // `-S` prints every rule as the arguments that would append it: the
-    // jump rules are found (and deleted) by their exact arguments.
-    let Some(listed) = nat(program, &["-S"], deadline)? else {
-        return Ok(0);
-    };
-    let mut removed = 0;
-    for line in listed.lines() {
-        let Some(args) = shlex::split(line) else {
-            continue;
-        };
-        if is_jump_of(&args, chain, comment) {
-            let mut delete: Vec<&str> = args.iter().map(String::as_str).collect();
-            delete[0] = "-D";
-            nat(program, &delete, deadline)?;
-            removed += 1;
+    // jump rules are found (and deleted) by their exact arguments. A node
+    // whose `nat` table cannot be read (no ip6 NAT) has none of ours.
+    let listed = match nat(program, &["-S"], deadline) {
+        Ok(Some(listed)) => listed,
+        Ok(None) => return Ok(0),
+        Err(e) => {
+            crate::log::warn(&format!("reference cleanup skipped for {program}: {e}"));
+            return Ok(0);
         }
+    };
+    let rules: Vec<Vec<String>> = listed.lines().filter_map(shlex::split).collect();
+    let jumps: Vec<&Vec<String>> = rules
+        .iter()
+        .filter(|a| a.first().is_some_and(|f| f == "-A") && target(a) == Some(chain))
+        .collect();
+    // The chain's name hashes network + container id with no separator, so
+    // ("ab", "c") and ("a", "bc") share it: the chain is this attachment's
+    // only if everything in it and everything jumping to it says so.
+    let ours = |a: &&Vec<String>| value_of(a, "--comment") == Some(comment);
+    let chain_rules: Vec<&Vec<String>> = rules
+        .iter()
+        .filter(|a| a.first().is_some_and(|f| f == "-A") && a.get(1).is_some_and(|c| c == chain))
+        .collect();
+    let whole_chain_ours = jumps.iter().all(ours) && chain_rules.iter().all(ours);
+    let mut removed = 0;
+    for args in jumps.iter().filter(|a| is_jump_of(a, chain, comment)) {
+        let mut delete: Vec<&str> = args.iter().map(String::as_str).collect();
+        delete[0] = "-D";
+        nat(program, &delete, deadline)?;
+        removed += 1;
     }
-    let declared = format!("-N {chain}");
-    if listed.lines().any(|l| l.trim() == declared) {
+    let declared = rules
+        .iter()
+        .any(|a| a.len() == 2 && a[0] == "-N" && a[1] == chain);
+    if declared && whole_chain_ours {
         nat(program, &["-F", chain], deadline)?;
         nat(program, &["-X", chain], deadline)?;
         removed += 1;
+    } else if declared {
+        crate::log::warn(&format!(
+            "reference cleanup: chain {chain} is not only this attachment's ({comment}): left as it is"
+        ));
     }
     Ok(removed)
 }
 
+/// The argument after `flag`.
+fn value_of<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+}
+
+/// A rule's jump target.
+fn target(args: &[String]) -> Option<&str> {
+    value_of(args, "-j")
+}
+
 /// `-A POSTROUTING ... -m comment --comment <comment> ... -j <chain>`.
 fn is_jump_of(args: &[String], chain: &str, comment: &str) -> bool {
-    let after = |flag: &str| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .map(String::as_str)
-    };
     args.first().is_some_and(|a| a == "-A")
         && args.get(1).is_some_and(|c| c == "POSTROUTING")
-        && after("-j") == Some(chain)
-        && after("--comment") == Some(comment)
+        && target(args) == Some(chain)
+        && value_of(args, "--comment") == Some(comment)
 }
 
 #[cfg(test)]

@@ -1,11 +1,14 @@
 //! Reading a resolv.conf for an IPAM plugin (host-local's `resolvConf`).
 //!
 //! The path comes from an untrusted config and the host reads as root, so
-//! the file is opened relative to one of the node policy's directories with
-//! `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)`
-//! (no `..`, no link anywhere on the way), `O_NONBLOCK` (a FIFO cannot hang
-//! the call), and must be a regular file of at most [`MAX_BYTES`]. Blocks:
-//! callers run it off the async runtime's thread.
+//! the file is looked up relative to one of the node policy's directories
+//! with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+//! RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV)`: no `..`, no link anywhere on
+//! the way, and no other mount (a container's rootfs under `/run` is one).
+//! It is looked up `O_PATH`, which opens nothing (a device's or a FIFO's
+//! open can act), and only a regular file of at most [`MAX_BYTES`] is then
+//! opened for reading, through that descriptor. Blocks: callers run it off
+//! the async runtime's thread.
 
 use rustix::fs::{FileType, Mode, OFlags, ResolveFlags, fstat, openat2};
 use std::io::{self, Read};
@@ -30,21 +33,24 @@ pub fn read(dir: &Path, relative: &Path) -> io::Result<ResolvConf> {
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    let fd = openat2(
+    let path = openat2(
         &base,
         relative,
-        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        OFlags::PATH | OFlags::CLOEXEC,
         Mode::empty(),
-        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+        ResolveFlags::BENEATH
+            | ResolveFlags::NO_SYMLINKS
+            | ResolveFlags::NO_MAGICLINKS
+            | ResolveFlags::NO_XDEV,
     )
     .map_err(|e| match e {
         rustix::io::Errno::LOOP | rustix::io::Errno::XDEV => io::Error::new(
             io::ErrorKind::PermissionDenied,
-            "a symbolic link or a path outside the directory is not followed",
+            "a symbolic link, another mount or a path outside the directory is not followed",
         ),
         e => e.into(),
     })?;
-    let st = fstat(&fd)?;
+    let st = fstat(&path)?;
     if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -54,9 +60,16 @@ pub fn read(dir: &Path, relative: &Path) -> io::Result<ResolvConf> {
     if st.st_size as u64 > MAX_BYTES {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("{} bytes, more than {MAX_BYTES}", st.st_size),
+            format!("more than {MAX_BYTES} bytes"),
         ));
     }
+    // The same inode, now opened: `/proc/self/fd/N` reopens what the
+    // descriptor holds, not a path someone could swap.
+    let fd = rustix::fs::open(
+        format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&path)),
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
     let mut text = String::new();
     std::fs::File::from(fd)
         .take(MAX_BYTES)

@@ -7,10 +7,16 @@
 //! table bridge wasm-cni {
 //!   chain prerouting {
 //!     type filter hook prerouting priority -300; policy accept;
-//!     iifname "veth1a2b3c4d" ether saddr != 0a:58:0a:f4:00:05 drop comment "wasm-cni mynet c1 eth0"
+//!     iif "veth1a2b3c4d" ether saddr != 0a:58:0a:f4:00:05 drop comment "wasm-cni mynet c1 eth0"
 //!   }
 //! }
 //! ```
+//!
+//! The port is matched by its index (`meta iif`), never by name: nftables
+//! reads a trailing `*` in a name as a wildcard, and a link may be named
+//! `veth*` (the reference matches `iifname`). The host removes the rule
+//! when the attachment goes (DEL, GC, a failed ADD), so it never meets a
+//! later link that reuses the index.
 //!
 //! The reference (`pkg/link/spoofcheck.go`) builds two chains per
 //! attachment in the shared `bridge nat` table; one rule says the same, and
@@ -33,7 +39,7 @@ pub const CHAIN: &str = "prerouting";
 /// bridge hook: a spoofed frame is dropped before it is looked at.
 const PRIORITY: i32 = -300;
 
-fn rule(port: &str, mac: &str, comment: &str) -> Rule<'static> {
+fn rule(port: u32, mac: &str, comment: &str) -> Rule<'static> {
     let m = |left, right, op| Statement::Match(Match { left, right, op });
     Rule {
         family: NfFamily::Bridge,
@@ -41,10 +47,8 @@ fn rule(port: &str, mac: &str, comment: &str) -> Rule<'static> {
         chain: CHAIN.into(),
         expr: Cow::Owned(vec![
             m(
-                Expression::Named(NamedExpression::Meta(Meta {
-                    key: MetaKey::Iifname,
-                })),
-                Expression::String(port.to_string().into()),
+                Expression::Named(NamedExpression::Meta(Meta { key: MetaKey::Iif })),
+                Expression::Number(port),
                 Operator::EQ,
             ),
             m(
@@ -64,11 +68,11 @@ fn rule(port: &str, mac: &str, comment: &str) -> Rule<'static> {
     }
 }
 
-/// Drop frames from `port` whose source is not `mac`; true when this
-/// created the table (so a rollback takes it away again).
+/// Drop frames from the port with index `port` whose source is not `mac`;
+/// true when this created the table (so a rollback takes it away again).
 pub fn enforce(
     comment: &str,
-    port: &str,
+    port: u32,
     mac: &str,
     deadline: Instant,
     locks: Option<&Path>,

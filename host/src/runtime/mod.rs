@@ -300,6 +300,21 @@ impl Runtime {
                 Err(_) => crate::log::error(&e),
             }
         }
+        // An attachment's rules go with it, whatever its plugin did: a rule
+        // that outlived its attachment (a spoof check matches a port by
+        // index) could meet a link that comes later.
+        if command == Command::Del
+            && !shared.lock().journal.rules_removed
+            && let Err(e) = kernel
+                .unmasquerade(&owner, self.deadlines.call().into_std())
+                .await
+        {
+            let e = format!("remove the rules of {owner:?}: {e}");
+            match outcome {
+                Ok(_) => outcome = Err(CniError::plugin(e)),
+                Err(_) => crate::log::error(&e),
+            }
+        }
         match outcome {
             Err(e) if command == Command::Add => {
                 let failures = Rollback {

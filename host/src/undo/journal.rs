@@ -90,6 +90,9 @@ pub struct Journal {
     pub ipam_started: bool,
     /// This call added rules (masquerade, spoof check).
     pub rules_added: bool,
+    /// The attachment's rules were removed (a DEL's `firewall.remove`), so
+    /// the host need not do it again after the guest.
+    pub rules_removed: bool,
     /// Its rules created these of wasm-cni's nftables tables.
     pub tables_created: Vec<crate::kernel::Table>,
     /// The firewall change in flight: awaited before anything is undone, so

@@ -140,7 +140,7 @@ impl Rollback<'_> {
                 ));
                 None
             } else {
-                match ports(self.kernel, Ns::Host, index).await {
+                match dependents(self.kernel, index).await {
                     Ok(p) => Some(p.iter().map(|l| l.index).collect()),
                     Err(e) => {
                         fail(format!("list the ports of bridge {index} (it stays): {e}"));
@@ -190,6 +190,28 @@ impl Rollback<'_> {
             other => other,
         }
     }
+}
+
+/// The ports whose attachments may rely on a link's settings: a bridge's
+/// own; for a VLAN's gateway interface `<bridge>.<vid>` (a veth, with no
+/// ports of its own), its bridge's.
+async fn dependents(
+    kernel: &dyn Kernel,
+    index: u32,
+) -> io::Result<Vec<crate::kernel::link::LinkState>> {
+    let link = match kernel.link_get_index(Ns::Host, index).await {
+        Ok(l) => l,
+        // Gone: nobody relies on it, and there is nothing to put back.
+        Err(e) if not_found(&e) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    if link.kind == "veth"
+        && let Some((bridge, _)) = crate::grant::vlan_gateway_name(&link.name)
+    {
+        let bridge = kernel.link_get(Ns::Host, bridge).await?;
+        return ports(kernel, Ns::Host, bridge.index).await;
+    }
+    ports(kernel, Ns::Host, index).await
 }
 
 /// The setting a change to a live link replaces, to put back later.

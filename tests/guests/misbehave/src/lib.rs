@@ -41,6 +41,16 @@
 //! - `forge-log`: print and fail with text that looks like the host's own
 //!   log lines.
 //!
+//! Abuses a 0.2.0 capability, then succeeds or fails as noted:
+//! - `spoof-wildcard`: a host veth named `veth*`, a spoof check on it
+//!   (nftables would read the name as a prefix: every pod's port), succeed;
+//! - `vlan-gateway-setup`: on the config's `bridge` (made if missing) a
+//!   `<bridge>.5` veth whose peer is a port of the bridge, marked, succeed;
+//! - `vlan-gateway-then-fail`: take an address, bring `<bridge>.5` up, put
+//!   the gateway on it, sleep `sleepMs`, fail;
+//! - `mark-container-peer`: make bridge `bra` and a veth `bra.5` whose peer
+//!   is in the container, and mark it the VLAN gateway (`denied`).
+//!
 //! Succeeds:
 //! - `join-late`: sleep `sleepMs`, then attach a veth to the config's
 //!   `bridge` (which must exist by then) and take an address;
@@ -52,8 +62,8 @@
 use serde::Deserialize;
 use wasm_cni_sdk::types::Error;
 use wasm_cni_sdk::{
-    CapResultExt, CniError, CniResult, InterfaceInfo, IpPrefix, Plugin, Request, address, firewall,
-    ipam, link, netns, route, sysctl,
+    CapResultExt, CniError, CniResult, InterfaceInfo, IpPrefix, Plugin, Request, address,
+    bridge_port, firewall, ipam, link, netns, route, spoof_check, sysctl,
 };
 
 #[derive(Deserialize)]
@@ -258,6 +268,54 @@ impl Plugin for Misbehave {
                 conf.pause();
                 Err(CniError::failed("failing after configuring the gateway"))
             }
+            "spoof-wildcard" => {
+                let c = netns::container().context("container")?;
+                let pair = link::create_veth(&c, &req.ifname, None, None, &host, Some("veth*"))
+                    .context("veth")?;
+                spoof_check::enforce("veth*", &pair.link.mac).context("spoof check")?;
+                Ok(CniResult::default())
+            }
+            "vlan-gateway-setup" => {
+                let br = conf.bridge()?;
+                match link::create_bridge(&host, br, None) {
+                    Ok(_) | Err(Error::AlreadyExists(_)) => {}
+                    Err(e) => return Err(e.context("bridge")),
+                }
+                link::set_up(&host, br, true).context("up")?;
+                let gw = format!("{br}.5");
+                let pair =
+                    link::create_veth(&host, &gw, None, None, &host, None).context("veth")?;
+                link::set_master(&host, &pair.peer.name, Some(br)).context("attach")?;
+                link::set_up(&host, &pair.peer.name, true).context("up")?;
+                bridge_port::mark_vlan_gateway(&host, &gw).context("mark")?;
+                Ok(CniResult::default())
+            }
+            "vlan-gateway-then-fail" => {
+                let gw_link = format!("{}.5", conf.bridge()?);
+                let r = ipam::add()?;
+                let ip = r.ips[0];
+                let gw = IpPrefix {
+                    address: ip.gateway.ok_or_else(|| CniError::failed("no gateway"))?,
+                    prefix_len: ip.address.prefix_len,
+                };
+                link::set_up(&host, &gw_link, true).context("up")?;
+                address::add(&host, &gw_link, gw, true).context("gateway")?;
+                conf.pause();
+                Err(CniError::failed(
+                    "failing after configuring the VLAN gateway",
+                ))
+            }
+            "mark-container-peer" => {
+                let c = netns::container().context("container")?;
+                link::create_bridge(&host, "bra", None).context("bridge")?;
+                link::create_veth(&host, "bra.5", None, None, &c, Some(&req.ifname))
+                    .context("veth")?;
+                match bridge_port::mark_vlan_gateway(&host, "bra.5") {
+                    Err(Error::Denied(m)) => Err(CniError::failed(format!("denied: {m}"))),
+                    Ok(()) => Err(CniError::failed("marked: the host allowed it")),
+                    Err(e) => Err(e.context("mark")),
+                }
+            }
             "join-late" => {
                 conf.pause();
                 let br = conf.bridge()?;
@@ -295,9 +353,7 @@ impl Plugin for Misbehave {
             }
             "ipam-loop" => {
                 for _ in 0..1000 {
-                    if let Err(e) = ipam::add() {
-                        return Err(e);
-                    }
+                    ipam::add()?;
                 }
                 Err(CniError::failed("IPAM was never refused"))
             }
