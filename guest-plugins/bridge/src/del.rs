@@ -17,10 +17,6 @@ pub fn del(req: &Request) -> Result<(), CniError> {
     // Whatever `ipMasq` says now: an earlier config may have set it, and
     // the rules of a MAC spoof check go the same way.
     firewall::remove().context("remove the attachment's rules")?;
-    // Best effort before the rest: its failure must not keep the
-    // attachment's link and address (it is reported after them).
-    let leftovers = reference_cleanup::remove_masquerade()
-        .context("remove the reference plugin's masquerade rules");
     match netns::container() {
         Ok(container) => match link::delete(&container, &req.ifname) {
             Ok(()) | Err(Error::NotFound(_)) => {}
@@ -30,8 +26,11 @@ pub fn del(req: &Request) -> Result<(), CniError> {
         Err(Error::NotFound(_)) => {}
         Err(e) => return Err(e.context("open the container namespace")),
     }
+    // In the background, like the rules' removal; the host waits for both.
+    reference_cleanup::remove_masquerade()
+        .context("remove the reference plugin's masquerade rules")?;
     if conf.has_ipam {
         ipam::del()?;
     }
-    leftovers
+    Ok(())
 }

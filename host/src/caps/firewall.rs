@@ -207,19 +207,25 @@ impl attachments::Host for FirewallCtx {
 }
 
 impl reference_cleanup::Host for FirewallCtx {
+    /// Runs in the background like the attachment's own rules' removal (it
+    /// is a few `iptables` and `nft` runs, time the kernel spends deleting
+    /// the veth meanwhile); the host waits for it before answering, and a
+    /// failure fails the DEL (to be retried).
     async fn remove_masquerade(&mut self) -> CapResult<()> {
         self.shared.lock().grant.remove_reference_leftovers()?;
-        let (container_id, ifname) = &self.attachment;
-        let removed = self
-            .kernel
-            .remove_reference_masquerade(&self.network, container_id, ifname, self.deadline)
-            .await
-            .map_err(|e| CapError::io("remove the reference plugin's masquerade rules", e))?;
-        if removed > 0 {
-            crate::log::info(&format!(
-                "removed {removed} masquerade rule(s) and chain(s) the reference bridge left for {container_id} {ifname}"
-            ));
-        }
-        Ok(())
+        let (k, network, deadline) = (self.kernel.clone(), self.network.clone(), self.deadline);
+        let (container_id, ifname) = self.attachment.clone();
+        self.start("remove the reference plugin's masquerade rules", async move {
+            let removed = k
+                .remove_reference_masquerade(&network, &container_id, &ifname, deadline)
+                .await?;
+            if removed > 0 {
+                crate::log::info(&format!(
+                    "removed {removed} masquerade rule(s) and chain(s) the reference bridge left for {container_id} {ifname}"
+                ));
+            }
+            Ok(())
+        })
+        .await
     }
 }

@@ -130,9 +130,11 @@ fn remove_iptables(
     deadline: Instant,
 ) -> io::Result<usize> {
     // `-S` prints every rule as the arguments that would append it: the
-    // jump rules are found (and deleted) by their exact arguments. A node
-    // whose `nat` table cannot be read (no ip6 NAT) has none of ours.
-    let listed = match nat(program, &["-S"], deadline) {
+    // jump rules are found (and deleted) by their exact arguments. Only
+    // POSTROUTING and the chain are listed, not the whole `nat` table (on
+    // a node with kube-proxy in iptables mode that is thousands of rules).
+    // A node whose `nat` table cannot be read (no ip6 NAT) has none of ours.
+    let listed = match nat(program, &["-S", "POSTROUTING"], deadline) {
         Ok(Some(listed)) => listed,
         Ok(None) => return Ok(0),
         Err(e) => {
@@ -140,7 +142,18 @@ fn remove_iptables(
             return Ok(0);
         }
     };
+    // A chain that cannot be listed is left as it is (iptables-nft words
+    // "no such chain" several ways): unreferenced once its jumps are gone,
+    // it does nothing.
+    let in_chain = match nat(program, &["-S", chain], deadline) {
+        Ok(listed) => listed.unwrap_or_default(),
+        Err(e) => {
+            crate::log::debug(&format!("reference cleanup: {e}"));
+            String::new()
+        }
+    };
     let rules: Vec<Vec<String>> = listed.lines().filter_map(shlex::split).collect();
+    let chain_lines: Vec<Vec<String>> = in_chain.lines().filter_map(shlex::split).collect();
     let jumps: Vec<&Vec<String>> = rules
         .iter()
         .filter(|a| a.first().is_some_and(|f| f == "-A") && target(a) == Some(chain))
@@ -149,9 +162,9 @@ fn remove_iptables(
     // ("ab", "c") and ("a", "bc") share it: the chain is this attachment's
     // only if everything in it and everything jumping to it says so.
     let ours = |a: &&Vec<String>| value_of(a, "--comment") == Some(comment);
-    let chain_rules: Vec<&Vec<String>> = rules
+    let chain_rules: Vec<&Vec<String>> = chain_lines
         .iter()
-        .filter(|a| a.first().is_some_and(|f| f == "-A") && a.get(1).is_some_and(|c| c == chain))
+        .filter(|a| a.first().is_some_and(|f| f == "-A"))
         .collect();
     let whole_chain_ours = jumps.iter().all(ours) && chain_rules.iter().all(ours);
     let mut removed = 0;
@@ -161,7 +174,7 @@ fn remove_iptables(
         nat(program, &delete, deadline)?;
         removed += 1;
     }
-    let declared = rules
+    let declared = chain_lines
         .iter()
         .any(|a| a.len() == 2 && a[0] == "-N" && a[1] == chain);
     if declared && whole_chain_ours {
