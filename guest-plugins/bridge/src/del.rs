@@ -16,6 +16,10 @@ pub fn del(req: &Request) -> Result<(), CniError> {
     // First: the host removes the rules while the kernel deletes the veth.
     // Whatever `ipMasq` says now: an earlier config may have set it, and
     // the rules of a MAC spoof check go the same way.
+    // Both run in the background while the kernel deletes the veth; the
+    // host waits for them before it answers.
+    reference_cleanup::remove_masquerade()
+        .context("remove the reference plugin's masquerade rules")?;
     firewall::remove().context("remove the attachment's rules")?;
     match netns::container() {
         Ok(container) => match link::delete(&container, &req.ifname) {
@@ -26,9 +30,6 @@ pub fn del(req: &Request) -> Result<(), CniError> {
         Err(Error::NotFound(_)) => {}
         Err(e) => return Err(e.context("open the container namespace")),
     }
-    // In the background, like the rules' removal; the host waits for both.
-    reference_cleanup::remove_masquerade()
-        .context("remove the reference plugin's masquerade rules")?;
     if conf.has_ipam {
         ipam::del()?;
     }

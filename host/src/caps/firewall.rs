@@ -46,6 +46,18 @@ pub async fn finish(shared: &Shared) -> Result<(), String> {
     outcome
 }
 
+/// Wait for every change in flight: the host's last step before it
+/// answers.
+pub async fn finish_all(shared: &Shared) -> Result<(), String> {
+    let side = shared.lock().journal.reference_job.take();
+    let main = finish(shared).await;
+    let side = match side {
+        Some(job) => job.wait().await,
+        None => Ok(()),
+    };
+    main.and(side)
+}
+
 impl FirewallCtx {
     pub fn new(
         kernel: Arc<dyn Kernel>,
@@ -215,17 +227,23 @@ impl reference_cleanup::Host for FirewallCtx {
         self.shared.lock().grant.remove_reference_leftovers()?;
         let (k, network, deadline) = (self.kernel.clone(), self.network.clone(), self.deadline);
         let (container_id, ifname) = self.attachment.clone();
-        self.start("remove the reference plugin's masquerade rules", async move {
+        let job = FirewallJob::spawn(async move {
             let removed = k
                 .remove_reference_masquerade(&network, &container_id, &ifname, deadline)
-                .await?;
+                .await
+                .map_err(|e| format!("remove the reference plugin's masquerade rules: {e}"))?;
             if removed > 0 {
                 crate::log::info(&format!(
                     "removed {removed} masquerade rule(s) and chain(s) the reference bridge left for {container_id} {ifname}"
                 ));
             }
             Ok(())
-        })
-        .await
+        });
+        // One at a time: a second call waits for the first.
+        let earlier = self.shared.lock().journal.reference_job.replace(job);
+        if let Some(earlier) = earlier {
+            earlier.wait().await.map_err(CapError::other)?;
+        }
+        Ok(())
     }
 }

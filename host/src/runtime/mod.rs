@@ -294,7 +294,7 @@ impl Runtime {
         .await;
         drop(store);
         // Changes the guest started are part of its answer.
-        if let Err(e) = crate::caps::firewall::finish(&shared).await {
+        if let Err(e) = crate::caps::firewall::finish_all(&shared).await {
             match outcome {
                 Ok(_) => outcome = Err(CniError::plugin(e)),
                 Err(_) => crate::log::error(&e),

@@ -98,6 +98,10 @@ pub struct Journal {
     /// The firewall change in flight: awaited before anything is undone, so
     /// it cannot commit after rollback.
     pub firewall_job: Option<FirewallJob>,
+    /// The removal of what the reference plugins left (DEL only), running
+    /// beside the rest: it touches none of wasm-cni's rules, so it need not
+    /// wait its turn.
+    pub reference_job: Option<FirewallJob>,
 }
 
 /// A firewall change running in the background. Waiting on a clone leaves
