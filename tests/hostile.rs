@@ -1260,3 +1260,60 @@ fn a_failed_add_keeps_a_vlan_gateway_another_attachment_relies_on() {
     );
     assert!(sb.ping("c3", "10.49.0.1"), "the survivor keeps its gateway");
 }
+
+#[test]
+fn a_vlan_gateway_a_failed_add_made_goes_unless_another_attachment_adopted_it() {
+    let Some(mut sb) = Sandbox::for_test("vlan_gateway_adopted") else {
+        return;
+    };
+    let (c1, c2) = (sb.container("c1"), sb.container("c2"));
+    let ipam = json!({"type": "host-local", "subnet": "10.50.0.0/24"});
+    let with = |extra: Value| {
+        let mut e = extra;
+        e["bridge"] = json!("brw");
+        e["ipam"] = ipam.clone();
+        conf("vw", "misbehave", e)
+    };
+    // Alone: everything it made goes.
+    let alone = with(json!({"behave": "vlan-gateway-made-then-fail"}));
+    fails_cleanly(
+        &sb,
+        "misbehave",
+        &alone,
+        100,
+        "after making the VLAN gateway",
+    );
+    // With c2 joining the bridge and using the gateway meanwhile: it stays.
+    let failing = spawn_with_stdin(
+        sb.cni_command("misbehave", "ADD", "c1", Some(&c1), "eth0", &[]),
+        &with(json!({"behave": "vlan-gateway-made-then-fail", "sleepMs": 2000})),
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    sb.cni(
+        "misbehave",
+        "ADD",
+        "c2",
+        Some(&c2),
+        "eth0",
+        &with(json!({"behave": "join-late"})),
+    )
+    .ok();
+    finish(failing).err(100);
+    assert!(
+        sb.addresses("host", "brw.5")
+            .contains(&"10.50.0.1/24".to_string()),
+        "{:?}",
+        sb.links("host")
+    );
+    assert!(sb.ping("c2", "10.50.0.1"), "the adopter keeps its gateway");
+}
+
+#[test]
+fn an_add_that_deletes_its_spoof_checked_port_fails_and_leaves_no_rule() {
+    let Some(mut sb) = Sandbox::for_test("spoof_port_deleted") else {
+        return;
+    };
+    sb.container("c1");
+    let cfg = misbehave("spoof-then-delete-port", json!({}));
+    fails_cleanly(&sb, "misbehave", &cfg, 100, "spoof check on is gone");
+}

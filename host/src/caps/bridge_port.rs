@@ -224,6 +224,14 @@ impl bridge_port::Host for NetCtx {
         self.kernel
             .link_set(ns, st.index, LinkChange::Alias(mark))
             .await
-            .map_err(|e| CapError::io(format!("mark {name}"), e))
+            .map_err(|e| CapError::io(format!("mark {name}"), e))?;
+        if let Some(peer) = &peer {
+            self.shared
+                .lock()
+                .journal
+                .vlan_gateways
+                .push((st.index, peer.index));
+        }
+        Ok(())
     }
 }

@@ -83,6 +83,13 @@ impl FirewallCtx {
         job: impl std::future::Future<Output = std::io::Result<()>> + Send + 'static,
     ) -> CapResult<()> {
         finish(&self.shared).await.map_err(CapError::other)?;
+        // One at a time: a second call waits for the first (which stays
+        // in the journal until it is done, so the host waits for it
+        // whatever happens to this call).
+        let earlier = self.shared.lock().journal.reference_job.clone();
+        if let Some(earlier) = earlier {
+            earlier.wait().await.map_err(CapError::other)?;
+        }
         let job = FirewallJob::spawn(async move { job.await.map_err(|e| format!("{what}: {e}")) });
         self.shared.lock().journal.firewall_job = Some(job);
         Ok(())
@@ -227,6 +234,13 @@ impl reference_cleanup::Host for FirewallCtx {
         self.shared.lock().grant.remove_reference_leftovers()?;
         let (k, network, deadline) = (self.kernel.clone(), self.network.clone(), self.deadline);
         let (container_id, ifname) = self.attachment.clone();
+        // One at a time: a second call waits for the first (which stays
+        // in the journal until it is done, so the host waits for it
+        // whatever happens to this call).
+        let earlier = self.shared.lock().journal.reference_job.clone();
+        if let Some(earlier) = earlier {
+            earlier.wait().await.map_err(CapError::other)?;
+        }
         let job = FirewallJob::spawn(async move {
             let removed = k
                 .remove_reference_masquerade(&network, &container_id, &ifname, deadline)
@@ -239,11 +253,7 @@ impl reference_cleanup::Host for FirewallCtx {
             }
             Ok(())
         });
-        // One at a time: a second call waits for the first.
-        let earlier = self.shared.lock().journal.reference_job.replace(job);
-        if let Some(earlier) = earlier {
-            earlier.wait().await.map_err(CapError::other)?;
-        }
+        self.shared.lock().journal.reference_job = Some(job);
         Ok(())
     }
 }

@@ -48,6 +48,7 @@ impl spoof_check::Host for FirewallCtx {
         })
         .await?;
         finish(&self.shared).await.map_err(CapError::other)?;
+        self.shared.lock().journal.spoof_checked.push(index);
         Ok(())
     }
 }

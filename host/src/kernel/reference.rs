@@ -149,10 +149,15 @@ fn remove_iptables(
     let listed = match nat(program, &["-S", "POSTROUTING"], deadline) {
         Ok(Some(listed)) => listed,
         Ok(None) => return Ok(0),
-        Err(e) => {
-            crate::log::warn(&format!("reference cleanup skipped for {program}: {e}"));
+        // No `nat` table (and none can be made: no module) holds nothing;
+        // any other failure (a lock held past the deadline) fails the DEL,
+        // to be retried, rather than leave a rule that would masquerade the
+        // address IPAM hands out next.
+        Err(e) if no_nat_table(&e) => {
+            crate::log::debug(&format!("reference cleanup: {program}: {e}"));
             return Ok(0);
         }
+        Err(e) => return Err(e),
     };
     let rules: Vec<Vec<String>> = listed.lines().filter_map(shlex::split).collect();
     // The chain is looked at only when something jumps to it (the
@@ -208,6 +213,12 @@ fn remove_iptables(
         ));
     }
     Ok(removed)
+}
+
+/// What iptables says when the `nat` table is not there at all.
+fn no_nat_table(e: &io::Error) -> bool {
+    let said = e.to_string();
+    said.contains("Table does not exist") || said.contains("can't initialize")
 }
 
 /// The argument after `flag`.

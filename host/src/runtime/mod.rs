@@ -303,16 +303,35 @@ impl Runtime {
         // An attachment's rules go with it, whatever its plugin did: a rule
         // that outlived its attachment (a spoof check matches a port by
         // index) could meet a link that comes later.
+        // With time of its own: the guest may have used all of the call's
+        // (a DEL that can never finish its cleanup would fail forever).
         if command == Command::Del
             && !shared.lock().journal.rules_removed
             && let Err(e) = kernel
-                .unmasquerade(&owner, self.deadlines.call().into_std())
+                .unmasquerade(
+                    &owner,
+                    std::time::Instant::now() + crate::undo::rollback::FIREWALL_TIME,
+                )
                 .await
         {
             let e = format!("remove the rules of {owner:?}: {e}");
             match outcome {
                 Ok(_) => outcome = Err(CniError::plugin(e)),
                 Err(_) => crate::log::error(&e),
+            }
+        }
+        // A spoof check names its port by index: an ADD must not answer
+        // with the port gone (deleted by the guest after the check), or the
+        // rule would wait for whatever link takes the index next.
+        if command == Command::Add && outcome.is_ok() {
+            let checked = shared.lock().journal.spoof_checked.clone();
+            for index in checked {
+                if let Err(e) = kernel.link_get_index(crate::kernel::Ns::Host, index).await {
+                    outcome = Err(CniError::plugin(format!(
+                        "the port (index {index}) this call put a spoof check on is gone: {e}"
+                    )));
+                    break;
+                }
             }
         }
         match outcome {

@@ -93,6 +93,12 @@ pub struct Journal {
     /// The attachment's rules were removed (a DEL's `firewall.remove`), so
     /// the host need not do it again after the guest.
     pub rules_removed: bool,
+    /// VLAN gateway interfaces this call made and marked, with their peers
+    /// (by index): once marked, a concurrent ADD of the network may adopt
+    /// one, so a rollback deletes it only when nothing relies on it.
+    pub vlan_gateways: Vec<(u32, u32)>,
+    /// Node ports (by index) this call put a spoof check on.
+    pub spoof_checked: Vec<u32>,
     /// Its rules created these of wasm-cni's nftables tables.
     pub tables_created: Vec<crate::kernel::Table>,
     /// The firewall change in flight: awaited before anything is undone, so

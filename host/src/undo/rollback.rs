@@ -30,7 +30,7 @@ use std::time::Duration;
 /// state as it is.
 const LOCK_WAIT: Duration = Duration::from_secs(5);
 /// How long the removal of this attachment's rules may take.
-const FIREWALL_TIME: Duration = Duration::from_secs(10);
+pub const FIREWALL_TIME: Duration = Duration::from_secs(10);
 
 fn not_found(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::NotFound
@@ -81,8 +81,10 @@ impl Rollback<'_> {
             fail(format!("IPAM DEL: {e}"));
         }
 
-        // Links, newest first; bridges after their ports.
+        // Links, newest first; bridges after their ports, and VLAN gateway
+        // interfaces (with their peers) under the lock too.
         let mut bridges = Vec::new();
+        let deferred = |i: &u32| journal.vlan_gateways.iter().any(|(g, p)| g == i || p == i);
         for rec in journal.links.iter().rev() {
             match rec {
                 LinkRecord::Created {
@@ -91,6 +93,7 @@ impl Rollback<'_> {
                     bridge: true,
                     ..
                 } if *ns == Ns::Host => bridges.push((*index, true)),
+                LinkRecord::Created { ns, index, .. } if *ns == Ns::Host && deferred(index) => {}
                 LinkRecord::Created {
                     ns, index, name, ..
                 } => match self.kernel.link_del(*ns, *index).await {
@@ -119,7 +122,7 @@ impl Rollback<'_> {
                 bridges.push((i, false));
             }
         }
-        if bridges.is_empty() {
+        if bridges.is_empty() && journal.vlan_gateways.is_empty() {
             return failures;
         }
 
@@ -130,6 +133,35 @@ impl Rollback<'_> {
             }
             None => false,
         };
+        for (gateway, peer) in &journal.vlan_gateways {
+            // Adopted by an ADD of the network while this call ran: a port
+            // joined its bridge after it was made (this call's own ports
+            // are gone by now).
+            let adopted = if !locked {
+                true
+            } else {
+                match dependents(self.kernel, *gateway).await {
+                    Ok(p) => p.iter().any(|l| l.index != *peer && l.index > *gateway),
+                    Err(e) => {
+                        fail(format!(
+                            "list what relies on VLAN gateway {gateway} (it stays): {e}"
+                        ));
+                        true
+                    }
+                }
+            };
+            if adopted {
+                crate::log::info(&format!(
+                    "rollback: kept VLAN gateway {gateway}: another attachment may rely on it"
+                ));
+                continue;
+            }
+            match self.kernel.link_del(Ns::Host, *gateway).await {
+                Ok(()) => crate::log::debug(&format!("rollback: deleted VLAN gateway {gateway}")),
+                Err(e) if not_found(&e) => {}
+                Err(e) => fail(format!("delete VLAN gateway {gateway}: {e}")),
+            }
+        }
         for (index, made_here) in bridges {
             // Its ports (by index), when the lock says they are all there
             // is: no other ADD of the network is halfway.
@@ -208,8 +240,12 @@ async fn dependents(
     if link.kind == "veth"
         && let Some((bridge, _)) = crate::grant::vlan_gateway_name(&link.name)
     {
-        let bridge = kernel.link_get(Ns::Host, bridge).await?;
-        return ports(kernel, Ns::Host, bridge.index).await;
+        return match kernel.link_get(Ns::Host, bridge).await {
+            Ok(bridge) => ports(kernel, Ns::Host, bridge.index).await,
+            // Its bridge is gone: nothing behind it relies on it.
+            Err(e) if not_found(&e) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        };
     }
     ports(kernel, Ns::Host, index).await
 }

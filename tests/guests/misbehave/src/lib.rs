@@ -49,7 +49,12 @@
 //! - `vlan-gateway-then-fail`: take an address, bring `<bridge>.5` up, put
 //!   the gateway on it, sleep `sleepMs`, fail;
 //! - `mark-container-peer`: make bridge `bra` and a veth `bra.5` whose peer
-//!   is in the container, and mark it the VLAN gateway (`denied`).
+//!   is in the container, and mark it the VLAN gateway (`denied`);
+//! - `vlan-gateway-made-then-fail`: make the config's `bridge` and its
+//!   `<bridge>.5` (marked, the peer a port), take an address, put the
+//!   gateway on it, sleep `sleepMs`, fail;
+//! - `spoof-then-delete-port`: a veth, a spoof check on its host end, then
+//!   delete the pair, succeed.
 //!
 //! Succeeds:
 //! - `join-late`: sleep `sleepMs`, then attach a veth to the config's
@@ -288,6 +293,37 @@ impl Plugin for Misbehave {
                 link::set_master(&host, &pair.peer.name, Some(br)).context("attach")?;
                 link::set_up(&host, &pair.peer.name, true).context("up")?;
                 bridge_port::mark_vlan_gateway(&host, &gw).context("mark")?;
+                Ok(CniResult::default())
+            }
+            "vlan-gateway-made-then-fail" => {
+                let br = conf.bridge()?;
+                match link::create_bridge(&host, br, None) {
+                    Ok(_) | Err(Error::AlreadyExists(_)) => {}
+                    Err(e) => return Err(e.context("bridge")),
+                }
+                link::set_up(&host, br, true).context("up")?;
+                let gw_link = format!("{br}.5");
+                let pair =
+                    link::create_veth(&host, &gw_link, None, None, &host, None).context("veth")?;
+                link::set_master(&host, &pair.peer.name, Some(br)).context("attach")?;
+                link::set_up(&host, &pair.peer.name, true).context("up")?;
+                bridge_port::mark_vlan_gateway(&host, &gw_link).context("mark")?;
+                let r = ipam::add()?;
+                let ip = r.ips[0];
+                let gw = IpPrefix {
+                    address: ip.gateway.ok_or_else(|| CniError::failed("no gateway"))?,
+                    prefix_len: ip.address.prefix_len,
+                };
+                link::set_up(&host, &gw_link, true).context("up")?;
+                address::add(&host, &gw_link, gw, true).context("gateway")?;
+                conf.pause();
+                Err(CniError::failed("failing after making the VLAN gateway"))
+            }
+            "spoof-then-delete-port" => {
+                let (c, veth) = own_veth(&req)?;
+                let mac = link::get(&c, &req.ifname).context("get")?.mac;
+                spoof_check::enforce(&veth, &mac).context("spoof check")?;
+                link::delete(&c, &req.ifname).context("delete")?;
                 Ok(CniResult::default())
             }
             "vlan-gateway-then-fail" => {
