@@ -117,6 +117,22 @@ fn own_veth(req: &Request) -> Result<(netns::Namespace, String), CniError> {
     Ok((c, pair.peer.name))
 }
 
+/// `br` (made if missing) and its VLAN gateway interface `<br>.5`: a veth
+/// whose peer is a port of `br`, marked for the network. Its name.
+fn vlan_gateway(host: &netns::Namespace, br: &str) -> Result<String, CniError> {
+    match link::create_bridge(host, br, None) {
+        Ok(_) | Err(Error::AlreadyExists(_)) => {}
+        Err(e) => return Err(e.context("bridge")),
+    }
+    link::set_up(host, br, true).context("up")?;
+    let gw = format!("{br}.5");
+    let pair = link::create_veth(host, &gw, None, None, host, None).context("veth")?;
+    link::set_master(host, &pair.peer.name, Some(br)).context("attach")?;
+    link::set_up(host, &pair.peer.name, true).context("up")?;
+    bridge_port::mark_vlan_gateway(host, &gw).context("mark")?;
+    Ok(gw)
+}
+
 fn denied_expected() -> ! {
     unreachable!("the host allowed it")
 }
@@ -281,33 +297,11 @@ impl Plugin for Misbehave {
                 Ok(CniResult::default())
             }
             "vlan-gateway-setup" => {
-                let br = conf.bridge()?;
-                match link::create_bridge(&host, br, None) {
-                    Ok(_) | Err(Error::AlreadyExists(_)) => {}
-                    Err(e) => return Err(e.context("bridge")),
-                }
-                link::set_up(&host, br, true).context("up")?;
-                let gw = format!("{br}.5");
-                let pair =
-                    link::create_veth(&host, &gw, None, None, &host, None).context("veth")?;
-                link::set_master(&host, &pair.peer.name, Some(br)).context("attach")?;
-                link::set_up(&host, &pair.peer.name, true).context("up")?;
-                bridge_port::mark_vlan_gateway(&host, &gw).context("mark")?;
+                vlan_gateway(&host, conf.bridge()?)?;
                 Ok(CniResult::default())
             }
             "vlan-gateway-made-then-fail" => {
-                let br = conf.bridge()?;
-                match link::create_bridge(&host, br, None) {
-                    Ok(_) | Err(Error::AlreadyExists(_)) => {}
-                    Err(e) => return Err(e.context("bridge")),
-                }
-                link::set_up(&host, br, true).context("up")?;
-                let gw_link = format!("{br}.5");
-                let pair =
-                    link::create_veth(&host, &gw_link, None, None, &host, None).context("veth")?;
-                link::set_master(&host, &pair.peer.name, Some(br)).context("attach")?;
-                link::set_up(&host, &pair.peer.name, true).context("up")?;
-                bridge_port::mark_vlan_gateway(&host, &gw_link).context("mark")?;
+                let gw_link = vlan_gateway(&host, conf.bridge()?)?;
                 let r = ipam::add()?;
                 let ip = r.ips[0];
                 let gw = IpPrefix {
