@@ -122,3 +122,116 @@ fn a_corrupt_artifact_is_replaced() {
         assert!(fs::metadata(sb.cache_dir().join(name)).unwrap().len() > 1000);
     }
 }
+
+fn sha256_of(path: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(fs::read(path).unwrap())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn pinned_modules_load_only_with_their_digest() {
+    let Some(mut sb) = Sandbox::for_test("pinned_modules") else {
+        return;
+    };
+    let c1 = sb.container("c1");
+    let wasm = &wasm_cni_tests::install().wasm;
+    let bridge = sha256_of(&wasm.join("bridge.wasm"));
+    let host_local = sha256_of(&wasm.join("host-local.wasm"));
+    // Matching pins (one spelled with its prefix, in capitals): it loads.
+    sb.use_policy(
+        serde_json::json!({"version": 1, "requirePins": true, "modulePins": {
+        "bridge": format!("sha256:{}", bridge.to_uppercase()), "host-local": host_local}}),
+    );
+    sb.cni("bridge", "ADD", "c1", Some(&c1), "eth0", CLASSIC)
+        .ok();
+    sb.cni("bridge", "DEL", "c1", Some(&c1), "eth0", CLASSIC)
+        .ok();
+    // A module that is not what was pinned: refused, both digests named,
+    // nothing done.
+    let before = wasm_cni_tests::NodeState::take(&sb);
+    let other = "0".repeat(64);
+    sb.use_policy(serde_json::json!({"version": 1, "modulePins": {"bridge": other}}));
+    let e = sb
+        .cni("bridge", "ADD", "c1", Some(&c1), "eth0", CLASSIC)
+        .err(101);
+    let msg = e["msg"].as_str().unwrap();
+    assert!(msg.contains(&other) && msg.contains(&bridge), "{e}");
+    // Required pins: an unpinned module (here host-local) is refused.
+    sb.use_policy(serde_json::json!({"version": 1, "requirePins": true,
+        "modulePins": {"bridge": bridge}}));
+    let e = sb
+        .cni("bridge", "ADD", "c1", Some(&c1), "eth0", CLASSIC)
+        .err(101);
+    let msg = e["msg"].as_str().unwrap();
+    assert!(
+        msg.contains("host-local") && msg.contains("requirePins"),
+        "{e}"
+    );
+    before.assert_unchanged(&wasm_cni_tests::NodeState::take(&sb), "refused modules");
+    // A pin that is not a digest breaks the policy: every call fails closed.
+    sb.use_policy(serde_json::json!({"version": 1, "modulePins": {"bridge": "abc"}}));
+    let e = sb
+        .cni("bridge", "ADD", "c1", Some(&c1), "eth0", CLASSIC)
+        .err(7);
+    assert!(e["msg"].as_str().unwrap().contains("modulePins"), "{e}");
+}
+
+#[test]
+fn a_tampered_artifact_of_a_pinned_module_is_not_run() {
+    let Some(mut sb) = Sandbox::for_test("tampered_pinned_artifact") else {
+        return;
+    };
+    let (c1, c2) = (sb.container("c1"), sb.container("c2"));
+    let wasm = &wasm_cni_tests::install().wasm;
+    sb.use_policy(serde_json::json!({"version": 1, "modulePins": {
+        "bridge": sha256_of(&wasm.join("bridge.wasm")),
+        "host-local": sha256_of(&wasm.join("host-local.wasm"))}}));
+    sb.cni("bridge", "ADD", "c1", Some(&c1), "eth0", CLASSIC)
+        .ok();
+    // One byte of compiled code changed on disk (the file still trusted:
+    // ours, 0644, in our directory).
+    let mut originals = Vec::new();
+    for (name, _) in artifacts(&sb.cache_dir()) {
+        let path = sb.cache_dir().join(&name);
+        let mut bytes = fs::read(&path).unwrap();
+        originals.push((path.clone(), bytes.clone()));
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        fs::write(&path, bytes).unwrap();
+    }
+    let out = sb.cni_env(
+        "bridge",
+        "ADD",
+        "c2",
+        Some(&c2),
+        "eth0",
+        CLASSIC,
+        &[("WASM_CNI_LOG", "debug")],
+    );
+    out.ok();
+    // Both modules' (each looked at twice: before and under the lock).
+    assert!(
+        out.stderr
+            .matches("its code is not what was written")
+            .count()
+            >= 2,
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        out.stderr.matches("cache Compiled").count(),
+        2,
+        "{}",
+        out.stderr
+    );
+    for (path, original) in originals {
+        assert_eq!(
+            fs::read(&path).unwrap(),
+            original,
+            "compiled again and rewritten"
+        );
+    }
+}

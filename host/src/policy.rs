@@ -20,6 +20,8 @@
 //!   "gatewaySubnets": ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"],
 //!   "ipamPlugins": ["host-local", "static", "dhcp"],
 //!   "resolvConfDirs": ["/etc", "/run"],
+//!   "modulePins": {"bridge": "sha256:<64 hex digits>"},
+//!   "requirePins": false,
 //!   "maxModuleBytes": 33554432
 //! }
 //! ```
@@ -66,6 +68,10 @@ struct PolicyFile {
     max_module_bytes: Option<u64>,
     #[serde(default)]
     resolv_conf_dirs: Option<Vec<PathBuf>>,
+    #[serde(default)]
+    module_pins: BTreeMap<String, String>,
+    #[serde(default)]
+    require_pins: bool,
 }
 
 /// The node policy in force for one call.
@@ -93,6 +99,10 @@ pub struct Policy {
     /// Directories whose files (at any depth) a config's `ipam.resolvConf`
     /// may name: the host reads them as root for the config's author.
     pub resolv_conf_dirs: Vec<PathBuf>,
+    /// Module name to the sha256 (hex) its file must have.
+    pub module_pins: BTreeMap<String, String>,
+    /// Every module must be pinned.
+    pub require_pins: bool,
 }
 
 impl Default for Policy {
@@ -110,6 +120,8 @@ impl Default for Policy {
             ipam_plugins: DEFAULT_IPAM_PLUGINS.iter().map(|s| s.to_string()).collect(),
             max_module_bytes: DEFAULT_MAX_MODULE_BYTES,
             resolv_conf_dirs: DEFAULT_RESOLV_CONF_DIRS.iter().map(PathBuf::from).collect(),
+            module_pins: BTreeMap::new(),
+            require_pins: false,
         }
     }
 }
@@ -231,6 +243,21 @@ impl Policy {
                 .map(|d| normalized(d).map_err(|e| format!("\"resolvConfDirs\": {e}")))
                 .collect::<Result<_, _>>()?,
         };
+        let mut module_pins = BTreeMap::new();
+        for (name, pin) in &f.module_pins {
+            crate::runtime::resolve::check_name(name)
+                .map_err(|e| format!("\"modulePins\": {e}"))?;
+            let hex = pin
+                .strip_prefix("sha256:")
+                .unwrap_or(pin)
+                .to_ascii_lowercase();
+            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!(
+                    "\"modulePins\": {name:?}: {pin:?} is not a sha256 (64 hex digits, \"sha256:\" optional)"
+                ));
+            }
+            module_pins.insert(name.clone(), hex);
+        }
         Ok(Policy {
             source: Some(source),
             module_dirs: f.module_dirs,
@@ -241,7 +268,30 @@ impl Policy {
             ipam_plugins,
             max_module_bytes,
             resolv_conf_dirs,
+            module_pins,
+            require_pins: f.require_pins,
         })
+    }
+
+    /// Whether module `name` with file digest `digest` (hex) may load: its
+    /// pin must match, and with `requirePins` it must have one.
+    pub fn admit_module(&self, name: &str, digest: &str) -> Result<(), String> {
+        match self.module_pins.get(name) {
+            Some(pin) if pin == digest => Ok(()),
+            Some(pin) => Err(format!(
+                "module {name:?} is pinned to sha256:{pin} in the node policy, but its file is sha256:{digest}"
+            )),
+            None if self.require_pins => Err(format!(
+                "module {name:?} (sha256:{digest}) has no pin, and the node policy requires one (\"requirePins\")"
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether module `name` is pinned (its cached artifact is then checked
+    /// byte for byte before it is run).
+    pub fn is_pinned(&self, name: &str) -> bool {
+        self.module_pins.contains_key(name)
     }
 
     /// The policy lists `bridge` as shared with `network`.

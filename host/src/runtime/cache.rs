@@ -9,6 +9,13 @@
 //! that is owned by us, not writable by group or others, under ancestors
 //! nobody else can rename: loading an artifact runs its machine code, so a
 //! writable cache would be a way to run code as root.
+//!
+//! Each artifact begins with a header: a magic string, the sha256 of the
+//! module it was compiled from, and the sha256 of the compiled code after
+//! it. The module's digest is checked on every load, so an artifact is
+//! never run for a module other than the one just read (and pinned); for a
+//! pinned module the code's digest is checked too, so an artifact changed
+//! on disk is compiled again rather than run.
 
 use sha2::{Digest, Sha256};
 use std::fs;
@@ -77,20 +84,29 @@ impl Cache {
     /// process's compile ends at `lock_deadline` (then we compile too: the
     /// artifact is written atomically, so two writers are harmless). Blocks:
     /// call it off the runtime's thread.
+    ///
+    /// `admit` judges the module's sha256 (hex) before anything is compiled
+    /// or loaded (the node policy's pins); `pinned` has the cached code's
+    /// digest checked too.
     pub fn load(
         &self,
         engine: &Engine,
         module: &Path,
         max_bytes: u64,
         lock_deadline: std::time::Instant,
+        admit: impl Fn(&str) -> Result<(), String>,
+        pinned: bool,
     ) -> Result<(Component, Outcome), String> {
         let bytes = read_capped(module, max_bytes)?;
+        let digest: [u8; 32] = Sha256::digest(&bytes).into();
+        admit(&hex(&digest))?;
         let Some(dir) = &self.dir else {
             return compile(engine, &bytes, module).map(|c| (c, Outcome::Uncached));
         };
-        let key = format!("{}-{}.cwasm", hex(&Sha256::digest(&bytes)), self.compat);
+        let key = format!("{}-{}.cwasm", hex(&digest), self.compat);
         let artifact = dir.join(&key);
-        if let Some(c) = load_artifact(engine, &artifact) {
+        let expect = Expect { digest, pinned };
+        if let Some(c) = load_artifact(engine, &artifact, expect) {
             return Ok((c, Outcome::Hit));
         }
         // Compile once per node, not once per racing process: the first
@@ -98,13 +114,13 @@ impl Cache {
         // its artifact (thirty pods starting on a cold node would otherwise
         // compile thirty times over).
         let _lock = CompileLock::take(dir, lock_deadline);
-        if let Some(c) = load_artifact(engine, &artifact) {
+        if let Some(c) = load_artifact(engine, &artifact, expect) {
             return Ok((c, Outcome::Hit));
         }
         let compiled = engine
             .precompile_component(&bytes)
             .map_err(|e| format!("cannot compile {}: {e:#}", module.display()))?;
-        if let Err(e) = write_atomic(dir, &artifact, &compiled) {
+        if let Err(e) = write_atomic(dir, &artifact, &[&header(&digest, &compiled), &compiled]) {
             crate::log::warn(&format!("cannot write {}: {e}", artifact.display()));
         }
         // SAFETY: these bytes were just produced by `precompile_component`
@@ -115,14 +131,61 @@ impl Cache {
     }
 }
 
-fn load_artifact(engine: &Engine, artifact: &Path) -> Option<Component> {
+/// What an artifact must say of itself.
+#[derive(Clone, Copy)]
+struct Expect {
+    /// The module's sha256.
+    digest: [u8; 32],
+    /// Check the code's digest too.
+    pinned: bool,
+}
+
+const MAGIC: &[u8; 16] = b"wasm-cni cwasm 1";
+const HEADER: usize = MAGIC.len() + 64;
+
+/// The header written before compiled code.
+fn header(module: &[u8; 32], code: &[u8]) -> Vec<u8> {
+    let mut h = Vec::with_capacity(HEADER);
+    h.extend_from_slice(MAGIC);
+    h.extend_from_slice(module);
+    h.extend_from_slice(&Sha256::digest(code));
+    h
+}
+
+/// The code of an artifact whose header says it was compiled from the
+/// module `expect` names (and, pinned, that the code is what was written).
+fn verified(bytes: &[u8], expect: Expect) -> Result<&[u8], &'static str> {
+    if bytes.len() < HEADER || &bytes[..MAGIC.len()] != MAGIC {
+        return Err("no wasm-cni header");
+    }
+    let (module, code_digest) = bytes[MAGIC.len()..HEADER].split_at(32);
+    let code = &bytes[HEADER..];
+    if module != expect.digest {
+        return Err("compiled from another module");
+    }
+    if expect.pinned && code_digest != Sha256::digest(code).as_slice() {
+        return Err("its code is not what was written (the module is pinned)");
+    }
+    Ok(code)
+}
+
+fn load_artifact(engine: &Engine, artifact: &Path, expect: Expect) -> Option<Component> {
     if !trusted_file(artifact) {
         return None;
     }
+    let bytes = fs::read(artifact).ok()?;
+    let code = match verified(&bytes, expect) {
+        Ok(code) => code,
+        Err(why) => {
+            crate::log::warn(&format!("ignoring cached {}: {why}", artifact.display()));
+            return None;
+        }
+    };
     // SAFETY: the artifact was written by this program's own engine into a
     // directory only we can write (checked in `prepare_dir` and
-    // `trusted_file`), keyed by the engine's compatibility hash.
-    match unsafe { Component::deserialize_file(engine, artifact) } {
+    // `trusted_file`), keyed by the engine's compatibility hash, and its
+    // header names the module just read.
+    match unsafe { Component::deserialize(engine, code) } {
         Ok(c) => Some(c),
         Err(e) => {
             crate::log::warn(&format!("ignoring cached {}: {e:#}", artifact.display()));
@@ -197,9 +260,11 @@ fn compile(engine: &Engine, bytes: &[u8], module: &Path) -> Result<Component, St
         .map_err(|e| format!("cannot compile {}: {e:#}", module.display()))
 }
 
-fn write_atomic(dir: &Path, dest: &Path, bytes: &[u8]) -> io::Result<()> {
+fn write_atomic(dir: &Path, dest: &Path, parts: &[&[u8]]) -> io::Result<()> {
     let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
+    for part in parts {
+        tmp.write_all(part)?;
+    }
     tmp.as_file()
         .set_permissions(fs::Permissions::from_mode(0o644))?;
     tmp.as_file().sync_all()?;
@@ -263,6 +328,36 @@ mod tests {
         std::os::unix::fs::symlink(&good, &link).unwrap();
         assert!(prepare_dir(&link).is_err());
         assert!(prepare_dir(Path::new("relative")).is_err());
+    }
+
+    #[test]
+    fn an_artifact_runs_only_for_its_module_and_pinned_only_as_written() {
+        let module: [u8; 32] = Sha256::digest(b"module").into();
+        let code = b"compiled code".to_vec();
+        let mut file = header(&module, &code);
+        file.extend_from_slice(&code);
+        let pinned = Expect {
+            digest: module,
+            pinned: true,
+        };
+        assert_eq!(verified(&file, pinned), Ok(&code[..]));
+        let other = Expect {
+            digest: Sha256::digest(b"another").into(),
+            pinned: false,
+        };
+        assert!(verified(&file, other).is_err());
+        let mut tampered = file.clone();
+        *tampered.last_mut().unwrap() ^= 1;
+        assert!(verified(&tampered, pinned).is_err());
+        let unpinned = Expect {
+            digest: module,
+            pinned: false,
+        };
+        assert!(
+            verified(&tampered, unpinned).is_ok(),
+            "checked for pinned modules only"
+        );
+        assert!(verified(&code, unpinned).is_err(), "no header");
     }
 
     #[test]

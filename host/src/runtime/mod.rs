@@ -153,9 +153,18 @@ impl Runtime {
         let (cache, engine, p) = (self.cache.clone(), self.engine.clone(), path.clone());
         let max = self.policy.max_module_bytes;
         let lock_deadline = self.deadlines.lock_wait().into_std();
+        // Pins are by module name: the file's stem (`bridge`, `host-local`).
+        let stem = Path::new(name)
+            .file_stem()
+            .map_or(name.to_string(), |s| s.to_string_lossy().into_owned());
+        let policy = self.policy.clone();
+        let pinned = policy.is_pinned(&stem);
         let compiled = tokio::time::timeout_at(
             deadline,
-            tokio::task::spawn_blocking(move || cache.load(&engine, &p, max, lock_deadline)),
+            tokio::task::spawn_blocking(move || {
+                let admit = |digest: &str| policy.admit_module(&stem, digest);
+                cache.load(&engine, &p, max, lock_deadline, admit, pinned)
+            }),
         )
         .await
         .map_err(|_| {
@@ -169,8 +178,8 @@ impl Runtime {
             .map_err(|e| CniError::module(format!("{}: {e}", path.display())))?;
         crate::log::debug(&format!(
             "module {name}: {} ({role:?}, contract {}, cache {outcome:?})",
-            contract.as_str(),
-            path.display()
+            path.display(),
+            contract.as_str()
         ));
         let name = Path::new(name)
             .file_stem()
