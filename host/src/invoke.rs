@@ -135,6 +135,22 @@ fn run(
     )?);
     let call = Arc::new(Call { env, conf });
 
+    // While this is the process's only thread: open what needs more than
+    // the call keeps, then give the rest up (see `privilege`). A namespace
+    // that cannot be opened is reported later, as before, by the command
+    // that needs it.
+    if let Some(netns) = call.env.netns.as_deref()
+        && matches!(command, Command::Add | Command::Check | Command::Del)
+        && let Err(e) = crate::kernel::netns::Netns::preopen(netns)
+    {
+        crate::log::debug(&format!(
+            "CNI_NETNS {} not opened yet: {e}",
+            netns.display()
+        ));
+    }
+    crate::privilege::reduce()
+        .map_err(|e| CniError::host(format!("cannot drop privileges: {e}")))?;
+
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()

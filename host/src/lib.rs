@@ -12,6 +12,7 @@ pub mod limits;
 pub mod log;
 pub mod owner;
 pub mod policy;
+pub mod privilege;
 pub mod runtime;
 pub mod trust;
 pub mod undo;

@@ -18,6 +18,9 @@ use std::sync::Arc;
 /// their bind mounts under `/run/netns`).
 const NSFS_MAGIC: u64 = 0x6e73_6673;
 
+/// `CNI_NETNS`, opened before privileges were dropped.
+static PREOPENED: std::sync::OnceLock<(std::path::PathBuf, Netns)> = std::sync::OnceLock::new();
+
 /// An open network namespace.
 #[derive(Debug, Clone)]
 pub struct Netns {
@@ -38,6 +41,25 @@ impl Netns {
     /// a file on nsfs is then opened for real, through the descriptor, so
     /// what was checked is what is opened.
     pub fn open(path: &Path) -> io::Result<Netns> {
+        if let Some(ns) = PREOPENED
+            .get()
+            .and_then(|(p, ns)| (p == path).then(|| ns.clone()))
+        {
+            return Ok(ns);
+        }
+        Self::open_now(path)
+    }
+
+    /// Open `path` now, before the process gives up the privileges opening
+    /// it may need (see `privilege`): later opens of the same path get this
+    /// handle. One process serves one CNI call, so one path.
+    pub fn preopen(path: &Path) -> io::Result<()> {
+        let ns = Self::open_now(path)?;
+        let _ = PREOPENED.set((path.to_path_buf(), ns));
+        Ok(())
+    }
+
+    fn open_now(path: &Path) -> io::Result<Netns> {
         let probe = rustix::fs::open(path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())?;
         if fstatfs(&probe)?.f_type as u64 != NSFS_MAGIC {
             return Err(io::Error::new(
