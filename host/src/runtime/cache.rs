@@ -10,12 +10,15 @@
 //! nobody else can rename: loading an artifact runs its machine code, so a
 //! writable cache would be a way to run code as root.
 //!
-//! Each artifact begins with a header: a magic string, the sha256 of the
-//! module it was compiled from, and the sha256 of the compiled code after
-//! it. The module's digest is checked on every load, so an artifact is
-//! never run for a module other than the one just read (and pinned); for a
-//! pinned module the code's digest is checked too, so an artifact changed
-//! on disk is compiled again rather than run.
+//! Beside each artifact, `<artifact>.sum` says what it is: a magic string,
+//! the sha256 of the module it was compiled from and the sha256 of the
+//! compiled code. The module's digest is checked on every load, so an
+//! artifact is never run for a module other than the one just read (and
+//! pinned); for a pinned module the code's digest is checked too, so an
+//! artifact changed on disk is compiled again rather than run. A sidecar
+//! rather than a header: the artifact stays a file wasmtime maps as it is
+//! (reading and copying it costs a millisecond or two per module, a tenth
+//! of a warm ADD).
 
 use sha2::{Digest, Sha256};
 use std::fs;
@@ -120,7 +123,11 @@ impl Cache {
         let compiled = engine
             .precompile_component(&bytes)
             .map_err(|e| format!("cannot compile {}: {e:#}", module.display()))?;
-        if let Err(e) = write_atomic(dir, &artifact, &[&header(&digest, &compiled), &compiled]) {
+        // The code first, then what it is: a sum always describes an
+        // artifact already in place.
+        let written = write_atomic(dir, &artifact, &compiled)
+            .and_then(|()| write_atomic(dir, &sum_path(&artifact), &sum(&digest, &compiled)));
+        if let Err(e) = written {
             crate::log::warn(&format!("cannot write {}: {e}", artifact.display()));
         }
         // SAFETY: these bytes were just produced by `precompile_component`
@@ -141,51 +148,62 @@ struct Expect {
 }
 
 const MAGIC: &[u8; 16] = b"wasm-cni cwasm 1";
-const HEADER: usize = MAGIC.len() + 64;
+const SUM: usize = MAGIC.len() + 64;
 
-/// The header written before compiled code.
-fn header(module: &[u8; 32], code: &[u8]) -> Vec<u8> {
-    let mut h = Vec::with_capacity(HEADER);
+fn sum_path(artifact: &Path) -> PathBuf {
+    let mut p = artifact.as_os_str().to_owned();
+    p.push(".sum");
+    PathBuf::from(p)
+}
+
+/// What `<artifact>.sum` holds.
+fn sum(module: &[u8; 32], code: &[u8]) -> Vec<u8> {
+    let mut h = Vec::with_capacity(SUM);
     h.extend_from_slice(MAGIC);
     h.extend_from_slice(module);
     h.extend_from_slice(&Sha256::digest(code));
     h
 }
 
-/// The code of an artifact whose header says it was compiled from the
-/// module `expect` names (and, pinned, that the code is what was written).
-fn verified(bytes: &[u8], expect: Expect) -> Result<&[u8], &'static str> {
-    if bytes.len() < HEADER || &bytes[..MAGIC.len()] != MAGIC {
-        return Err("no wasm-cni header");
+/// Whether the sum says the artifact was compiled from the module `expect`
+/// names, and (pinned) that `code()` is what was written.
+fn verified(
+    sum: &[u8],
+    expect: Expect,
+    code: impl FnOnce() -> io::Result<Vec<u8>>,
+) -> Result<(), String> {
+    if sum.len() != SUM || &sum[..MAGIC.len()] != MAGIC {
+        return Err("no valid .sum beside it".into());
     }
-    let (module, code_digest) = bytes[MAGIC.len()..HEADER].split_at(32);
-    let code = &bytes[HEADER..];
+    let (module, code_digest) = sum[MAGIC.len()..].split_at(32);
     if module != expect.digest {
-        return Err("compiled from another module");
+        return Err("compiled from another module".into());
     }
-    if expect.pinned && code_digest != Sha256::digest(code).as_slice() {
-        return Err("its code is not what was written (the module is pinned)");
+    if expect.pinned {
+        let code = code().map_err(|e| e.to_string())?;
+        if code_digest != Sha256::digest(&code).as_slice() {
+            return Err("its code is not what was written (the module is pinned)".into());
+        }
     }
-    Ok(code)
+    Ok(())
 }
 
 fn load_artifact(engine: &Engine, artifact: &Path, expect: Expect) -> Option<Component> {
-    if !trusted_file(artifact) {
+    let sum_file = sum_path(artifact);
+    if !trusted_file(artifact) || !trusted_file(&sum_file) {
         return None;
     }
-    let bytes = fs::read(artifact).ok()?;
-    let code = match verified(&bytes, expect) {
-        Ok(code) => code,
-        Err(why) => {
-            crate::log::warn(&format!("ignoring cached {}: {why}", artifact.display()));
-            return None;
-        }
-    };
+    let sum = fs::read(&sum_file).ok()?;
+    if let Err(why) = verified(&sum, expect, || fs::read(artifact)) {
+        crate::log::warn(&format!("ignoring cached {}: {why}", artifact.display()));
+        return None;
+    }
     // SAFETY: the artifact was written by this program's own engine into a
     // directory only we can write (checked in `prepare_dir` and
-    // `trusted_file`), keyed by the engine's compatibility hash, and its
-    // header names the module just read.
-    match unsafe { Component::deserialize(engine, code) } {
+    // `trusted_file`), keyed by the engine's compatibility hash, and its sum
+    // names the module just read. (A pinned module's code was read and
+    // checked just now; a change after that is a change by root.)
+    match unsafe { Component::deserialize_file(engine, artifact) } {
         Ok(c) => Some(c),
         Err(e) => {
             crate::log::warn(&format!("ignoring cached {}: {e:#}", artifact.display()));
@@ -260,11 +278,9 @@ fn compile(engine: &Engine, bytes: &[u8], module: &Path) -> Result<Component, St
         .map_err(|e| format!("cannot compile {}: {e:#}", module.display()))
 }
 
-fn write_atomic(dir: &Path, dest: &Path, parts: &[&[u8]]) -> io::Result<()> {
+fn write_atomic(dir: &Path, dest: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
-    for part in parts {
-        tmp.write_all(part)?;
-    }
+    tmp.write_all(bytes)?;
     tmp.as_file()
         .set_permissions(fs::Permissions::from_mode(0o644))?;
     tmp.as_file().sync_all()?;
@@ -334,30 +350,33 @@ mod tests {
     fn an_artifact_runs_only_for_its_module_and_pinned_only_as_written() {
         let module: [u8; 32] = Sha256::digest(b"module").into();
         let code = b"compiled code".to_vec();
-        let mut file = header(&module, &code);
-        file.extend_from_slice(&code);
+        let file = sum(&module, &code);
+        let read = |c: &[u8]| {
+            let c = c.to_vec();
+            move || Ok(c)
+        };
         let pinned = Expect {
             digest: module,
             pinned: true,
         };
-        assert_eq!(verified(&file, pinned), Ok(&code[..]));
+        assert_eq!(verified(&file, pinned, read(&code)), Ok(()));
         let other = Expect {
             digest: Sha256::digest(b"another").into(),
             pinned: false,
         };
-        assert!(verified(&file, other).is_err());
-        let mut tampered = file.clone();
+        assert!(verified(&file, other, read(&code)).is_err());
+        let mut tampered = code.clone();
         *tampered.last_mut().unwrap() ^= 1;
-        assert!(verified(&tampered, pinned).is_err());
+        assert!(verified(&file, pinned, read(&tampered)).is_err());
         let unpinned = Expect {
             digest: module,
             pinned: false,
         };
         assert!(
-            verified(&tampered, unpinned).is_ok(),
-            "checked for pinned modules only"
+            verified(&file, unpinned, read(&tampered)).is_ok(),
+            "the code is read for pinned modules only"
         );
-        assert!(verified(&code, unpinned).is_err(), "no header");
+        assert!(verified(b"short", unpinned, read(&code)).is_err(), "no sum");
     }
 
     #[test]
