@@ -1213,19 +1213,44 @@ fn a_vlan_gateway_needs_its_peer_on_the_bridge_to_be_marked() {
     fails_cleanly(&sb, "misbehave", &cfg, 100, "denied: mark \"bra.5\"");
 }
 
+/// A misbehave config of network `net` on bridge `bridge`, with IPAM in
+/// `subnet`, merged with `extra`.
+fn on_bridge(net: &str, bridge: &str, subnet: &str, extra: Value) -> String {
+    let mut e = extra;
+    e["bridge"] = json!(bridge);
+    e["ipam"] = json!({"type": "host-local", "subnet": subnet});
+    conf(net, "misbehave", e)
+}
+
+/// An ADD in `c_fail` that fails after a pause (`failing` sleeps 2 s),
+/// and meanwhile a successful one in `c_join`.
+fn fail_while_another_joins(
+    sb: &Sandbox,
+    c_fail: &str,
+    failing: &str,
+    c_join: &str,
+    joining: &str,
+) {
+    let (fail_ns, join_ns) = (sb.ns_path(c_fail), sb.ns_path(c_join));
+    let failed = spawn_with_stdin(
+        sb.cni_command("misbehave", "ADD", c_fail, Some(&fail_ns), "eth0", &[]),
+        failing,
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    sb.cni("misbehave", "ADD", c_join, Some(&join_ns), "eth0", joining)
+        .ok();
+    finish(failed).err(100);
+}
+
 #[test]
 fn a_failed_add_keeps_a_vlan_gateway_another_attachment_relies_on() {
     let Some(mut sb) = Sandbox::for_test("vlan_gateway_kept") else {
         return;
     };
-    let (c1, c2, c3) = (sb.container("c1"), sb.container("c2"), sb.container("c3"));
-    let ipam = json!({"type": "host-local", "subnet": "10.49.0.0/24"});
-    let with = |extra: Value| {
-        let mut e = extra;
-        e["bridge"] = json!("brv");
-        e["ipam"] = ipam.clone();
-        conf("vr", "misbehave", e)
-    };
+    let c1 = sb.container("c1");
+    sb.container("c2");
+    sb.container("c3");
+    let with = |extra| on_bridge("vr", "brv", "10.49.0.0/24", extra);
     sb.cni(
         "misbehave",
         "ADD",
@@ -1237,27 +1262,15 @@ fn a_failed_add_keeps_a_vlan_gateway_another_attachment_relies_on() {
     .ok();
     // c2 puts the gateway on brv.5 and fails later; meanwhile c3 joins and
     // uses it.
-    let failing = spawn_with_stdin(
-        sb.cni_command("misbehave", "ADD", "c2", Some(&c2), "eth0", &[]),
+    fail_while_another_joins(
+        &sb,
+        "c2",
         &with(json!({"behave": "vlan-gateway-then-fail", "sleepMs": 2000})),
-    );
-    std::thread::sleep(Duration::from_millis(700));
-    sb.cni(
-        "misbehave",
-        "ADD",
         "c3",
-        Some(&c3),
-        "eth0",
         &with(json!({"behave": "join-late"})),
-    )
-    .ok();
-    finish(failing).err(100);
-    assert!(
-        sb.addresses("host", "brv.5")
-            .contains(&"10.49.0.1/24".to_string()),
-        "{:?}",
-        sb.addresses("host", "brv.5")
     );
+    let gw = sb.addresses("host", "brv.5");
+    assert!(gw.contains(&"10.49.0.1/24".to_string()), "{gw:?}");
     assert!(sb.ping("c3", "10.49.0.1"), "the survivor keeps its gateway");
 }
 
@@ -1266,14 +1279,9 @@ fn a_vlan_gateway_a_failed_add_made_goes_unless_another_attachment_adopted_it() 
     let Some(mut sb) = Sandbox::for_test("vlan_gateway_adopted") else {
         return;
     };
-    let (c1, c2) = (sb.container("c1"), sb.container("c2"));
-    let ipam = json!({"type": "host-local", "subnet": "10.50.0.0/24"});
-    let with = |extra: Value| {
-        let mut e = extra;
-        e["bridge"] = json!("brw");
-        e["ipam"] = ipam.clone();
-        conf("vw", "misbehave", e)
-    };
+    sb.container("c1");
+    sb.container("c2");
+    let with = |extra| on_bridge("vw", "brw", "10.50.0.0/24", extra);
     // Alone: everything it made goes.
     let alone = with(json!({"behave": "vlan-gateway-made-then-fail"}));
     fails_cleanly(
@@ -1284,24 +1292,16 @@ fn a_vlan_gateway_a_failed_add_made_goes_unless_another_attachment_adopted_it() 
         "after making the VLAN gateway",
     );
     // With c2 joining the bridge and using the gateway meanwhile: it stays.
-    let failing = spawn_with_stdin(
-        sb.cni_command("misbehave", "ADD", "c1", Some(&c1), "eth0", &[]),
+    fail_while_another_joins(
+        &sb,
+        "c1",
         &with(json!({"behave": "vlan-gateway-made-then-fail", "sleepMs": 2000})),
-    );
-    std::thread::sleep(Duration::from_millis(700));
-    sb.cni(
-        "misbehave",
-        "ADD",
         "c2",
-        Some(&c2),
-        "eth0",
         &with(json!({"behave": "join-late"})),
-    )
-    .ok();
-    finish(failing).err(100);
+    );
+    let gw = sb.addresses("host", "brw.5");
     assert!(
-        sb.addresses("host", "brw.5")
-            .contains(&"10.50.0.1/24".to_string()),
+        gw.contains(&"10.50.0.1/24".to_string()),
         "{:?}",
         sb.links("host")
     );

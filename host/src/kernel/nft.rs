@@ -120,24 +120,11 @@ pub fn drop_table_if_unused(
     if lock.0.is_none() {
         return Ok(false);
     }
-    let listed = match run_nft(
-        &["list", "chain", family_name(family)?, TABLE, chain],
-        None,
-        deadline,
-    ) {
-        Ok(json) => json,
-        Err(NftError::Missing(_)) => return Ok(false),
-        Err(e) => return Err(e.into()),
-    };
-    let ruleset: nftables::schema::Nftables = serde_json::from_str(&listed)
-        .map_err(|e| io::Error::other(format!("nft printed JSON we cannot read: {e}")))?;
-    let rules = ruleset
-        .objects
-        .iter()
-        .filter(|o| matches!(o, NfObject::ListObject(NfListObject::Rule(_))))
-        .count();
-    if rules > 0 {
-        return Ok(false);
+    match listed_rules(family, TABLE, chain, deadline, |_| Some(()))? {
+        // Gone already, or someone's rule is in it.
+        None => return Ok(false),
+        Some(rules) if !rules.is_empty() => return Ok(false),
+        Some(_) => {}
     }
     let mut batch = Batch::new();
     batch.delete(NfListObject::Table(Table {
@@ -295,31 +282,14 @@ fn prefix(addr: String, len: u8) -> Expression<'static> {
     }))
 }
 
-/// This attachment's rules with their handles, and the address each one
-/// masquerades (source address, subnet prefix length).
 /// Every rule in wasm-cni's chain: (comment, handle, the address it
 /// masquerades).
 fn all_rules(deadline: Instant) -> io::Result<Vec<(String, u32, Option<IpNetwork>)>> {
-    let listed = match run_nft(&["list", "chain", "inet", TABLE, CHAIN], None, deadline) {
-        Ok(json) => json,
-        // No table or chain yet: no rules.
-        Err(NftError::Missing(_)) => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
-    };
-    let ruleset: nftables::schema::Nftables = serde_json::from_str(&listed)
-        .map_err(|e| io::Error::other(format!("nft printed JSON we cannot read: {e}")))?;
-    Ok(ruleset
-        .objects
-        .iter()
-        .filter_map(|o| match o {
-            NfObject::ListObject(NfListObject::Rule(r)) => Some((
-                r.comment.as_deref().unwrap_or_default().to_string(),
-                r.handle?,
-                rule_address(r),
-            )),
-            _ => None,
-        })
-        .collect())
+    let rules = listed_rules(NfFamily::INet, TABLE, CHAIN, deadline, |r| {
+        Some((comment_of(r), r.handle?, rule_address(r)))
+    })?;
+    // No table or chain yet: no rules.
+    Ok(rules.unwrap_or_default())
 }
 
 fn owned_rules(comment: &str, deadline: Instant) -> io::Result<Vec<(u32, Option<IpNetwork>)>> {
@@ -376,13 +346,20 @@ pub fn masqueraded(comment: &str, deadline: Instant) -> io::Result<Vec<IpNetwork
 /// Remove this attachment's rules (masquerade and spoof check); how many
 /// there were.
 pub fn remove(comment: &str, deadline: Instant) -> io::Result<usize> {
-    let handles: Vec<u32> = owned_rules(comment, deadline)?
-        .into_iter()
-        .map(|(handle, _)| handle)
-        .collect();
-    delete_rules(NfFamily::INet, TABLE, CHAIN, &handles, deadline)?;
-    let spoof = super::spoof_check::remove(comment, deadline)?;
-    Ok(handles.len() + spoof)
+    // The two tables side by side: every DEL does this, and each is an
+    // `nft` process or two.
+    std::thread::scope(|s| {
+        let spoof = s.spawn(|| super::spoof_check::remove(comment, deadline));
+        let handles: Vec<u32> = owned_rules(comment, deadline)?
+            .into_iter()
+            .map(|(handle, _)| handle)
+            .collect();
+        delete_rules(NfFamily::INet, TABLE, CHAIN, &handles, deadline)?;
+        let spoof = spoof
+            .join()
+            .map_err(|_| io::Error::other("removing spoof checks panicked"))??;
+        Ok(handles.len() + spoof)
+    })
 }
 
 /// Remove every rule of `network` whose comment is not in `keep` (the
@@ -419,35 +396,46 @@ pub fn chain_rules(
     chain: &str,
     deadline: Instant,
 ) -> io::Result<Vec<(String, u32)>> {
-    let family_name = match family {
-        NfFamily::INet => "inet",
-        NfFamily::IP => "ip",
-        NfFamily::IP6 => "ip6",
-        NfFamily::Bridge => "bridge",
-        _ => return Err(io::Error::other("unsupported nftables family")),
-    };
+    let rules = listed_rules(family, table, chain, deadline, |r| {
+        Some((comment_of(r), r.handle?))
+    })?;
+    Ok(rules.unwrap_or_default())
+}
+
+fn comment_of(rule: &Rule) -> String {
+    rule.comment.as_deref().unwrap_or_default().to_string()
+}
+
+/// `f` of every rule in a chain, in one `nft list chain`; `None` when the
+/// table or chain does not exist.
+fn listed_rules<T>(
+    family: NfFamily,
+    table: &str,
+    chain: &str,
+    deadline: Instant,
+    f: impl Fn(&Rule) -> Option<T>,
+) -> io::Result<Option<Vec<T>>> {
     let listed = match run_nft(
-        &["list", "chain", family_name, table, chain],
+        &["list", "chain", family_name(family)?, table, chain],
         None,
         deadline,
     ) {
         Ok(json) => json,
-        Err(NftError::Missing(_)) => return Ok(Vec::new()),
+        Err(NftError::Missing(_)) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
     let ruleset: nftables::schema::Nftables = serde_json::from_str(&listed)
         .map_err(|e| io::Error::other(format!("nft printed JSON we cannot read: {e}")))?;
-    Ok(ruleset
-        .objects
-        .iter()
-        .filter_map(|o| match o {
-            NfObject::ListObject(NfListObject::Rule(r)) => Some((
-                r.comment.as_deref().unwrap_or_default().to_string(),
-                r.handle?,
-            )),
-            _ => None,
-        })
-        .collect())
+    Ok(Some(
+        ruleset
+            .objects
+            .iter()
+            .filter_map(|o| match o {
+                NfObject::ListObject(NfListObject::Rule(r)) => f(r),
+                _ => None,
+            })
+            .collect(),
+    ))
 }
 
 /// Delete rules of any table's chain by handle, in one batch.

@@ -153,10 +153,12 @@ impl Runtime {
         let (cache, engine, p) = (self.cache.clone(), self.engine.clone(), path.clone());
         let max = self.policy.max_module_bytes;
         let lock_deadline = self.deadlines.lock_wait().into_std();
-        // Pins are by module name: the file's stem (`bridge`, `host-local`).
-        let stem = Path::new(name)
+        // A module's name (in logs, errors and pins) is its file's stem:
+        // `bridge`, `host-local`.
+        let module_name = Path::new(name)
             .file_stem()
             .map_or(name.to_string(), |s| s.to_string_lossy().into_owned());
+        let stem = module_name.clone();
         let policy = self.policy.clone();
         let pinned = policy.is_pinned(&stem);
         let compiled = tokio::time::timeout_at(
@@ -181,11 +183,8 @@ impl Runtime {
             path.display(),
             contract.as_str()
         ));
-        let name = Path::new(name)
-            .file_stem()
-            .map_or(name.to_string(), |s| s.to_string_lossy().into_owned());
         Ok(Module {
-            name,
+            name: module_name,
             path,
             component,
             role,

@@ -133,6 +133,18 @@ fn vlan_gateway(host: &netns::Namespace, br: &str) -> Result<String, CniError> {
     Ok(gw)
 }
 
+/// The gateway of IPAM's first address, with that address's prefix.
+fn gateway_of(r: &CniResult) -> Result<IpPrefix, CniError> {
+    let ip = r
+        .ips
+        .first()
+        .ok_or_else(|| CniError::failed("no address"))?;
+    Ok(IpPrefix {
+        address: ip.gateway.ok_or_else(|| CniError::failed("no gateway"))?,
+        prefix_len: ip.address.prefix_len,
+    })
+}
+
 fn denied_expected() -> ! {
     unreachable!("the host allowed it")
 }
@@ -273,12 +285,7 @@ impl Plugin for Misbehave {
                     Ok(_) | Err(Error::AlreadyExists(_)) => {}
                     Err(e) => return Err(e.context("bridge")),
                 }
-                let r = ipam::add()?;
-                let ip = r.ips[0];
-                let gw = IpPrefix {
-                    address: ip.gateway.ok_or_else(|| CniError::failed("no gateway"))?,
-                    prefix_len: ip.address.prefix_len,
-                };
+                let gw = gateway_of(&ipam::add()?)?;
                 link::set_up(&host, br, true).context("up")?;
                 let mac = link::get(&host, br).context("get")?.mac;
                 link::set_mac(&host, br, &mac).context("pin the MAC")?;
@@ -302,12 +309,7 @@ impl Plugin for Misbehave {
             }
             "vlan-gateway-made-then-fail" => {
                 let gw_link = vlan_gateway(&host, conf.bridge()?)?;
-                let r = ipam::add()?;
-                let ip = r.ips[0];
-                let gw = IpPrefix {
-                    address: ip.gateway.ok_or_else(|| CniError::failed("no gateway"))?,
-                    prefix_len: ip.address.prefix_len,
-                };
+                let gw = gateway_of(&ipam::add()?)?;
                 link::set_up(&host, &gw_link, true).context("up")?;
                 address::add(&host, &gw_link, gw, true).context("gateway")?;
                 conf.pause();
@@ -322,12 +324,7 @@ impl Plugin for Misbehave {
             }
             "vlan-gateway-then-fail" => {
                 let gw_link = format!("{}.5", conf.bridge()?);
-                let r = ipam::add()?;
-                let ip = r.ips[0];
-                let gw = IpPrefix {
-                    address: ip.gateway.ok_or_else(|| CniError::failed("no gateway"))?,
-                    prefix_len: ip.address.prefix_len,
-                };
+                let gw = gateway_of(&ipam::add()?)?;
                 link::set_up(&host, &gw_link, true).context("up")?;
                 address::add(&host, &gw_link, gw, true).context("gateway")?;
                 conf.pause();
