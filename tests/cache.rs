@@ -140,15 +140,6 @@ fn pinned_modules_load_only_with_their_digest() {
     let wasm = &wasm_cni_tests::install().wasm;
     let bridge = sha256_of(&wasm.join("bridge.wasm"));
     let host_local = sha256_of(&wasm.join("host-local.wasm"));
-    // Matching pins (one spelled with its prefix, in capitals): it loads.
-    sb.use_policy(
-        serde_json::json!({"version": 1, "requirePins": true, "modulePins": {
-        "bridge": format!("sha256:{}", bridge.to_uppercase()), "host-local": host_local}}),
-    );
-    sb.cni("bridge", "ADD", "c1", Some(&c1), "eth0", CLASSIC)
-        .ok();
-    sb.cni("bridge", "DEL", "c1", Some(&c1), "eth0", CLASSIC)
-        .ok();
     // A module that is not what was pinned: refused, both digests named,
     // nothing done.
     let before = wasm_cni_tests::NodeState::take(&sb);
@@ -177,6 +168,15 @@ fn pinned_modules_load_only_with_their_digest() {
         .cni("bridge", "ADD", "c1", Some(&c1), "eth0", CLASSIC)
         .err(7);
     assert!(e["msg"].as_str().unwrap().contains("modulePins"), "{e}");
+    // Matching pins (one spelled with its prefix, in capitals): it loads.
+    sb.use_policy(
+        serde_json::json!({"version": 1, "requirePins": true, "modulePins": {
+        "bridge": format!("sha256:{}", bridge.to_uppercase()), "host-local": host_local}}),
+    );
+    sb.cni("bridge", "ADD", "c1", Some(&c1), "eth0", CLASSIC)
+        .ok();
+    sb.cni("bridge", "DEL", "c1", Some(&c1), "eth0", CLASSIC)
+        .ok();
 }
 
 #[test]
@@ -234,4 +234,33 @@ fn a_tampered_artifact_of_a_pinned_module_is_not_run() {
             "compiled again and rewritten"
         );
     }
+}
+
+#[test]
+fn a_link_with_another_name_does_not_dodge_a_pin() {
+    let Some(mut sb) = Sandbox::for_test("pin_through_link") else {
+        return;
+    };
+    let c1 = sb.container("c1");
+    let wasm = &wasm_cni_tests::install().wasm;
+    // "plugin" names a link, outside the module directories, to the pinned
+    // bridge.wasm in them: what loads is bridge.wasm, so its pin applies.
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("x.wasm");
+    std::os::unix::fs::symlink(wasm.join("bridge.wasm"), &link).unwrap();
+    let other = "0".repeat(64);
+    sb.use_policy(serde_json::json!({"version": 1, "modulePins": {"bridge": other}}));
+    let cfg = CLASSIC.replace(
+        r#""type":"bridge""#,
+        &format!(r#""type":"wasm-cni","plugin":"{}""#, link.display()),
+    );
+    let before = wasm_cni_tests::NodeState::take(&sb);
+    let e = sb
+        .cni("wasm-cni", "ADD", "c1", Some(&c1), "eth0", &cfg)
+        .err(101);
+    assert!(e["msg"].as_str().unwrap().contains(&other), "{e}");
+    before.assert_unchanged(
+        &wasm_cni_tests::NodeState::take(&sb),
+        "a module dodging its pin",
+    );
 }

@@ -148,6 +148,8 @@ fn run(
             netns.display()
         ));
     }
+    // The log file too (the logger opens it on first use).
+    crate::log::enabled(crate::log::Level::Error);
     crate::privilege::reduce()
         .map_err(|e| CniError::host(format!("cannot drop privileges: {e}")))?;
 

@@ -10,10 +10,10 @@
 //! Capabilities and `no_new_privs` are per thread and inherited by threads
 //! created later, so this runs while the process has one thread (before
 //! the async runtime, any blocking pool or helper thread exists).
-//! Everything that needs more than [`KEEP`] is opened before: the
+//! Everything that may need more than [`KEEP`] is opened before: the
 //! container's namespace file (a `/proc/<pid>/ns/net` path needs
-//! ptrace-level access, and an `ip netns` bind mount is mode 000, which
-//! only `CAP_DAC_OVERRIDE` reads).
+//! ptrace-level access to another process) and the log file (the
+//! operator's path, whoever owns it).
 
 use rustix::thread::{
     CapabilitySet, CapabilitySets, capabilities, clear_ambient_capability_set,

@@ -31,7 +31,7 @@ pub struct Netns {
 impl Netns {
     /// The namespace this thread runs in (the plugin's "host" namespace).
     pub fn current() -> io::Result<Netns> {
-        Self::open(Path::new("/proc/thread-self/ns/net"))
+        Self::open_now(Path::new("/proc/thread-self/ns/net"))
     }
 
     /// Open a namespace file by path (`CNI_NETNS`: a bind mount or

@@ -153,11 +153,17 @@ impl Runtime {
         let (cache, engine, p) = (self.cache.clone(), self.engine.clone(), path.clone());
         let max = self.policy.max_module_bytes;
         let lock_deadline = self.deadlines.lock_wait().into_std();
-        // A module's name (in logs, errors and pins) is its file's stem:
-        // `bridge`, `host-local`.
-        let module_name = Path::new(name)
-            .file_stem()
-            .map_or(name.to_string(), |s| s.to_string_lossy().into_owned());
+        // A module's name (in logs, errors and pins) is the name it was
+        // found by (`bridge`, `host-local.v2`); for an absolute `"plugin"`
+        // path, the file actually loaded (`path` is canonical: a link with
+        // another name must not dodge the target's pin), less `.wasm`.
+        let module_name = if name.contains('/') {
+            let file = path.file_name().map(|f| f.to_string_lossy().into_owned());
+            let file = file.unwrap_or_default();
+            file.strip_suffix(".wasm").unwrap_or(&file).to_string()
+        } else {
+            name.to_string()
+        };
         let stem = module_name.clone();
         let policy = self.policy.clone();
         let pinned = policy.is_pinned(&stem);
