@@ -12,7 +12,7 @@ fn imports(name: &str) -> (Role, Vec<String>) {
 }
 
 fn inspect(name: &str) -> (Role, Contract, Vec<String>) {
-    let engine = new_engine().unwrap();
+    let engine = new_engine(wasm_cni::runtime::engine::EngineKind::Native).unwrap();
     let c = Component::from_file(&engine, module(name)).unwrap();
     let names: Vec<String> = c
         .component_type()

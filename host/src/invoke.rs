@@ -153,25 +153,36 @@ fn run(
     crate::privilege::reduce()
         .map_err(|e| CniError::host(format!("cannot drop privileges: {e}")))?;
 
+    let policy = Arc::new(policy);
+    let engine_kind = crate::runtime::engine::choose(policy.engine);
+    let runtime = Runtime::new(
+        modules,
+        policy.clone(),
+        &cache_dir,
+        Path::new(DEFAULT_LOCK_DIR),
+        deadlines,
+        command,
+        engine_kind,
+    )?;
+    // Every module the call runs is loaded before the seccomp filter: the
+    // interface or IPAM module, and the wasm IPAM module its config names
+    // (its error, if any, is kept for when the plugin asks for IPAM).
+    let module = runtime
+        .load(&plugin, path, deadlines.call().into_std())
+        .map_err(unavailable)?;
+    if let Some(ty) = call.conf.ipam_type()
+        && module.role == crate::runtime::linker::Role::Interface
+        && let Ok(Some(ipam)) = runtime.modules().find(ty)
+    {
+        let _ = runtime.load(ty, ipam, deadlines.ipam().into_std());
+    }
+
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
         .build()
         .map_err(|e| CniError::host(format!("cannot start the I/O runtime: {e}")))?;
     let out = rt.block_on(async {
-        let runtime = Runtime::new(
-            modules,
-            Arc::new(policy),
-            &cache_dir,
-            Path::new(DEFAULT_LOCK_DIR),
-            deadlines,
-            command,
-        )?;
-        crate::log::debug("engine ready");
-        let module = runtime
-            .load(&plugin, path, deadlines.call())
-            .await
-            .map_err(unavailable)?;
         let result = runtime.run(&module, &call, command).await.map_err(|e| {
             // A module that loads but cannot be instantiated is as unusable.
             if e.code == code::MODULE_UNUSABLE {

@@ -126,6 +126,19 @@ impl CallLimits {
             CallHook::CallingHost => limits.enter_host().map_err(wasmtime::Error::new),
             _ => Ok(()),
         });
+        // A guest computing without calling the host meets its deadline at
+        // the next epoch tick (`engine::EPOCH_TICK`).
+        let deadline = self.deadline;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Err(wasmtime::Error::new(Stopped(
+                    "did not finish in time and was stopped (WASM_CNI_TIMEOUT)".into(),
+                )))
+            } else {
+                Ok(wasmtime::UpdateDeadline::Continue(1))
+            }
+        });
     }
 }
 

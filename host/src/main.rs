@@ -15,6 +15,11 @@ or error on stdout.
   /opt/cni/bin/wasm-cni          runs the module named by the config's \"plugin\"
   /opt/cni/bin/bridge -> wasm-cni runs the module named like the link
 
+Commands (run by the node's root, not by runtimes):
+  wasm-cni compile [MODULE...]   compile modules (names or .wasm paths; none:
+                                 all in the module path) into the cache for
+                                 both engines, so no call compiles
+
 Environment:
   WASM_CNI_MODULE_PATH  directories with <name>.wasm modules (default /opt/cni/wasm)
   WASM_CNI_CACHE_DIR    compiled-module cache (default /var/lib/wasm-cni/cache)
@@ -48,6 +53,16 @@ fn main() -> ExitCode {
                     wasm_cni::cni::version::SUPPORTED.join(", ")
                 );
                 ExitCode::SUCCESS
+            }
+            "compile" => {
+                let rest: Vec<String> = args.collect();
+                let (out, ok) = wasm_cni::runtime::precompile::run(&vars, &rest);
+                print!("{out}");
+                if ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
             }
             _ => {
                 print!("{HELP}");

@@ -22,7 +22,13 @@
 //!   "resolvConfDirs": ["/etc", "/run"],
 //!   "modulePins": {"bridge": "sha256:<64 hex digits>"},
 //!   "requirePins": false,
-//!   "maxModuleBytes": 33554432
+//!   "maxModuleBytes": 33554432,
+//!   "engine": "auto",
+//!   "guestFuel": 2000000000,
+//!   "logDirs": ["/var/log/wasm-cni"],
+//!   "auditFile": "/var/log/wasm-cni/audit.jsonl",
+//!   "auditMaxBytes": 10485760,
+//!   "auditFiles": 3
 //! }
 //! ```
 
@@ -44,6 +50,12 @@ pub const DEFAULT_MAX_MODULE_BYTES: u64 = 32 << 20;
 pub const DEFAULT_IPAM_PLUGINS: [&str; 3] = ["host-local", "static", "dhcp"];
 /// Where a config's `ipam.resolvConf` may be read from.
 pub const DEFAULT_RESOLV_CONF_DIRS: [&str; 2] = ["/etc", "/run"];
+/// Where a config's `logFile` may be written.
+pub const DEFAULT_LOG_DIRS: [&str; 1] = ["/var/log/wasm-cni"];
+/// The audit file's size at which it is rotated, and how many rotated
+/// files are kept (`audit.jsonl.1` ...).
+pub const DEFAULT_AUDIT_MAX_BYTES: u64 = 10 << 20;
+pub const DEFAULT_AUDIT_FILES: u32 = 3;
 /// The `version` this host reads.
 pub const VERSION: u32 = 1;
 
@@ -72,6 +84,41 @@ struct PolicyFile {
     module_pins: BTreeMap<String, String>,
     #[serde(default)]
     require_pins: bool,
+    #[serde(default)]
+    engine: EngineChoice,
+    #[serde(default)]
+    guest_fuel: Option<u64>,
+    #[serde(default)]
+    log_dirs: Option<Vec<PathBuf>>,
+    #[serde(default)]
+    audit_file: Option<PathBuf>,
+    #[serde(default)]
+    audit_max_bytes: Option<u64>,
+    #[serde(default)]
+    audit_files: Option<u32>,
+}
+
+/// How guest code is run (`runtime::engine`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineChoice {
+    /// The interpreter where the kernel forbids run-time code (MDWE), else
+    /// native code.
+    #[default]
+    Auto,
+    /// Cranelift's machine code.
+    Native,
+    /// Pulley, wasmtime's interpreter: no memory ever becomes executable.
+    Interpreter,
+}
+
+/// Where one JSON line per call is appended (`audit`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditSettings {
+    pub file: PathBuf,
+    pub max_bytes: u64,
+    /// Rotated files kept beside it.
+    pub files: u32,
 }
 
 /// The node policy in force for one call.
@@ -103,6 +150,13 @@ pub struct Policy {
     pub module_pins: BTreeMap<String, String>,
     /// Every module must be pinned.
     pub require_pins: bool,
+    pub engine: EngineChoice,
+    /// Fuel per guest call: about that many wasm instructions.
+    pub guest_fuel: u64,
+    /// Directories a config's `logFile` may name a file in.
+    pub log_dirs: Vec<PathBuf>,
+    /// The audit trail; `None`: off.
+    pub audit: Option<AuditSettings>,
 }
 
 impl Default for Policy {
@@ -122,6 +176,10 @@ impl Default for Policy {
             resolv_conf_dirs: DEFAULT_RESOLV_CONF_DIRS.iter().map(PathBuf::from).collect(),
             module_pins: BTreeMap::new(),
             require_pins: false,
+            engine: EngineChoice::Auto,
+            guest_fuel: crate::runtime::engine::FUEL,
+            log_dirs: DEFAULT_LOG_DIRS.iter().map(PathBuf::from).collect(),
+            audit: None,
         }
     }
 }
@@ -258,6 +316,40 @@ impl Policy {
             }
             module_pins.insert(name.clone(), hex);
         }
+        let log_dirs = match f.log_dirs {
+            None => Policy::default().log_dirs,
+            Some(dirs) => dirs
+                .iter()
+                .map(|d| match normalized(d) {
+                    Ok(n) if n == Path::new("/") => {
+                        Err("\"logDirs\": \"/\" would let a config write anywhere".to_string())
+                    }
+                    Ok(n) => Ok(n),
+                    Err(e) => Err(format!("\"logDirs\": {e}")),
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let audit = match f.audit_file {
+            None if f.audit_max_bytes.is_some() || f.audit_files.is_some() => {
+                return Err("\"auditMaxBytes\" and \"auditFiles\" need \"auditFile\"".into());
+            }
+            None => None,
+            Some(file) => Some(AuditSettings {
+                file: normalized(&file).map_err(|e| format!("\"auditFile\": {e}"))?,
+                max_bytes: match f.audit_max_bytes {
+                    Some(n) if n < 4096 => {
+                        return Err("\"auditMaxBytes\" must be at least 4096".into());
+                    }
+                    Some(n) => n,
+                    None => DEFAULT_AUDIT_MAX_BYTES,
+                },
+                files: match f.audit_files {
+                    Some(n @ 1..=100) => n,
+                    Some(n) => return Err(format!("\"auditFiles\" must be 1 to 100, got {n}")),
+                    None => DEFAULT_AUDIT_FILES,
+                },
+            }),
+        };
         Ok(Policy {
             source: Some(source),
             module_dirs: f.module_dirs,
@@ -270,6 +362,18 @@ impl Policy {
             resolv_conf_dirs,
             module_pins,
             require_pins: f.require_pins,
+            engine: f.engine,
+            guest_fuel: match f.guest_fuel {
+                Some(n @ 1_000_000..=1_000_000_000_000) => n,
+                Some(n) => {
+                    return Err(format!(
+                        "\"guestFuel\" must be from 1000000 to 1000000000000, got {n}"
+                    ));
+                }
+                None => crate::runtime::engine::FUEL,
+            },
+            log_dirs,
+            audit,
         })
     }
 

@@ -64,6 +64,14 @@ pub enum Outcome {
     Uncached,
 }
 
+/// A load's facts beside the component.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub outcome: Outcome,
+    /// The module file's sha256 (hex).
+    pub digest: String,
+}
+
 impl Cache {
     pub fn open(engine: &Engine, dir: &Path) -> Self {
         let mut h = ShaHasher(Sha256::new());
@@ -99,18 +107,22 @@ impl Cache {
         lock_deadline: std::time::Instant,
         admit: impl Fn(&str) -> Result<(), String>,
         pinned: bool,
-    ) -> Result<(Component, Outcome), String> {
+    ) -> Result<(Component, Loaded), String> {
         let bytes = read_capped(module, max_bytes)?;
         let digest: [u8; 32] = Sha256::digest(&bytes).into();
         admit(&hex(&digest))?;
+        let loaded = |outcome| Loaded {
+            outcome,
+            digest: hex(&digest),
+        };
         let Some(dir) = &self.dir else {
-            return compile(engine, &bytes, module).map(|c| (c, Outcome::Uncached));
+            return compile(engine, &bytes, module).map(|c| (c, loaded(Outcome::Uncached)));
         };
         let key = format!("{}-{}.cwasm", hex(&digest), self.compat);
         let artifact = dir.join(&key);
         let expect = Expect { digest, pinned };
         if let Some(c) = load_artifact(engine, &artifact, expect) {
-            return Ok((c, Outcome::Hit));
+            return Ok((c, loaded(Outcome::Hit)));
         }
         // Compile once per node, not once per racing process: the first
         // caller compiles under the lock, the others wait for it and load
@@ -118,7 +130,7 @@ impl Cache {
         // compile thirty times over).
         let _lock = CompileLock::take(dir, lock_deadline);
         if let Some(c) = load_artifact(engine, &artifact, expect) {
-            return Ok((c, Outcome::Hit));
+            return Ok((c, loaded(Outcome::Hit)));
         }
         let compiled = engine
             .precompile_component(&bytes)
@@ -134,7 +146,7 @@ impl Cache {
         // on this engine.
         let c =
             unsafe { Component::deserialize(engine, &compiled) }.map_err(|e| format!("{e:#}"))?;
-        Ok((c, Outcome::Compiled))
+        Ok((c, loaded(Outcome::Compiled)))
     }
 }
 

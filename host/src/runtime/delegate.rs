@@ -64,7 +64,9 @@ impl Runtime {
         })?;
         match found {
             Some(path) => {
-                let module = self.load(ty, path, deadline).await?;
+                // Loaded before the seccomp filter, by `invoke`, for a call
+                // whose config names a wasm IPAM module (else now).
+                let module = self.load(ty, path, deadline.into_std())?;
                 if module.role != Role::Ipam {
                     return Err(CniError::module(format!(
                         "IPAM module {ty:?} ({}) targets the interface-plugin world; ipam.type must name an IPAM plugin",

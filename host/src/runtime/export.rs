@@ -2,9 +2,9 @@
 //! (a result, an error, a trap, a limit, a panic in a host call) into the
 //! CNI outcome, with the guest's output sent to the log.
 
+use super::Module;
 use super::linker::Contract;
 use super::state::GuestOutput;
-use super::{Module, engine};
 use crate::cni::{Call, CniError, CniResult, Command};
 use crate::contract::convert;
 use crate::contract::exports;
@@ -204,10 +204,7 @@ fn not_a_plugin_command(command: Command) -> CniError {
 fn trap_error<T>(name: &str, store: &Store<T>, trap: wasmtime::Error) -> CniError {
     let out_of_fuel = store.get_fuel().is_ok_and(|f| f == 0);
     let msg = if out_of_fuel {
-        format!(
-            "plugin {name} ran out of fuel ({} instructions) and was stopped",
-            engine::FUEL
-        )
+        format!("plugin {name} ran out of fuel (its instruction budget) and was stopped")
     } else if let Some(why) = trap.downcast_ref::<limits::Stopped>() {
         format!("plugin {name} {why}")
     } else {

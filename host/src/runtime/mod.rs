@@ -9,6 +9,7 @@ pub use export::request;
 use export::{contained, invoke, with_rollback_failures};
 pub mod engine;
 pub mod linker;
+pub mod precompile;
 pub mod resolve;
 pub mod state;
 
@@ -26,12 +27,13 @@ use crate::limits::{CallLimits, StoreLimiter};
 use crate::policy::{Policy, StoreLocation};
 use crate::undo::{NetworkLock, Rollback};
 use cache::Cache;
+use engine::EngineKind;
 use linker::{Contract, Role};
 use resolve::ModulePath;
 use state::{InterfaceState, IpamState};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store};
 
@@ -57,9 +59,15 @@ pub struct Runtime {
     // world, or two with wasm IPAM.
     interface_linkers: [OnceLock<Linker<InterfaceState>>; 2],
     ipam_linkers: [OnceLock<Linker<IpamState>>; 2],
+    engine_kind: EngineKind,
+    /// Every module this call loaded, or failed to (`load`).
+    loaded: std::sync::Mutex<std::collections::HashMap<String, Result<Module, CniError>>>,
+    /// The epoch clock runs (started with the first guest).
+    clock: OnceLock<()>,
 }
 
 /// A compiled module and the role its imports give it.
+#[derive(Clone)]
 pub struct Module {
     pub name: String,
     pub path: PathBuf,
@@ -67,6 +75,8 @@ pub struct Module {
     pub role: Role,
     /// The contract version it was built against.
     pub contract: Contract,
+    /// The sha256 (hex) of the module file.
+    pub digest: String,
 }
 
 /// How long a CNI call may take, and when its parts must give up, so each
@@ -123,8 +133,9 @@ impl Runtime {
         lock_dir: &Path,
         deadlines: Deadlines,
         command: Command,
+        engine_kind: EngineKind,
     ) -> Result<Arc<Runtime>, CniError> {
-        let engine = engine::new_engine()
+        let engine = engine::new_engine(engine_kind)
             .map_err(|e| CniError::host(format!("cannot start wasmtime: {e:#}")))?;
         let cache = Cache::open(&engine, cache_dir);
         Ok(Arc::new(Runtime {
@@ -139,17 +150,28 @@ impl Runtime {
             ipam_writes: Default::default(),
             interface_linkers: Default::default(),
             ipam_linkers: Default::default(),
+            engine_kind,
+            loaded: Default::default(),
+            clock: OnceLock::new(),
         }))
     }
 
-    /// Load the module at `path` (found by `resolve`). Compiling runs off
-    /// the runtime's thread and is given up at `deadline`.
-    pub async fn load(
-        &self,
-        name: &str,
-        path: PathBuf,
-        deadline: tokio::time::Instant,
-    ) -> Result<Module, CniError> {
+    /// The module `name` at `path` (found by `resolve`), loaded once per
+    /// call: the first load's outcome, error or module, is kept, so that
+    /// modules can be loaded before the call's seccomp filter is installed
+    /// (`invoke`) and looked up after. Compiling runs on a thread of its
+    /// own and is given up at `deadline`. Blocks.
+    pub fn load(&self, name: &str, path: PathBuf, deadline: Instant) -> Result<Module, CniError> {
+        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(outcome) = loaded.get(name) {
+            return outcome.clone();
+        }
+        let outcome = self.load_now(name, path, deadline);
+        loaded.insert(name.to_string(), outcome.clone());
+        outcome
+    }
+
+    fn load_now(&self, name: &str, path: PathBuf, deadline: Instant) -> Result<Module, CniError> {
         let (cache, engine, p) = (self.cache.clone(), self.engine.clone(), path.clone());
         let max = self.policy.max_module_bytes;
         let lock_deadline = self.deadlines.lock_wait().into_std();
@@ -167,27 +189,34 @@ impl Runtime {
         let stem = module_name.clone();
         let policy = self.policy.clone();
         let pinned = policy.is_pinned(&stem);
-        let compiled = tokio::time::timeout_at(
-            deadline,
-            tokio::task::spawn_blocking(move || {
+        // A thread of its own rather than the async runtime's blocking
+        // pool: a compile given up at the deadline goes on there, and pool
+        // threads born before the seccomp filter must not exist to run
+        // capability calls later.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("wasm-cni-load".into())
+            .spawn(move || {
                 let admit = |digest: &str| policy.admit_module(&stem, digest);
-                cache.load(&engine, &p, max, lock_deadline, admit, pinned)
-            }),
-        )
-        .await
-        .map_err(|_| {
-            CniError::plugin(format!(
-                "module {name} was not compiled in time (WASM_CNI_TIMEOUT)"
-            ))
-        })?
-        .map_err(|e| CniError::host(format!("compiling {name} failed: {e}")))?;
-        let (component, outcome) = compiled.map_err(CniError::module)?;
+                let _ = tx.send(cache.load(&engine, &p, max, lock_deadline, admit, pinned));
+            })
+            .map_err(|e| CniError::host(format!("cannot start loading {name}: {e}")))?;
+        let compiled = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .map_err(|_| {
+                CniError::plugin(format!(
+                    "module {name} was not compiled in time (WASM_CNI_TIMEOUT)"
+                ))
+            })?;
+        let (component, loaded) = compiled.map_err(CniError::module)?;
         let (role, contract) = linker::classify(&self.engine, &component)
             .map_err(|e| CniError::module(format!("{}: {e}", path.display())))?;
         crate::log::debug(&format!(
-            "module {name}: {} ({role:?}, contract {}, cache {outcome:?})",
+            "module {name}: {} ({role:?}, contract {}, {} engine, cache {:?})",
             path.display(),
-            contract.as_str()
+            contract.as_str(),
+            self.engine_kind.as_str(),
+            loaded.outcome
         ));
         Ok(Module {
             name: module_name,
@@ -195,7 +224,18 @@ impl Runtime {
             component,
             role,
             contract,
+            digest: loaded.digest,
         })
+    }
+
+    /// Where this call finds modules.
+    pub fn modules(&self) -> &ModulePath {
+        &self.modules
+    }
+
+    /// The engine guest code runs on.
+    pub fn engine_kind(&self) -> EngineKind {
+        self.engine_kind
     }
 
     /// Run `command` in `module` for `call`. A failed ADD is undone: IPAM
@@ -454,10 +494,12 @@ impl Runtime {
         limits: &Arc<CallLimits>,
         limiter: fn(&mut T) -> &mut StoreLimiter,
     ) -> Result<Store<T>, CniError> {
+        self.clock
+            .get_or_init(|| engine::start_epoch_clock(&self.engine));
         let mut store = Store::new(&self.engine, state);
         limits.install(&mut store, limiter);
         store
-            .set_fuel(engine::FUEL)
+            .set_fuel(self.policy.guest_fuel)
             .map_err(|e| CniError::host(format!("{e:#}")))?;
         Ok(store)
     }

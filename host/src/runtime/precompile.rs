@@ -1,0 +1,151 @@
+//! `wasm-cni compile [MODULE...]`: compile modules into the cache for both
+//! engines at install time, so that no CNI call compiles on its path (a
+//! cold compile costs hundreds of milliseconds, and a node whose engine is
+//! the interpreter may not compile native code at all).
+//!
+//! A MODULE is a name looked up in the module directories, or a path to a
+//! `.wasm` file (the operator's command, so anywhere); none means every
+//! module in the module directories. Pins are checked as a call would: a
+//! pinned module whose file differs is refused, not compiled.
+
+use super::cache::{Cache, Outcome};
+use super::engine::{EngineKind, new_engine};
+use super::resolve::ModulePath;
+use crate::policy::Policy;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How long waiting for another process's compile of the same module may
+/// take before compiling anyway.
+const LOCK_WAIT: Duration = Duration::from_secs(60);
+
+/// Run the command; what to print, and whether everything compiled.
+pub fn run(vars: &HashMap<String, String>, args: &[String]) -> (String, bool) {
+    let policy = match Policy::load(vars.get("WASM_CNI_POLICY").map(String::as_str)) {
+        Ok(p) => p,
+        Err(e) => return (format!("wasm-cni compile: {}\n", e.msg), false),
+    };
+    let modules = ModulePath::new(
+        vars.get("WASM_CNI_MODULE_PATH").map(String::as_str),
+        policy.module_dirs.as_deref(),
+        true,
+    );
+    let cache_dir = vars
+        .get("WASM_CNI_CACHE_DIR")
+        .filter(|d| !d.is_empty())
+        .map_or(
+            PathBuf::from(super::cache::DEFAULT_CACHE_DIR),
+            PathBuf::from,
+        );
+    let wanted = match targets(&modules, args) {
+        Ok(w) => w,
+        Err(e) => return (format!("wasm-cni compile: {e}\n"), false),
+    };
+    if wanted.is_empty() {
+        return (
+            format!("wasm-cni compile: no modules in {}\n", modules.describe()),
+            false,
+        );
+    }
+    let mut out = String::new();
+    let mut ok = true;
+    for kind in EngineKind::ALL {
+        let engine = match new_engine(kind) {
+            Ok(e) => e,
+            Err(e) => {
+                out += &format!("{} engine: cannot start wasmtime: {e:#}\n", kind.as_str());
+                ok = false;
+                continue;
+            }
+        };
+        let cache = Cache::open(&engine, &cache_dir);
+        for (name, path) in &wanted {
+            let admit = |digest: &str| policy.admit_module(name, digest);
+            let deadline = Instant::now() + LOCK_WAIT;
+            let loaded = cache.load(
+                &engine,
+                path,
+                policy.max_module_bytes,
+                deadline,
+                admit,
+                policy.is_pinned(name),
+            );
+            match loaded {
+                Ok((_, l)) if l.outcome == Outcome::Uncached => {
+                    out += &format!(
+                        "{name}: {}: the cache {} is unusable (see the warning above)\n",
+                        kind.as_str(),
+                        cache_dir.display()
+                    );
+                    ok = false;
+                }
+                Ok((_, l)) => {
+                    let what = match l.outcome {
+                        Outcome::Hit => "already cached",
+                        _ => "compiled",
+                    };
+                    out += &format!(
+                        "{name}: {} sha256:{} {}: {what}\n",
+                        path.display(),
+                        l.digest,
+                        kind.as_str()
+                    );
+                }
+                Err(e) => {
+                    out += &format!("{name}: {}: {e}\n", kind.as_str());
+                    ok = false;
+                }
+            }
+        }
+    }
+    (out, ok)
+}
+
+/// Module name to file: the arguments, or every module in the directories
+/// (the first directory that has a name wins, as for a call).
+fn targets(modules: &ModulePath, args: &[String]) -> Result<BTreeMap<String, PathBuf>, String> {
+    let mut found = BTreeMap::new();
+    if args.is_empty() {
+        for dir in modules.dirs().iter().rev() {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                if let Some(name) = stem(&p)
+                    && let Ok(Some(path)) = modules.find(&name)
+                {
+                    found.insert(name, path);
+                }
+            }
+        }
+        return Ok(found);
+    }
+    for arg in args {
+        let path = if arg.contains('/') {
+            let abs = std::path::absolute(arg).map_err(|e| format!("{arg}: {e}"))?;
+            modules
+                .find_plugin(abs.to_str().unwrap_or(arg))
+                .map_err(|e| e.msg)?
+        } else {
+            modules.find(arg).map_err(|e| e.msg)?
+        };
+        let path = path.ok_or_else(|| format!("no module {arg:?} in {}", modules.describe()))?;
+        let name = if arg.contains('/') {
+            stem(&path).unwrap_or_else(|| arg.clone())
+        } else {
+            arg.clone()
+        };
+        found.insert(name, path);
+    }
+    Ok(found)
+}
+
+/// `bridge` for `.../bridge.wasm`.
+fn stem(p: &Path) -> Option<String> {
+    let file = p.file_name()?.to_str()?;
+    file.strip_suffix(".wasm")
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
