@@ -409,7 +409,9 @@ fn a_native_ipam_add_that_was_stopped_still_gets_its_del() {
          DEL) rm -f $d/reserved ;;\nesac\n",
     )]);
     std::fs::create_dir(sb.varlib.path().join("slow-ipam")).unwrap();
-    sb.use_policy(json!({"version": 1, "ipamPlugins": ["slow-ipam"]}));
+    // A shell script: its tools and its state are the node's to allow.
+    sb.use_policy(json!({"version": 1, "ipamPlugins": ["slow-ipam"],
+        "landlock": {"execute": ["/usr/bin", "/bin"], "readWrite": ["/var/lib/slow-ipam"]}}));
     let cfg = conf(
         "slow",
         "bridge",
@@ -437,8 +439,10 @@ fn a_native_ipam_add_that_was_stopped_still_gets_its_del() {
     before.assert_unchanged(&NodeState::take(&sb), "a stopped native IPAM ADD");
 }
 
-/// `nft`, but every change that adds something waits `secs` first.
-fn slow_nft(secs: u32, on: &str) -> tempfile::TempDir {
+/// `nft`, but every change that adds something waits `secs` first. A shell
+/// script: the node policy lets it run its tools.
+fn slow_nft(sb: &mut Sandbox, secs: u32, on: &str) -> tempfile::TempDir {
+    sb.use_policy(json!({"version": 1, "landlock": {"execute": ["/usr/bin", "/bin"]}}));
     stubs(&[(
         "nft",
         &format!(
@@ -454,7 +458,7 @@ fn a_firewall_change_cannot_commit_after_the_rollback() {
         return;
     };
     let c1 = sb.container("c1");
-    let nft = slow_nft(4, "\"add\"");
+    let nft = slow_nft(&mut sb, 4, "\"add\"");
     let nft = nft.path().join("nft");
     let before = NodeState::take(&sb);
     let start = Instant::now();
@@ -491,7 +495,7 @@ fn a_host_killed_mid_add_leaves_nothing_after_the_runtimes_del() {
         return;
     };
     let c1 = sb.container("c1");
-    let nft = slow_nft(3, "\"add\"");
+    let nft = slow_nft(&mut sb, 3, "\"add\"");
     let nft = nft.path().join("nft");
     let cfg = wasm_cni_tests::CLASSIC;
     let child = spawn_with_stdin(
@@ -530,7 +534,7 @@ fn guests_looping_on_host_calls_end_at_the_deadline_or_the_budget() {
     let c1 = sb.container("c1");
     let before = NodeState::take(&sb);
     // Every nft run takes a second: the loop must still end at the deadline.
-    let nft = slow_nft(1, "");
+    let nft = slow_nft(&mut sb, 1, "");
     let nft = nft.path().join("nft");
     let c = sb.cni_command(
         "misbehave",

@@ -258,7 +258,8 @@ fn status_and_gc_pass_on_to_a_native_ipam_that_speaks_1_1_and_its_stderr_reaches
     let Some(mut sb) = Sandbox::for_test("status_native_ipam") else {
         return;
     };
-    sb.use_policy(json!({"version": 1, "ipamPlugins": ["fake-ipam", "static"]}));
+    sb.use_policy(json!({"version": 1, "ipamPlugins": ["fake-ipam", "static"],
+        "landlock": {"execute": ["/usr/bin", "/bin"]}}));
     let dir = tempfile::tempdir().unwrap();
     let path = format!(
         "{}:{}",

@@ -1,6 +1,9 @@
 //! Least privilege: while a guest runs, the host has `no_new_privs` and only
 //! `CAP_NET_ADMIN`, `CAP_SYS_ADMIN` and `CAP_NET_RAW`, in every capability
-//! set; what it executes inherits no more.
+//! set, and its threads a seccomp filter; what it executes inherits no more
+//! privileges (and not the filter: see `seccomp`). A system call outside
+//! the filter's list, or a file outside Landlock's, is refused during a
+//! call, and the call still rolls back.
 
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -42,6 +45,7 @@ fn while_a_guest_runs_the_host_holds_only_what_a_call_needs() {
         return;
     };
     let c1 = sb.container("c1");
+    sb.precompile(&["misbehave", "host-local"]);
     let before = NodeState::take(&sb);
     let cfg = json!({"cniVersion": "1.0.0", "name": "priv", "type": "misbehave",
         "behave": "sleep-halfway", "ipam": {"type": "host-local", "subnet": "10.51.0.0/24"}})
@@ -74,6 +78,42 @@ fn while_a_guest_runs_the_host_holds_only_what_a_call_needs() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(privileges(&status), expected(), "{status}");
+    // Every thread that runs guest code or capability calls is filtered:
+    // all but the spawner, which starts programs and nothing else.
+    let mut filtered = 0;
+    for task in std::fs::read_dir(format!("{proc}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        let status = std::fs::read_to_string(task.join("status")).unwrap_or_default();
+        let seccomp = status
+            .lines()
+            .find(|l| l.starts_with("Seccomp:"))
+            .unwrap_or("");
+        // The spawner starts programs and nothing else; the module
+        // cache was warmed above, so no compile thread exists.
+        let want = if comm.trim() == "wasm-cni-spawn" {
+            "0"
+        } else {
+            "2"
+        };
+        assert_eq!(
+            seccomp.split_whitespace().nth(1),
+            Some(want),
+            "thread {}: {status}",
+            comm.trim()
+        );
+        filtered += usize::from(want == "2");
+    }
+    assert!(
+        filtered >= 2,
+        "the main thread and the epoch clock at least"
+    );
+    assert!(
+        status
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["Seccomp:", "2"]),
+        "{status}"
+    );
     let out = finish(child);
     out.err(100);
     before.assert_unchanged(&NodeState::take(&sb), "a call stopped at its deadline");
@@ -85,7 +125,10 @@ fn what_the_host_executes_inherits_no_more() {
     let Some(mut sb) = Sandbox::for_test("child_privileges") else {
         return;
     };
-    sb.use_policy(json!({"version": 1, "ipamPlugins": ["show-privileges"]}));
+    // A shell script that reads its own /proc/self and writes a file of
+    // the test's: the node policy lets it.
+    sb.use_policy(json!({"version": 1, "ipamPlugins": ["show-privileges"],
+        "landlock": {"execute": ["/usr/bin", "/bin"], "read": ["/proc"], "readWrite": ["/tmp"]}}));
     // A native IPAM plugin that speaks 1.1.0 and writes down its own
     // privileges when asked for STATUS.
     let dir = tempfile::tempdir().unwrap();
@@ -119,4 +162,155 @@ fn what_the_host_executes_inherits_no_more() {
     .ok();
     let status = std::fs::read_to_string(&out_file).unwrap();
     assert_eq!(privileges(&status), expected(), "{status}");
+    // Started from the spawner, outside the filter: a program's system
+    // calls are its own to need.
+    assert!(
+        status
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["Seccomp:", "0"]),
+        "{status}"
+    );
+}
+
+/// The classic network's config under the sandbox's usual names.
+fn classic() -> String {
+    wasm_cni_tests::CLASSIC.to_string()
+}
+
+#[test]
+fn a_system_call_outside_the_list_is_refused_and_the_add_rolls_back() {
+    let Some(mut sb) = Sandbox::for_test("seccomp_refuses") else {
+        return;
+    };
+    let c1 = sb.container("c1");
+    let before = NodeState::take(&sb);
+    // The host makes a forbidden call right after it created the veth
+    // pair, as a bug or an exploit in a capability would.
+    let hook = [("WASM_CNI_TEST_SYSCALL", "link.create-veth")];
+    let out = sb.cni_env("bridge", "ADD", "c1", Some(&c1), "eth0", &classic(), &hook);
+    let e = out.err(100);
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap()
+            .contains("refused by the host's seccomp filter"),
+        "{e}"
+    );
+    assert!(
+        out.stderr.contains("refused by the host's seccomp filter"),
+        "the log says so: {}",
+        out.stderr
+    );
+    assert!(sb.link("c1", "eth0").is_none(), "the veth is gone");
+    assert!(sb.host_veths().is_empty());
+    assert!(sb.ip_files("mynet").is_empty(), "no address kept");
+    assert_eq!(sb.masquerade_rules(), 0);
+    before.assert_unchanged(&NodeState::take(&sb), "a refused system call");
+    // Without the filter the same call goes through (the hook then fails
+    // the ADD by itself): the refusal above was the filter's.
+    let unfiltered = [hook[0], ("WASM_CNI_SECCOMP", "off")];
+    let e = sb
+        .cni_env(
+            "bridge",
+            "ADD",
+            "c1",
+            Some(&c1),
+            "eth0",
+            &classic(),
+            &unfiltered,
+        )
+        .err(100);
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap()
+            .contains("personality() was allowed"),
+        "{e}"
+    );
+    before.assert_unchanged(&NodeState::take(&sb), "the hook's own failure");
+}
+
+#[test]
+fn a_file_outside_the_list_is_refused_and_the_add_rolls_back() {
+    let Some(mut sb) = Sandbox::for_test("landlock_refuses") else {
+        return;
+    };
+    let c1 = sb.container("c1");
+    let before = NodeState::take(&sb);
+    // Root can read /etc/hostname; a call may not.
+    let hook = [("WASM_CNI_TEST_OPEN", "address.add:/etc/hostname")];
+    let out = sb.cni_env("bridge", "ADD", "c1", Some(&c1), "eth0", &classic(), &hook);
+    let e = out.err(100);
+    let msg = e["msg"].as_str().unwrap();
+    assert!(msg.contains("/etc/hostname: Permission denied"), "{e}");
+    assert!(sb.link("c1", "eth0").is_none());
+    assert!(sb.host_veths().is_empty());
+    assert!(sb.ip_files("mynet").is_empty());
+    before.assert_unchanged(&NodeState::take(&sb), "a refused file");
+    // A file the call needs opens at the same point: the refusal above
+    // was Landlock's list, not the hook.
+    let allowed = [(
+        "WASM_CNI_TEST_OPEN",
+        "address.add:/proc/sys/net/ipv4/ip_forward",
+    )];
+    let e = sb
+        .cni_env(
+            "bridge",
+            "ADD",
+            "c1",
+            Some(&c1),
+            "eth0",
+            &classic(),
+            &allowed,
+        )
+        .err(100);
+    assert!(
+        e["msg"].as_str().unwrap().contains("could be opened"),
+        "{e}"
+    );
+    before.assert_unchanged(&NodeState::take(&sb), "the hook's own failure");
+}
+
+#[test]
+fn a_native_ipam_plugin_writes_only_where_the_call_may() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(mut sb) = Sandbox::for_test("child_landlock") else {
+        return;
+    };
+    sb.use_policy(json!({"version": 1, "ipamPlugins": ["escape-ipam"],
+        "landlock": {"execute": ["/usr/bin", "/bin"]}}));
+    let c1 = sb.container("c1");
+    // Writes a file outside any store, as a compromised plugin would.
+    let dir = tempfile::tempdir().unwrap();
+    let target = sb.varlib.path().join("escaped");
+    let script = r#"#!/bin/sh
+cat >/dev/null
+echo owned > /var/lib/escaped || exit 1
+echo '{"cniVersion":"1.0.0","ips":[{"address":"10.9.0.2/24"}]}'
+"#;
+    let plugin = dir.path().join("escape-ipam");
+    std::fs::write(&plugin, script).unwrap();
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        dir.path().display(),
+        wasm_cni_tests::install().bin.display()
+    );
+    let cfg = json!({"cniVersion": "1.0.0", "name": "esc", "type": "bridge", "bridge": "escbr",
+        "ipam": {"type": "escape-ipam"}})
+    .to_string();
+    let before = NodeState::take(&sb);
+    let out = sb.cni_env(
+        "bridge",
+        "ADD",
+        "c1",
+        Some(&c1),
+        "eth0",
+        &cfg,
+        &[("CNI_PATH", &path)],
+    );
+    out.err(100);
+    assert!(out.stderr.contains("Permission denied"), "{}", out.stderr);
+    assert!(!target.exists(), "nothing was written");
+    before.assert_unchanged(&NodeState::take(&sb), "a refused native IPAM plugin");
 }

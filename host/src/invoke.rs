@@ -4,6 +4,7 @@
 use crate::cni::error::code;
 use crate::cni::version::{self, LATEST};
 use crate::cni::{Call, CniEnv, CniError, Command, NetConf};
+use crate::fs_access::{Needs, Paths, Stage};
 use crate::policy::Policy;
 use crate::runtime::cache::DEFAULT_CACHE_DIR;
 use crate::runtime::resolve::ModulePath;
@@ -33,6 +34,9 @@ pub fn invoke(argv0: &str, vars: &HashMap<String, String>, stdin: &[u8]) -> Outp
         },
         Err(e) => {
             crate::log::error(&e.to_string());
+            if crate::seccomp::refused_in(&format!("{} {}", e.msg, e.details)) {
+                crate::log::error("the host's seccomp filter refused a system call in this call");
+            }
             Output {
                 stdout: e.to_json(cni_version),
                 exit_code: 1,
@@ -164,6 +168,12 @@ fn run(
         command,
         engine_kind,
     )?;
+    // Still one thread: confine it (and all it starts) to the files the
+    // call needs, the cache writable while modules load.
+    let mut paths = fs_paths(&runtime, &policy, &call, command, &cache_dir)?;
+    // A module outside the module directories (the policy allowed it).
+    paths.read.push(path.clone());
+    crate::fs_access::restrict(&paths, Stage::Loading).map_err(CniError::host)?;
     // Every module the call runs is loaded before the seccomp filter: the
     // interface or IPAM module, and the wasm IPAM module its config names
     // (its error, if any, is kept for when the plugin asks for IPAM).
@@ -176,6 +186,15 @@ fn run(
     {
         let _ = runtime.load(ty, ipam, deadlines.ipam().into_std());
     }
+    crate::fs_access::restrict(&paths, Stage::Running).map_err(CniError::host)?;
+    // Programs are started by a thread born before the filter, so they do
+    // not inherit it (see `seccomp`).
+    crate::kernel::spawn::start()
+        .map_err(|e| CniError::host(format!("cannot start the spawner thread: {e}")))?;
+    crate::seccomp::install(crate::seccomp::Mode::from_env(
+        vars.get("WASM_CNI_SECCOMP").map(String::as_str),
+    ))
+    .map_err(|e| CniError::host(format!("cannot install the seccomp filter: {e}")))?;
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
@@ -200,6 +219,69 @@ fn run(
     // compile given up at the deadline): the answer is ready now.
     rt.shutdown_background();
     out
+}
+
+/// The files the call may touch (`fs_access`). Directories it would
+/// create during the call are made now, while it may.
+fn fs_paths(
+    runtime: &Runtime,
+    policy: &Policy,
+    call: &Call,
+    command: Command,
+    cache_dir: &Path,
+) -> Result<Paths, CniError> {
+    let mkdir = |dir: &Path, mode: u32| {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(mode)
+            .create(dir)
+            .map_err(|e| CniError::host(format!("cannot create {}: {e}", dir.display())))
+    };
+    let lock_dir = Path::new(DEFAULT_LOCK_DIR);
+    mkdir(lock_dir, 0o700)?;
+    let mut store_root = None;
+    let mut programs = crate::kernel::exec::programs();
+    if let Some(ipam) = &call.conf.ipam {
+        let root = policy
+            .store_location(ipam.data_dir.as_deref(), &call.conf.name)?
+            .root;
+        if command == Command::Add {
+            mkdir(&root, 0o755)?;
+        }
+        store_root = Some(root);
+        // A native IPAM plugin may be executed.
+        if let Some(ty) = call.conf.ipam_type()
+            && matches!(runtime.modules().find(ty), Ok(None))
+            && let Ok(Some(native)) = crate::runtime::delegate::find_in_cni_path(call, ty)
+        {
+            programs.push(native);
+        }
+    }
+    let resolv_conf = call
+        .conf
+        .ipam
+        .as_ref()
+        .is_some_and(|i| i.resolv_conf.is_some());
+    let audit_dir = policy
+        .audit
+        .as_ref()
+        .and_then(|a| a.file.parent().map(Path::to_path_buf));
+    let no_dirs: &[PathBuf] = &[];
+    Ok(Paths::for_call(Needs {
+        modules: runtime.modules().dirs(),
+        cache: cache_dir,
+        store_root: store_root.as_deref(),
+        lock_dir,
+        resolv_conf_dirs: if resolv_conf {
+            &policy.resolv_conf_dirs
+        } else {
+            no_dirs
+        },
+        audit_dir: audit_dir.as_deref(),
+        programs: &programs,
+        extra: &policy.landlock,
+    }))
 }
 
 /// The longest a CNI call may take by default; runtimes wait minutes.

@@ -26,6 +26,7 @@
 //!   "engine": "auto",
 //!   "guestFuel": 2000000000,
 //!   "logDirs": ["/var/log/wasm-cni"],
+//!   "landlock": {"read": [], "readWrite": [], "execute": [], "allowTcp": false},
 //!   "auditFile": "/var/log/wasm-cni/audit.jsonl",
 //!   "auditMaxBytes": 10485760,
 //!   "auditFiles": 3
@@ -91,6 +92,8 @@ struct PolicyFile {
     #[serde(default)]
     log_dirs: Option<Vec<PathBuf>>,
     #[serde(default)]
+    landlock: ExtraAccess,
+    #[serde(default)]
     audit_file: Option<PathBuf>,
     #[serde(default)]
     audit_max_bytes: Option<u64>,
@@ -110,6 +113,24 @@ pub enum EngineChoice {
     Native,
     /// Pulley, wasmtime's interpreter: no memory ever becomes executable.
     Interpreter,
+}
+
+/// Files a call's programs may use beyond what the call itself needs
+/// (`fs_access`): a native IPAM plugin's own state, configuration or
+/// tools. The host gets them too (Landlock confines the process).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ExtraAccess {
+    #[serde(default)]
+    pub read: Vec<PathBuf>,
+    #[serde(default)]
+    pub read_write: Vec<PathBuf>,
+    #[serde(default)]
+    pub execute: Vec<PathBuf>,
+    /// TCP connect and bind (a native IPAM plugin that talks to an API
+    /// server); refused otherwise.
+    #[serde(default)]
+    pub allow_tcp: bool,
 }
 
 /// Where one JSON line per call is appended (`audit`).
@@ -155,6 +176,8 @@ pub struct Policy {
     pub guest_fuel: u64,
     /// Directories a config's `logFile` may name a file in.
     pub log_dirs: Vec<PathBuf>,
+    /// What a call may use beyond its own needs (`fs_access`).
+    pub landlock: ExtraAccess,
     /// The audit trail; `None`: off.
     pub audit: Option<AuditSettings>,
 }
@@ -179,6 +202,7 @@ impl Default for Policy {
             engine: EngineChoice::Auto,
             guest_fuel: crate::runtime::engine::FUEL,
             log_dirs: DEFAULT_LOG_DIRS.iter().map(PathBuf::from).collect(),
+            landlock: ExtraAccess::default(),
             audit: None,
         }
     }
@@ -373,6 +397,13 @@ impl Policy {
                 None => crate::runtime::engine::FUEL,
             },
             log_dirs,
+            landlock: {
+                let l = &f.landlock;
+                for p in l.read.iter().chain(&l.read_write).chain(&l.execute) {
+                    normalized(p).map_err(|e| format!("\"landlock\": {e}"))?;
+                }
+                f.landlock
+            },
             audit,
         })
     }

@@ -156,6 +156,7 @@ impl address::Host for NetCtx {
         }
         added.map_err(|e| CapError::io(format!("add {net} to {link} in the {ns}"), e))?;
         crate::fault::point("address.add");
+        crate::fault::injected("address.add").map_err(|e| CapError::io("test fault", e))?;
         Ok(())
     }
 

@@ -273,6 +273,7 @@ impl link::Host for NetCtx {
             states.push(st);
         }
         crate::fault::point("link.create-veth");
+        crate::fault::injected("link.create-veth").map_err(|e| CapError::io("test fault", e))?;
         let first = states[0].index;
         let mut finals = Vec::new();
         for ((n, (b, want)), st) in ends.iter().zip(&states) {

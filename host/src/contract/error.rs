@@ -39,6 +39,10 @@ impl CapError {
     /// timeouts).
     pub fn io(what: impl fmt::Display, e: io::Error) -> Self {
         use rustix::io::Errno;
+        if let Some(why) = crate::seccomp::explain(&e) {
+            crate::log::error(&format!("{what}: {why}"));
+            return CapError::other(format!("{what}: {why}"));
+        }
         let msg = format!("{what}: {e}");
         match e.raw_os_error().map(Errno::from_raw_os_error) {
             Some(Errno::NODEV | Errno::NOENT | Errno::SRCH | Errno::ADDRNOTAVAIL) => {

@@ -53,7 +53,7 @@ pub fn run(
     // commit after the runtime has moved on to DEL.
     // SAFETY: prctl is async-signal-safe.
     unsafe { command.pre_exec(die_with_parent) };
-    let mut child = command.spawn().map_err(ExecError::Spawn)?;
+    let mut child = super::spawn::spawn(command).map_err(ExecError::Spawn)?;
     let pid = rustix::process::Pid::from_child(&child);
     let kill = move || {
         let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
@@ -102,4 +102,17 @@ pub fn find_program(candidates: &[&'static str], bare: &'static str) -> &'static
         .copied()
         .find(|p| std::path::Path::new(p).exists())
         .unwrap_or(bare)
+}
+
+/// Every program a call may run: for Landlock's list (`fs_access`).
+pub fn programs() -> Vec<std::path::PathBuf> {
+    [
+        super::nft::nft_program(),
+        super::reference::iptables(),
+        super::reference::ip6tables(),
+    ]
+    .into_iter()
+    .filter(|p| p.starts_with('/'))
+    .map(std::path::PathBuf::from)
+    .collect()
 }

@@ -17,6 +17,7 @@ pub mod nft;
 pub mod reference;
 pub mod resolv_conf;
 pub mod route;
+pub mod spawn;
 pub mod spoof_check;
 pub mod store;
 pub mod sysctl;

@@ -109,11 +109,11 @@ pub fn remove(
     })
 }
 
-fn iptables() -> &'static str {
+pub(crate) fn iptables() -> &'static str {
     exec::find_program(&["/usr/sbin/iptables", "/sbin/iptables"], "iptables")
 }
 
-fn ip6tables() -> &'static str {
+pub(crate) fn ip6tables() -> &'static str {
     exec::find_program(&["/usr/sbin/ip6tables", "/sbin/ip6tables"], "ip6tables")
 }
 

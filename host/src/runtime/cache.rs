@@ -132,6 +132,7 @@ impl Cache {
         if let Some(c) = load_artifact(engine, &artifact, expect) {
             return Ok((c, loaded(Outcome::Hit)));
         }
+        name_compile_threads();
         let compiled = engine
             .precompile_component(&bytes)
             .map_err(|e| format!("cannot compile {}: {e:#}", module.display()))?;
@@ -148,6 +149,16 @@ impl Cache {
             unsafe { Component::deserialize(engine, &compiled) }.map_err(|e| format!("{e:#}"))?;
         Ok((c, loaded(Outcome::Compiled)))
     }
+}
+
+/// Cranelift compiles on rayon's global pool; named, its threads are told
+/// apart from the call's own (they are born before the seccomp filter and
+/// stay unfiltered, idle, running nothing but compile jobs: see `seccomp`).
+/// Started only when something is compiled: a warm call has none.
+fn name_compile_threads() {
+    let _ = rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("wasm-cni-cc{i}"))
+        .build_global();
 }
 
 /// What an artifact must say of itself.

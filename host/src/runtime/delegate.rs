@@ -147,7 +147,7 @@ pub const DELEGATED: &str = "WASM_CNI_DELEGATED";
 /// wasm-cni itself (a link to it, such as `bridge`, or `wasm-cni` by name):
 /// it would read the same config and delegate again, each level a new
 /// process with budgets of its own.
-fn find_in_cni_path(call: &Call, ty: &str) -> Result<Option<PathBuf>, CniError> {
+pub(crate) fn find_in_cni_path(call: &Call, ty: &str) -> Result<Option<PathBuf>, CniError> {
     if ty.contains('/') || ty.starts_with('.') {
         return Err(CniError::config(format!("invalid ipam.type {ty:?}")));
     }
@@ -263,7 +263,7 @@ async fn run_native(
     stdin: &[u8],
     deadline: tokio::time::Instant,
 ) -> Result<Result<Vec<u8>, CniError>, CniError> {
-    use tokio::io::AsyncWriteExt;
+    use std::os::unix::process::CommandExt;
     let io_error = |what: &str, e: std::io::Error| {
         CniError::new(
             crate::cni::error::code::IO_FAILURE,
@@ -271,7 +271,7 @@ async fn run_native(
         )
     };
     crate::log::debug(&format!("IPAM {command}: exec {}", path.display()));
-    let mut child = tokio::process::Command::new(path);
+    let mut child = std::process::Command::new(path);
     child
         .env("CNI_COMMAND", command)
         .env(DELEGATED, "1")
@@ -281,31 +281,37 @@ async fn run_native(
         // In a process group of its own, so that what it starts goes with
         // it when the call gives up (a plugin may run plugins: an
         // interface plugin named as IPAM would call its own IPAM).
-        .process_group(0)
-        .kill_on_drop(true);
+        .process_group(0);
     // Nor is one left whose host was killed.
     // SAFETY: prctl is async-signal-safe.
     unsafe { child.pre_exec(crate::kernel::nft::die_with_parent) };
-    let mut child = match child.spawn() {
+    // Started by the spawner (outside the seccomp filter), waited for on a
+    // thread of its own.
+    let mut child = match crate::kernel::spawn::spawn(child) {
         Ok(c) => c,
         Err(e) => return Ok(Err(io_error("cannot run", e))),
     };
-    let mut group = GroupGuard(
-        child
-            .id()
-            .and_then(|id| rustix::process::Pid::from_raw(id as i32)),
-    );
-    if let Some(mut pipe) = child.stdin.take() {
+    let mut group = GroupGuard(Some(rustix::process::Pid::from_child(&child)));
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let input = stdin.to_vec();
+    let mut pipe = child.stdin.take();
+    std::thread::spawn(move || {
+        use std::io::Write;
         // A plugin may exit without reading stdin (its answer tells), or
         // never read it (the deadline tells).
-        let _ = tokio::time::timeout_at(deadline, pipe.write_all(stdin)).await;
-    }
-    let out = match tokio::time::timeout_at(deadline, child.wait_with_output()).await {
-        Ok(Ok(out)) => {
+        if let Some(p) = pipe.as_mut() {
+            let _ = p.write_all(&input);
+        }
+        drop(pipe);
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match tokio::time::timeout_at(deadline, rx).await {
+        Ok(Ok(Ok(out))) => {
             group.0 = None;
             out
         }
-        Ok(Err(e)) => return Ok(Err(io_error("waiting for", e))),
+        Ok(Ok(Err(e))) => return Ok(Err(io_error("waiting for", e))),
+        Ok(Err(_)) => return Ok(Err(io_error("waiting for", std::io::Error::other("lost")))),
         Err(_) => {
             group.kill();
             return Err(CniError::new(

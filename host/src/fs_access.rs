@@ -1,0 +1,214 @@
+//! Landlock: the files a call may touch, and nothing else, for the host and
+//! every program it runs.
+//!
+//! What a call needs ([`Paths::for_call`]):
+//! - read: the module directories, the compiled-module cache, the files a
+//!   config's `ipam.resolvConf` may name (the policy's directories), our
+//!   own `/proc/self` (namespace handles, reopening a descriptor), `/proc/sys`;
+//! - read and write: the network's IPAM store root, the network locks,
+//!   `/proc/sys/net` (sysctls), `/dev/null`, the audit file's directory,
+//!   and the cache while modules are loaded (a compile writes it);
+//! - execute: `nft`, `iptables`/`ip6tables`, the native IPAM plugin's
+//!   `CNI_PATH` directories when the config names one, and the shared
+//!   libraries and loader files they need.
+//!
+//! Namespaces need no rule: the container's was opened before, and the
+//! host's is reached through `/proc/self`. Files opened before (the policy,
+//! the log file) stay usable. TCP bind and connect are refused outright
+//! (nothing in a call speaks TCP); signals and abstract unix sockets are
+//! scoped to the call's own processes.
+//!
+//! Applied in two layers on the main thread (Landlock confines the calling
+//! thread and what it starts later): [`Stage::Loading`] while the process
+//! has one thread, before modules are loaded, with the cache writable;
+//! then [`Stage::Running`] once they are, without. Best effort: a kernel
+//! without Landlock (before 5.13) runs unconfined, which is logged once per
+//! boot.
+
+use landlock::{
+    ABI, Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, PathBeneath, PathFd,
+    Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
+};
+use std::path::{Path, PathBuf};
+
+/// The newest ABI whose rights we ask for; older kernels get what they
+/// support (best effort).
+const ABI_WANTED: ABI = ABI::V6;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Modules are being loaded: the cache may be written.
+    Loading,
+    /// Guests run: the cache is read-only.
+    Running,
+}
+
+/// The paths of one call, by the access they get.
+#[derive(Debug, Default, Clone)]
+pub struct Paths {
+    pub read: Vec<PathBuf>,
+    pub read_write: Vec<PathBuf>,
+    pub execute: Vec<PathBuf>,
+    /// Writable while loading only.
+    pub cache: Option<PathBuf>,
+    /// TCP connect and bind are allowed.
+    pub tcp: bool,
+}
+
+/// What a call touches, from its config, environment and the policy.
+pub struct Needs<'a> {
+    pub modules: &'a [PathBuf],
+    pub cache: &'a Path,
+    /// The IPAM store root of the call's network, if it has IPAM.
+    pub store_root: Option<&'a Path>,
+    pub lock_dir: &'a Path,
+    /// Where `ipam.resolvConf` may be read, if the config names one.
+    pub resolv_conf_dirs: &'a [PathBuf],
+    pub audit_dir: Option<&'a Path>,
+    /// The executables it may run (with the interpreter of a script).
+    pub programs: &'a [PathBuf],
+    /// What the node policy adds.
+    pub extra: &'a crate::policy::ExtraAccess,
+}
+
+/// Shared libraries, the loader's cache and the files `nft` and
+/// `iptables` read at start.
+const PROGRAM_SUPPORT: [&str; 8] = [
+    "/lib",
+    "/lib64",
+    "/usr/lib",
+    "/usr/lib64",
+    "/etc/ld.so.cache",
+    "/etc/iproute2",
+    "/etc/connlabel.conf",
+    "/usr/share/iproute2",
+];
+
+/// Read-only kernel views the programs consult (Go's runtime reads the
+/// huge page size; `nft` and `iptables` /proc/sys and /proc/net).
+const KERNEL_VIEWS: [&str; 3] = [
+    "/proc/self",
+    "/proc/sys",
+    "/sys/kernel/mm/transparent_hugepage",
+];
+
+impl Paths {
+    /// What one call needs (see [`Needs`]).
+    pub fn for_call(n: Needs) -> Paths {
+        let mut p = Paths {
+            cache: Some(n.cache.to_path_buf()),
+            ..Default::default()
+        };
+        p.read.extend(n.modules.iter().cloned());
+        p.read.push(n.cache.to_path_buf());
+        p.read.extend(n.resolv_conf_dirs.iter().cloned());
+        p.read.extend(KERNEL_VIEWS.iter().map(PathBuf::from));
+        p.read_write.extend(n.store_root.map(Path::to_path_buf));
+        p.read_write.push(n.lock_dir.to_path_buf());
+        p.read_write.push("/proc/sys/net".into());
+        p.read_write.push("/dev/null".into());
+        p.read_write.extend(n.audit_dir.map(Path::to_path_buf));
+        p.execute.extend(PROGRAM_SUPPORT.iter().map(PathBuf::from));
+        // A link (`/usr/sbin/iptables -> xtables-nft-multi`) is checked at
+        // its target.
+        for prog in n.programs {
+            p.execute.push(prog.clone());
+            if let Ok(target) = std::fs::canonicalize(prog) {
+                p.execute.push(target);
+            }
+            if let Some(interpreter) = interpreter(prog) {
+                if let Ok(target) = std::fs::canonicalize(&interpreter) {
+                    p.execute.push(target);
+                }
+                p.execute.push(interpreter);
+            }
+        }
+        p.read.extend(n.extra.read.iter().cloned());
+        p.read_write.extend(n.extra.read_write.iter().cloned());
+        p.execute.extend(n.extra.execute.iter().cloned());
+        p.tcp = n.extra.allow_tcp;
+        p
+    }
+}
+
+/// The interpreter a script names on its `#!` line.
+fn interpreter(program: &Path) -> Option<PathBuf> {
+    use std::io::Read;
+    let mut head = [0u8; 256];
+    let n = std::fs::File::open(program).ok()?.read(&mut head).ok()?;
+    let line = head[..n].strip_prefix(b"#!")?;
+    let line = &line[..line.iter().position(|&b| b == b'\n')?];
+    let first = std::str::from_utf8(line).ok()?.split_whitespace().next()?;
+    first.starts_with('/').then(|| PathBuf::from(first))
+}
+
+/// Confine this thread (and what it starts later) to `paths`.
+pub fn restrict(paths: &Paths, stage: Stage) -> Result<(), String> {
+    let abi = ABI_WANTED;
+    let read = AccessFs::ReadFile | AccessFs::ReadDir;
+    let write = AccessFs::from_all(abi) & !AccessFs::Execute & !AccessFs::IoctlDev;
+    let execute = read | AccessFs::Execute;
+    let mut rules: Vec<(&Path, BitFlags<AccessFs>)> = Vec::new();
+    rules.extend(paths.read.iter().map(|p| (p.as_path(), read)));
+    rules.extend(paths.read_write.iter().map(|p| (p.as_path(), write)));
+    rules.extend(paths.execute.iter().map(|p| (p.as_path(), execute)));
+    if stage == Stage::Loading
+        && let Some(cache) = &paths.cache
+    {
+        rules.push((cache.as_path(), write));
+    }
+    let err = |e: landlock::RulesetError| format!("Landlock: {e}");
+    let mut handled = Ruleset::default()
+        .set_compatibility(CompatLevel::BestEffort)
+        .handle_access(AccessFs::from_all(abi))
+        .map_err(err)?;
+    if !paths.tcp {
+        handled = handled
+            .handle_access(AccessNet::from_all(abi))
+            .map_err(err)?;
+    }
+    let mut ruleset = handled
+        .scope(Scope::AbstractUnixSocket | Scope::Signal)
+        .map_err(err)?
+        .create()
+        .map_err(err)?;
+    for (path, access) in rules {
+        // What does not exist on this node needs no rule.
+        let Ok(fd) = PathFd::new(path) else {
+            continue;
+        };
+        // A file takes only the rights that apply to files.
+        let access = if std::fs::metadata(path).is_ok_and(|m| !m.is_dir()) {
+            access & AccessFs::from_file(abi)
+        } else {
+            access
+        };
+        ruleset = ruleset
+            .add_rule(PathBeneath::new(fd, access))
+            .map_err(err)?;
+    }
+    let status = ruleset.restrict_self().map_err(err)?;
+    if status.ruleset == RulesetStatus::NotEnforced {
+        not_enforced_once();
+    } else {
+        crate::log::debug(&format!("Landlock ({stage:?}): {:?}", status.ruleset));
+    }
+    Ok(())
+}
+
+/// Say once per boot (a marker under /run) that this kernel has no
+/// Landlock: every call would say it otherwise.
+fn not_enforced_once() {
+    const MARKER: &str = "/run/wasm-cni/landlock-unavailable";
+    let _ = std::fs::create_dir_all("/run/wasm-cni");
+    let first = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(MARKER)
+        .is_ok();
+    if first {
+        crate::log::warn(
+            "this kernel has no Landlock (5.13+, \"landlock\" in the lsm= list): calls run without file system confinement",
+        );
+    }
+}
