@@ -28,11 +28,15 @@ pub struct Output {
 pub fn invoke(argv0: &str, vars: &HashMap<String, String>, stdin: &[u8]) -> Output {
     let mut cni_version = LATEST;
     match run(argv0, vars, stdin, &mut cni_version) {
-        Ok(stdout) => Output {
-            stdout,
-            exit_code: 0,
-        },
+        Ok(stdout) => {
+            crate::audit::finish(0, "");
+            Output {
+                stdout,
+                exit_code: 0,
+            }
+        }
         Err(e) => {
+            crate::audit::finish(e.code, &e.msg);
             crate::log::error(&e.to_string());
             if crate::seccomp::refused_in(&format!("{} {}", e.msg, e.details)) {
                 crate::log::error("the host's seccomp filter refused a system call in this call");
@@ -65,8 +69,18 @@ fn run(
     if env.command == Command::Version {
         return Ok(version::version_reply(stdin));
     }
+    if let Some(settings) = &policy.audit {
+        crate::audit::begin(
+            settings.clone(),
+            env.command.as_str(),
+            &env.container_id,
+            &env.ifname,
+        );
+    }
     let conf = NetConf::parse_for(stdin, env.command == Command::Del)?;
     *cni_version = conf.cni_version.as_str();
+    crate::audit::network(&conf.name);
+    log_settings(&conf, &policy, env.command)?;
     // Whatever plugin runs, a config cannot point IPAM state outside the
     // node's store roots (a native host-local would write there too).
     if let Some(ipam) = &conf.ipam {
@@ -219,6 +233,35 @@ fn run(
     // compile given up at the deadline): the answer is ready now.
     rt.shutdown_background();
     out
+}
+
+/// The config's `logLevel` and `logFile`. A bad one fails the call (code 7),
+/// except a DEL, which must be able to finish: it logs where it did.
+fn log_settings(conf: &NetConf, policy: &Policy, command: Command) -> Result<(), CniError> {
+    let level = match conf.log_level.as_deref() {
+        None => None,
+        Some(l) => Some(crate::log::parse_level(l).ok_or_else(|| {
+            CniError::config(format!(
+                "\"logLevel\" {l:?} is not one of error, warn, info, debug"
+            ))
+        })),
+    };
+    let file = conf
+        .log_file
+        .as_deref()
+        .map(|f| crate::log::open_beneath(f, &policy.log_dirs).map_err(CniError::config));
+    let (level, file) = match (level.transpose(), file.transpose()) {
+        (Ok(l), Ok(f)) => (l, f),
+        (Err(e), _) | (_, Err(e)) if command != Command::Del => return Err(e),
+        (l, f) => {
+            for e in [l.as_ref().err(), f.as_ref().err()].into_iter().flatten() {
+                crate::log::warn(&format!("DEL goes on without it: {}", e.msg));
+            }
+            (l.ok().flatten(), f.ok().flatten())
+        }
+    };
+    crate::log::configure(level, file);
+    Ok(())
 }
 
 /// The files the call may touch (`fs_access`). Directories it would

@@ -1,6 +1,7 @@
 //! wasm-cni: a CNI runtime whose privileged part is this small, fixed host
 //! and whose network policy lives in sandboxed WebAssembly components.
 
+pub mod audit;
 pub mod caps;
 pub mod cni;
 pub mod contract;

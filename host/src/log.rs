@@ -1,9 +1,17 @@
-//! The host's log: stderr, and `WASM_CNI_LOG_FILE` when set. stdout is the
-//! CNI result's alone. `WASM_CNI_LOG` sets the level (error, warn, info,
-//! debug; default warn).
+//! The host's log: stderr, and a file when one is set. stdout is the CNI
+//! result's alone.
+//!
+//! The level and the file come from the network config's `logLevel` and
+//! `logFile` (runtimes pass no environment of ours; Multus and Calico take
+//! the same keys), else from `WASM_CNI_LOG` (error, warn, info, debug;
+//! default warn) and `WASM_CNI_LOG_FILE`. A config's file is a root write
+//! chosen by whoever wrote the config: it must lie beneath one of the node
+//! policy's `logDirs` (default `/var/log/wasm-cni`), and is opened there
+//! with `openat2` refusing links, `..` and other mounts ([`open_beneath`]).
 
 use std::io::Write;
-use std::sync::OnceLock;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -15,10 +23,10 @@ pub enum Level {
 
 struct Logger {
     level: Level,
-    file: Option<std::sync::Mutex<std::fs::File>>,
+    file: Option<std::fs::File>,
 }
 
-static LOGGER: OnceLock<Logger> = OnceLock::new();
+static LOGGER: OnceLock<Mutex<Logger>> = OnceLock::new();
 static START: OnceLock<std::time::Instant> = OnceLock::new();
 
 /// Mark the start of the process: log lines say how long after it they
@@ -27,28 +35,118 @@ pub fn start_clock() {
     START.get_or_init(std::time::Instant::now);
 }
 
-fn logger() -> &'static Logger {
-    LOGGER.get_or_init(|| {
-        let level = match std::env::var("WASM_CNI_LOG")
-            .unwrap_or_default()
-            .to_ascii_lowercase()
-            .as_str()
-        {
-            "error" => Level::Error,
-            "info" => Level::Info,
-            "debug" => Level::Debug,
-            _ => Level::Warn,
-        };
-        let file = std::env::var_os("WASM_CNI_LOG_FILE").and_then(|p| {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
+fn logger() -> std::sync::MutexGuard<'static, Logger> {
+    LOGGER
+        .get_or_init(|| {
+            let level = std::env::var("WASM_CNI_LOG")
                 .ok()
-                .map(std::sync::Mutex::new)
-        });
-        Logger { level, file }
-    })
+                .and_then(|l| parse_level(&l))
+                .unwrap_or(Level::Warn);
+            let file = std::env::var_os("WASM_CNI_LOG_FILE").and_then(|p| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .ok()
+            });
+            Mutex::new(Logger { level, file })
+        })
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+/// A level as configs spell it (Multus: debug, verbose, error, panic;
+/// Calico: debug, info, warning, error).
+pub fn parse_level(text: &str) -> Option<Level> {
+    match text.to_ascii_lowercase().as_str() {
+        "error" | "panic" | "fatal" => Some(Level::Error),
+        "warn" | "warning" => Some(Level::Warn),
+        "info" => Some(Level::Info),
+        "debug" | "verbose" | "trace" => Some(Level::Debug),
+        _ => None,
+    }
+}
+
+/// Apply a network config's `logLevel` and `logFile` (the latter already
+/// opened by [`open_beneath`]); what it does not set stays as the
+/// environment said.
+pub fn configure(level: Option<Level>, file: Option<std::fs::File>) {
+    let mut l = logger();
+    if let Some(level) = level {
+        l.level = level;
+    }
+    if file.is_some() {
+        l.file = file;
+    }
+}
+
+/// Open the log file `path` a config names for appending, if it lies
+/// beneath one of `dirs` (the node policy's `logDirs`): created 0600 if
+/// missing, never through a link, `..` or another mount, and only a
+/// regular file. The directory itself is created (0700) if it is missing.
+pub fn open_beneath(path: &str, dirs: &[PathBuf]) -> Result<std::fs::File, String> {
+    use rustix::fs::{FileType, Mode, OFlags, ResolveFlags, fstat, openat2};
+    let p = Path::new(path);
+    let list = || {
+        dirs.iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let normal = crate::policy::normalized(p).map_err(|e| format!("\"logFile\" {e}"))?;
+    let Some((dir, rest)) = dirs.iter().find_map(|d| {
+        normal
+            .strip_prefix(d)
+            .ok()
+            .filter(|r| !r.as_os_str().is_empty())
+            .map(|r| (d, r))
+    }) else {
+        return Err(format!(
+            "\"logFile\" {path:?} is not inside the node's log directories [{}]",
+            list()
+        ));
+    };
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("\"logFile\" {path:?}: cannot create {}: {e}", dir.display()))?;
+    }
+    let base = rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("\"logFile\" {path:?}: {}: {e}", dir.display()))?;
+    let fd = openat2(
+        &base,
+        rest,
+        OFlags::WRONLY
+            | OFlags::APPEND
+            | OFlags::CREATE
+            | OFlags::NOCTTY
+            | OFlags::NONBLOCK
+            | OFlags::NOFOLLOW
+            | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+        ResolveFlags::BENEATH
+            | ResolveFlags::NO_SYMLINKS
+            | ResolveFlags::NO_MAGICLINKS
+            | ResolveFlags::NO_XDEV,
+    )
+    .map_err(|e| match e {
+        rustix::io::Errno::LOOP | rustix::io::Errno::XDEV => format!(
+            "\"logFile\" {path:?}: a symbolic link or another mount on the way is not followed"
+        ),
+        e => format!("\"logFile\" {path:?}: {e}"),
+    })?;
+    let st = fstat(&fd).map_err(|e| format!("\"logFile\" {path:?}: {e}"))?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(format!("\"logFile\" {path:?} is not a regular file"));
+    }
+    Ok(std::fs::File::from(fd))
 }
 
 pub fn enabled(level: Level) -> bool {
@@ -71,14 +169,13 @@ pub fn emit(level: Level, msg: &str) {
         escape(msg)
     );
     let _ = std::io::stderr().write_all(line.as_bytes());
-    if let Some(file) = &logger().file {
+    if let Some(file) = &mut logger().file {
         let secs = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
-        if let Ok(mut f) = file.lock() {
-            let _ = write!(f, "{secs:.3} {line}");
-        }
+        // One write: lines of calls running side by side stay whole.
+        let _ = file.write_all(format!("{secs:.3} {line}").as_bytes());
     }
 }
 

@@ -530,6 +530,32 @@ mod tests {
         assert_eq!(pol.store_roots, [PathBuf::from("/srv/ipam")]);
         assert!(pol.shares_bridge("br-lan", "lan") && !pol.shares_bridge("br-lan", "other"));
         assert_eq!(pol.max_module_bytes, 1000);
+        let p = write_policy(
+            tmp.path(),
+            r#"{"version":1,"engine":"interpreter","guestFuel":5000000,"logDirs":["/srv/log"],
+                "auditFile":"/srv/audit/a.jsonl","auditMaxBytes":8192,"auditFiles":2,
+                "landlock":{"read":["/etc/x"],"readWrite":["/srv/y"],"execute":["/usr/bin"],"allowTcp":true}}"#,
+            0o644,
+        );
+        let pol = load(&p).unwrap();
+        assert_eq!(pol.engine, EngineChoice::Interpreter);
+        assert_eq!(pol.guest_fuel, 5_000_000);
+        assert_eq!(pol.log_dirs, [PathBuf::from("/srv/log")]);
+        assert_eq!(
+            pol.audit,
+            Some(AuditSettings {
+                file: "/srv/audit/a.jsonl".into(),
+                max_bytes: 8192,
+                files: 2
+            })
+        );
+        assert!(pol.landlock.allow_tcp && pol.landlock.execute == [PathBuf::from("/usr/bin")]);
+        // The defaults: native unless MDWE, no audit, /var/log/wasm-cni.
+        let d = Policy::default();
+        assert_eq!(d.engine, EngineChoice::Auto);
+        assert_eq!(d.audit, None);
+        assert_eq!(d.log_dirs, [PathBuf::from("/var/log/wasm-cni")]);
+        assert!(!d.landlock.allow_tcp);
     }
 
     #[test]
@@ -595,6 +621,40 @@ mod tests {
                 "not a link name",
             ),
             (r#"{"version":1,"maxModuleBytes":0}"#, 0o644, "positive"),
+            (r#"{"version":1,"engine":"jit"}"#, 0o644, "unknown variant"),
+            (r#"{"version":1,"guestFuel":10}"#, 0o644, "\"guestFuel\""),
+            (r#"{"version":1,"logDirs":["/"]}"#, 0o644, "anywhere"),
+            (
+                r#"{"version":1,"logDirs":["/var/log/../etc"]}"#,
+                0o644,
+                "\"..\"",
+            ),
+            (
+                r#"{"version":1,"auditFiles":3}"#,
+                0o644,
+                "need \"auditFile\"",
+            ),
+            (
+                r#"{"version":1,"auditFile":"/var/log/a","auditMaxBytes":10}"#,
+                0o644,
+                "at least 4096",
+            ),
+            (
+                r#"{"version":1,"auditFile":"/var/log/a","auditFiles":0}"#,
+                0o644,
+                "1 to 100",
+            ),
+            (r#"{"version":1,"auditFile":"log/a"}"#, 0o644, "absolute"),
+            (
+                r#"{"version":1,"landlock":{"read":["/x"],"write":["/y"]}}"#,
+                0o644,
+                "unknown field",
+            ),
+            (
+                r#"{"version":1,"landlock":{"execute":["bin"]}}"#,
+                0o644,
+                "\"landlock\"",
+            ),
         ] {
             let p = write_policy(tmp.path(), text, mode);
             let e = load(&p).unwrap_err();

@@ -62,6 +62,7 @@ macro_rules! convert_cap_errors {
                 &mut self,
                 err: crate::caps::CapError,
             ) -> wasmtime::Result<crate::contract::wasm_cni::plugin::types::Error> {
+                crate::audit::failed(&err);
                 match err {
                     crate::caps::CapError::Guest(e) => Ok(e),
                     crate::caps::CapError::Trap(e) => Err(e),

@@ -22,6 +22,9 @@ pub struct NetConf {
     /// GC's `cni.dev/valid-attachments` (or the older
     /// `cni.dev/attachments`); empty when absent: none is valid.
     pub valid_attachments: Vec<Attachment>,
+    /// `logLevel` and `logFile`, as Multus and Calico take them.
+    pub log_level: Option<String>,
+    pub log_file: Option<String>,
     /// The config as the host read it, written out again: handed to guests
     /// and IPAM delegates, so every one of them reads what was checked.
     pub raw: String,
@@ -68,7 +71,16 @@ impl NetConf {
         };
         one_spelling(
             &obj,
-            &["cniVersion", "name", "type", "plugin", "ipam", "prevResult"],
+            &[
+                "cniVersion",
+                "name",
+                "type",
+                "plugin",
+                "ipam",
+                "prevResult",
+                "logLevel",
+                "logFile",
+            ],
             "",
         )?;
         // No version (or an empty one) is 0.1.0, as libcni reads it.
@@ -108,6 +120,8 @@ impl NetConf {
             },
         };
         let valid_attachments = valid_attachments(&obj)?;
+        let log_level = string_field(&obj, "logLevel")?.filter(|l| !l.is_empty());
+        let log_file = string_field(&obj, "logFile")?.filter(|l| !l.is_empty());
         // What guests and delegated plugins get is the document as read
         // here, written out again, not stdin: two parsers can read one text
         // two ways (a key given twice is the last one here; in Go, a second
@@ -122,6 +136,8 @@ impl NetConf {
             ipam,
             prev_result,
             valid_attachments,
+            log_level,
+            log_file,
             raw,
         })
     }

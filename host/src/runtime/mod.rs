@@ -218,6 +218,16 @@ impl Runtime {
             self.engine_kind.as_str(),
             loaded.outcome
         ));
+        crate::audit::module(crate::audit::ModuleRecord {
+            name: module_name.clone(),
+            sha256: loaded.digest.clone(),
+            contract: contract.as_str(),
+            role: match role {
+                Role::Interface => "interface",
+                Role::Ipam => "ipam",
+            },
+            engine: self.engine_kind.as_str(),
+        });
         Ok(Module {
             name: module_name,
             path,

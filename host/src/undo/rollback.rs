@@ -52,7 +52,18 @@ impl Rollback<'_> {
         let mut failures = Vec::new();
         let mut fail = |what: String| {
             crate::log::error(&format!("rollback: {what}"));
+            crate::audit::rollback(what.clone(), false);
             failures.push(what);
+        };
+        // A step that was taken (or deliberately not), for the log and the
+        // audit trail.
+        let done = |what: String| {
+            crate::log::debug(&format!("rollback: {what}"));
+            crate::audit::rollback(what, true);
+        };
+        let kept = |what: String| {
+            crate::log::info(&format!("rollback: {what}"));
+            crate::audit::rollback(what, true);
         };
 
         if let Some(job) = journal.firewall_job.take()
@@ -65,6 +76,7 @@ impl Rollback<'_> {
             if let Err(e) = self.kernel.unmasquerade(self.owner, deadline).await {
                 fail(format!("remove the attachment's rules: {e}"));
             } else {
+                done("removed the attachment's firewall rules".into());
                 for table in &journal.tables_created {
                     if let Err(e) = self.kernel.drop_table_if_unused(*table, deadline).await {
                         fail(format!(
@@ -76,9 +88,11 @@ impl Rollback<'_> {
         }
         if journal.ipam_started
             && let Some(del) = self.ipam_del.take()
-            && let Err(e) = del.await
         {
-            fail(format!("IPAM DEL: {e}"));
+            match del.await {
+                Ok(()) => done("IPAM DEL released the attachment's addresses".into()),
+                Err(e) => fail(format!("IPAM DEL: {e}")),
+            }
         }
 
         // Links, newest first; bridges after their ports, and VLAN gateway
@@ -97,7 +111,7 @@ impl Rollback<'_> {
                 LinkRecord::Created {
                     ns, index, name, ..
                 } => match self.kernel.link_del(*ns, *index).await {
-                    Ok(()) => crate::log::debug(&format!("rollback: deleted {name} in the {ns}")),
+                    Ok(()) => done(format!("deleted {name} in the {ns}")),
                     Err(e) if not_found(&e) => {}
                     Err(e) => fail(format!("delete link {name} in the {ns}: {e}")),
                 },
@@ -105,9 +119,7 @@ impl Rollback<'_> {
                 // holds this call's unique name is the call's own.
                 LinkRecord::Creating { ns, name } => match self.kernel.link_get(*ns, name).await {
                     Ok(l) => match self.kernel.link_del(*ns, l.index).await {
-                        Ok(()) => crate::log::debug(&format!(
-                            "rollback: deleted {name}, made by a dropped call"
-                        )),
+                        Ok(()) => done(format!("deleted {name}, made by a dropped call")),
                         Err(e) if not_found(&e) => {}
                         Err(e) => fail(format!("delete link {name} in the {ns}: {e}")),
                     },
@@ -151,13 +163,13 @@ impl Rollback<'_> {
                 }
             };
             if adopted {
-                crate::log::info(&format!(
-                    "rollback: kept VLAN gateway {gateway}: another attachment may rely on it"
+                kept(format!(
+                    "kept VLAN gateway {gateway}: another attachment may rely on it"
                 ));
                 continue;
             }
             match self.kernel.link_del(Ns::Host, *gateway).await {
-                Ok(()) => crate::log::debug(&format!("rollback: deleted VLAN gateway {gateway}")),
+                Ok(()) => done(format!("deleted VLAN gateway {gateway}")),
                 Err(e) if not_found(&e) => {}
                 Err(e) => fail(format!("delete VLAN gateway {gateway}: {e}")),
             }
@@ -183,7 +195,7 @@ impl Rollback<'_> {
             let ports = ports.as_deref();
             if made_here && ports.is_some_and(|p| p.is_empty()) {
                 match self.kernel.link_del(Ns::Host, index).await {
-                    Ok(()) => crate::log::debug(&format!("rollback: deleted bridge {index}")),
+                    Ok(()) => done(format!("deleted bridge {index}")),
                     Err(e) if not_found(&e) => {}
                     Err(e) => fail(format!("delete bridge {index}: {e}")),
                 }
@@ -196,8 +208,8 @@ impl Rollback<'_> {
                 .filter(|c| c.link_index() == index)
             {
                 if c.relied_on(ports) {
-                    crate::log::info(&format!(
-                        "rollback: kept {c:?}: another attachment on bridge {index} may rely on it"
+                    kept(format!(
+                        "kept {c:?}: another attachment on bridge {index} may rely on it"
                     ));
                 } else if let Err(e) = self.restore(c).await {
                     fail(format!("restore bridge {index} ({c:?}): {e}"));

@@ -1,0 +1,278 @@
+//! The audit trail: one JSON line per call, appended to the file the node
+//! policy names (`auditFile`; off by default), rotated by size.
+//!
+//! A line says who asked (command, network, container, interface), what
+//! ran (each module's name, sha256, contract version and engine), every
+//! capability call the guests made (operation, its arguments, allowed or
+//! denied, how it ended, how long it took), what a rollback did, and how
+//! the call ended (CNI code and message, total time).
+//!
+//! Capability calls are recorded where the WIT bindings call the host
+//! (`trace`): every import of every version is audited as it is, with no
+//! code in the capabilities themselves, so one added later cannot be
+//! forgotten. WASI calls (clocks, random, stdout) are not capability calls
+//! and are left out.
+
+mod file;
+mod trace;
+
+use crate::caps::CapError;
+use crate::contract::wasm_cni::plugin::types::Error as WitError;
+use serde::Serialize;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::policy::AuditSettings;
+
+/// The most capability calls one line lists; past them, a count.
+pub const MAX_CALLS: usize = 2000;
+/// The longest argument or message kept, in bytes.
+const MAX_TEXT: usize = 256;
+
+/// One capability call.
+#[derive(Debug, Clone, Serialize)]
+pub struct CapCall {
+    /// `interface.function`, as the WIT names it (`link.create-veth`).
+    pub op: String,
+    /// Its arguments, `name=value`, namespaces as `host`/`container`.
+    pub target: String,
+    pub allowed: bool,
+    /// `ok`, `denied`, `not-found`, `already-exists`, `invalid`, `busy`,
+    /// `other`, or `trap`.
+    pub outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When it started, in ms since the call did.
+    #[serde(rename = "atMs")]
+    pub at_ms: f64,
+    pub ms: f64,
+}
+
+/// A module the call ran.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModuleRecord {
+    pub name: String,
+    pub sha256: String,
+    pub contract: &'static str,
+    pub role: &'static str,
+    pub engine: &'static str,
+}
+
+/// What rollback did, step by step.
+#[derive(Debug, Clone, Serialize)]
+pub struct RollbackStep {
+    pub action: String,
+    pub ok: bool,
+}
+
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Line {
+    time: String,
+    pid: u32,
+    command: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    network: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    container_id: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    ifname: String,
+    modules: Vec<ModuleRecord>,
+    calls: Vec<CapCall>,
+    #[serde(skip_serializing_if = "is_zero")]
+    calls_not_listed: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    rollback: Vec<RollbackStep>,
+    code: u32,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    error: String,
+    ms: f64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+struct Call {
+    started: Instant,
+    settings: AuditSettings,
+    line: Line,
+}
+
+/// The process's one call, while it is audited.
+static CALL: Mutex<Option<Call>> = Mutex::new(None);
+
+fn call() -> MutexGuard<'static, Option<Call>> {
+    CALL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Start auditing this process's call, to the file `settings` names.
+pub fn begin(settings: AuditSettings, command: &str, container_id: &str, ifname: &str) {
+    // The file's directory, now, while the call may create it (Landlock
+    // grants the directory, which must exist by then).
+    if let Some(dir) = settings.file.parent() {
+        use std::os::unix::fs::DirBuilderExt;
+        let _ = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir);
+    }
+    *call() = Some(Call {
+        started: Instant::now(),
+        settings,
+        line: Line {
+            time: rfc3339(SystemTime::now()),
+            pid: std::process::id(),
+            command: command.to_string(),
+            container_id: container_id.to_string(),
+            ifname: ifname.to_string(),
+            ..Default::default()
+        },
+    });
+    trace::install();
+}
+
+fn with(f: impl FnOnce(&mut Line)) {
+    if let Some(c) = call().as_mut() {
+        f(&mut c.line)
+    }
+}
+
+pub fn network(name: &str) {
+    with(|l| l.network = name.to_string());
+}
+
+pub fn module(m: ModuleRecord) {
+    with(|l| {
+        if !l.modules.iter().any(|x| x.name == m.name) {
+            l.modules.push(m)
+        }
+    });
+}
+
+pub fn rollback(action: impl Into<String>, ok: bool) {
+    with(|l| {
+        l.rollback.push(RollbackStep {
+            action: cap(action.into()),
+            ok,
+        })
+    });
+}
+
+fn record(c: CapCall) {
+    with(|l| {
+        if l.calls.len() < MAX_CALLS {
+            l.calls.push(c);
+        } else {
+            l.calls_not_listed += 1;
+        }
+    });
+}
+
+/// A capability call ended with `err` (called by the bindings' error
+/// conversion, inside the call's trace span).
+pub fn failed(err: &CapError) {
+    let (outcome, msg) = match err {
+        CapError::Trap(e) => ("trap", format!("{e:#}")),
+        CapError::Guest(e) => match e {
+            WitError::Denied(m) => ("denied", m.clone()),
+            WitError::NotFound(m) => ("not-found", m.clone()),
+            WitError::AlreadyExists(m) => ("already-exists", m.clone()),
+            WitError::Invalid(m) => ("invalid", m.clone()),
+            WitError::Busy(m) => ("busy", m.clone()),
+            WitError::Other(m) => ("other", m.clone()),
+        },
+    };
+    trace::fail_current(outcome, cap(msg));
+}
+
+/// The call ended with `code` (0: success) and `error`: append its line,
+/// if the call is audited. A line that cannot be written is logged; the
+/// call's answer stands (its changes are made or undone by now).
+pub fn finish(code: u32, error: &str) {
+    let Some(mut c) = call().take() else { return };
+    // Recorded as they end (IPAM's calls inside ipam.add before it): listed
+    // as they began.
+    c.line.calls.sort_by(|a, b| a.at_ms.total_cmp(&b.at_ms));
+    c.line.code = code;
+    c.line.error = cap(error.to_string());
+    c.line.ms = ms(c.started);
+    let written = serde_json::to_string(&c.line)
+        .map_err(std::io::Error::other)
+        .and_then(|line| file::append(&c.settings, &line));
+    if let Err(e) = written {
+        crate::log::error(&format!(
+            "cannot append to the audit file {}: {e}",
+            c.settings.file.display()
+        ));
+    }
+}
+
+/// Ms from the call's start to `t`.
+fn since_start(t: Instant) -> f64 {
+    call().as_ref().map_or(0.0, |c| {
+        (t.saturating_duration_since(c.started).as_secs_f64() * 1e6).round() / 1e3
+    })
+}
+
+fn ms(since: Instant) -> f64 {
+    (since.elapsed().as_secs_f64() * 1e6).round() / 1e3
+}
+
+fn cap(mut s: String) -> String {
+    if s.len() > MAX_TEXT {
+        let mut end = MAX_TEXT;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+    s
+}
+
+/// `2026-11-29T03:04:05.678Z`. By hand: the one date format needed does
+/// not justify a date crate (days to a civil date: Howard Hinnant's
+/// `civil_from_days`).
+fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn times_are_rfc3339_utc() {
+        let at = |s| rfc3339(UNIX_EPOCH + Duration::from_millis(s));
+        assert_eq!(at(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(at(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(at(1_795_921_445_678), "2026-11-29T03:04:05.678Z");
+        assert_eq!(at(4_107_542_399_999), "2100-02-28T23:59:59.999Z");
+    }
+
+    #[test]
+    fn long_text_is_cut_on_a_character_boundary() {
+        let s = cap("é".repeat(200));
+        assert!(s.len() <= MAX_TEXT + '…'.len_utf8() && s.ends_with('…'));
+    }
+}
