@@ -238,14 +238,13 @@ fn run(
 /// The config's `logLevel` and `logFile`. A bad one fails the call (code 7),
 /// except a DEL, which must be able to finish: it logs where it did.
 fn log_settings(conf: &NetConf, policy: &Policy, command: Command) -> Result<(), CniError> {
-    let level = match conf.log_level.as_deref() {
-        None => None,
-        Some(l) => Some(crate::log::parse_level(l).ok_or_else(|| {
+    let level = conf.log_level.as_deref().map(|l| {
+        crate::log::parse_level(l).ok_or_else(|| {
             CniError::config(format!(
                 "\"logLevel\" {l:?} is not one of error, warn, info, debug"
             ))
-        })),
-    };
+        })
+    });
     let file = conf
         .log_file
         .as_deref()
