@@ -9,7 +9,8 @@
 #   ./examples/install.sh [DESTDIR] [MODULE...]
 #
 # DESTDIR (default /) prefixes every path, for packaging or for a private
-# test root. MODULE defaults to bridge and host-local; list more (e.g.
+# test root. The modules are then precompiled into the cache
+# (DESTDIR/var/lib/wasm-cni/cache) for both engines. MODULE defaults to bridge and host-local; list more (e.g.
 # loopback) to install them too. Build first:
 #   cargo build --release -p wasm-cni
 #   cargo build --release --target wasm32-wasip2 -p bridge -p host-local
@@ -31,4 +32,8 @@ for m in "${modules[@]}"; do
   # A reference plugin of the same name is replaced by the link.
   ln -sfn wasm-cni "$bin/$m"
 done
+# Precompile for both engines, so no CNI call compiles (into the node's
+# cache; for a DESTDIR, into DESTDIR/var/lib/wasm-cni/cache).
+WASM_CNI_MODULE_PATH="$wasm" WASM_CNI_CACHE_DIR="$dest/var/lib/wasm-cni/cache" \
+  "$bin/wasm-cni" compile "${modules[@]}" >&2
 echo "installed wasm-cni and ${modules[*]} under $dest/opt/cni" >&2

@@ -25,6 +25,8 @@ rm -rf "$root"
 
 host=wcni-example-host a=wcni-example-a b=wcni-example-b
 varlib=$(mktemp -d /tmp/wasm-cni-example.XXXXXX)
+# The cache install.sh precompiled: no call compiles.
+cp -a "$root/var/lib/wasm-cni" "$varlib/"
 cleanup() {
   for ns in $a $b $host; do ip netns del "$ns" 2>/dev/null || true; done
   rm -rf "$varlib"

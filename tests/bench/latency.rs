@@ -6,7 +6,9 @@
 //! Build first as tests/run.sh does. Each plugin call is timed from fork
 //! to exit. The child enters the sandbox's host namespace and a private
 //! /var/lib itself (no `ip netns exec` in the measurement). "direct" execs
-//! the plugin as a runtime does; "cnitool" goes through libcni.
+//! the plugin as a runtime does; "cnitool" goes through libcni. Last, the
+//! two engines of wasm-cni (native code, the Pulley interpreter) alternate
+//! call by call, and the ratio is taken pair by pair.
 
 use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
@@ -70,6 +72,10 @@ struct Runner<'a> {
 
 impl Runner<'_> {
     fn direct(&self, imp: &Impl, op: &str, id: &str, netns: &Path) -> Command {
+        self.direct_with(imp, op, id, netns, &install().policy)
+    }
+
+    fn direct_with(&self, imp: &Impl, op: &str, id: &str, netns: &Path, policy: &Path) -> Command {
         let mut c = in_sandbox(Command::new(&imp.plugin), &self.host, self.sb.varlib.path());
         c.env("CNI_COMMAND", op)
             .env("CNI_CONTAINERID", id)
@@ -77,7 +83,7 @@ impl Runner<'_> {
             .env("CNI_IFNAME", "eth0")
             .env("CNI_PATH", &imp.cni_path)
             .env("WASM_CNI_MODULE_PATH", &install().wasm)
-            .env("WASM_CNI_POLICY", &install().policy);
+            .env("WASM_CNI_POLICY", policy);
         c
     }
 
@@ -228,5 +234,50 @@ fn main() {
         let add = wall("ADD");
         let del = wall("DEL");
         println!("{:<10} ADD {add:7.0}   DEL {del:7.0}", imp.label);
+    }
+
+    engines(&run, &impls[0], &netns[0], rounds);
+}
+
+/// wasm-cni's ADD and DEL on native code and on the interpreter, the two
+/// alternating call by call (which goes first alternates too); medians,
+/// and the median of the interpreter/native ratio of each pair.
+fn engines(run: &Runner, imp: &Impl, netns: &[PathBuf], rounds: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = |name: &str, engine: &str| {
+        let p = dir.path().join(name);
+        wasm_cni_tests::write_policy(&p, &serde_json::json!({"version": 1, "engine": engine}));
+        p
+    };
+    let (native, interp) = (policy("native.json", "native"), policy("interp.json", "interpreter"));
+    // Warm the interpreter's artifacts too.
+    timed(run.direct_with(imp, "ADD", "warm", &netns[0], &interp), &imp.config);
+    timed(run.direct_with(imp, "DEL", "warm", &netns[0], &interp), &imp.config);
+    let mut t: [[Vec<Duration>; 2]; 2] = Default::default();
+    let ns = &netns[0];
+    for n in 0..rounds {
+        let order = if n % 2 == 0 { [0, 1] } else { [1, 0] };
+        for e in order {
+            let p = if e == 0 { &native } else { &interp };
+            let id = format!("engine-{n}");
+            t[e][0].push(timed(run.direct_with(imp, "ADD", &id, ns, p), &imp.config));
+            t[e][1].push(timed(run.direct_with(imp, "DEL", &id, ns, p), &imp.config));
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!("\nwasm-cni engines, alternating call by call, {rounds} pairs, ms (median):");
+    for (op, i) in [("ADD", 0), ("DEL", 1)] {
+        let mut a: Vec<f64> = t[0][i].iter().copied().map(ms).collect();
+        let mut b: Vec<f64> = t[1][i].iter().copied().map(ms).collect();
+        let mut ratio: Vec<f64> = a.iter().zip(&b).map(|(a, b)| b / a).collect();
+        println!(
+            "{op}  native {:6.1}  interpreter {:6.1}  interpreter/native {:4.2}",
+            median(&mut a),
+            median(&mut b),
+            median(&mut ratio)
+        );
     }
 }
