@@ -96,6 +96,59 @@ fn the_classic_network_runs_with_mdwe_in_force() {
     classic_round_trip(&mut sb, under_mdwe, "interpreter");
 }
 
+/// `c` under a seccomp filter that refuses memory gaining execute
+/// permission, as systemd's `MemoryDenyWriteExecute=yes` did before it used
+/// MDWE (systemd 252, Debian 12): `mprotect` adding `PROT_EXEC`, `mmap` of
+/// writable and executable memory. PR_GET_MDWE says nothing of it.
+fn under_systemd_filter(mut c: Command) -> Command {
+    use seccompiler::{
+        BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+        SeccompRule,
+    };
+    let exec = |call: i64, mask: u64| {
+        let cond = SeccompCondition::new(
+            2,
+            SeccompCmpArgLen::Qword,
+            SeccompCmpOp::MaskedEq(mask),
+            mask,
+        )
+        .unwrap();
+        (call, vec![SeccompRule::new(vec![cond]).unwrap()])
+    };
+    let rules = [
+        exec(libc::SYS_mprotect, libc::PROT_EXEC as u64),
+        exec(libc::SYS_pkey_mprotect, libc::PROT_EXEC as u64),
+        exec(libc::SYS_mmap, (libc::PROT_EXEC | libc::PROT_WRITE) as u64),
+    ]
+    .into_iter()
+    .collect();
+    let arch = std::env::consts::ARCH.try_into().unwrap();
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        arch,
+    )
+    .unwrap();
+    let prog: BpfProgram = filter.try_into().unwrap();
+    // SAFETY: applying a prepared filter allocates nothing.
+    unsafe {
+        c.pre_exec(move || {
+            seccompiler::apply_filter(&prog).map_err(|e| std::io::Error::other(e.to_string()))
+        });
+    }
+    c
+}
+
+#[test]
+fn the_classic_network_runs_under_a_seccomp_w_xor_x_filter() {
+    let Some(mut sb) = Sandbox::for_test("wx_filter") else {
+        return;
+    };
+    // No policy, no MDWE: wasm-cni finds out by trying, and interprets.
+    classic_round_trip(&mut sb, under_systemd_filter, "interpreter");
+}
+
 #[test]
 fn mdwe_refuses_what_native_code_needs() {
     // What the test above relies on: under MDWE the native engine cannot

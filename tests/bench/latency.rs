@@ -249,10 +249,19 @@ fn engines(run: &Runner, imp: &Impl, netns: &[PathBuf], rounds: usize) {
         wasm_cni_tests::write_policy(&p, &serde_json::json!({"version": 1, "engine": engine}));
         p
     };
-    let (native, interp) = (policy("native.json", "native"), policy("interp.json", "interpreter"));
+    let (native, interp) = (
+        policy("native.json", "native"),
+        policy("interp.json", "interpreter"),
+    );
     // Warm the interpreter's artifacts too.
-    timed(run.direct_with(imp, "ADD", "warm", &netns[0], &interp), &imp.config);
-    timed(run.direct_with(imp, "DEL", "warm", &netns[0], &interp), &imp.config);
+    timed(
+        run.direct_with(imp, "ADD", "warm", &netns[0], &interp),
+        &imp.config,
+    );
+    timed(
+        run.direct_with(imp, "DEL", "warm", &netns[0], &interp),
+        &imp.config,
+    );
     let mut t: [[Vec<Duration>; 2]; 2] = Default::default();
     let ns = &netns[0];
     for n in 0..rounds {

@@ -46,16 +46,18 @@ impl EngineKind {
 }
 
 /// The engine for this process: the policy's choice, and the interpreter
-/// whenever the kernel forbids memory gaining execute permission (native
-/// code could not even be loaded then).
+/// whenever memory may not gain execute permission here (native code could
+/// not even be loaded then): the kernel's MDWE, or a seccomp filter that
+/// does the same (systemd's `MemoryDenyWriteExecute=` before it used MDWE,
+/// as in Debian 12's systemd 252), which only trying tells.
 pub fn choose(policy: EngineChoice) -> EngineKind {
-    let mdwe = mdwe_in_force();
+    let mdwe = policy != EngineChoice::Interpreter && (mdwe_in_force() || !can_gain_exec());
     match policy {
         EngineChoice::Interpreter => EngineKind::Interpreter,
         _ if mdwe => {
             if policy == EngineChoice::Native {
                 crate::log::warn(
-                    "the node policy asks for native code, but MDWE is in force (PR_GET_MDWE): using the interpreter",
+                    "the node policy asks for native code, but memory may not become executable here (MDWE or a seccomp filter): using the interpreter",
                 );
             }
             EngineKind::Interpreter
@@ -74,6 +76,31 @@ pub fn mdwe_in_force() -> bool {
     // no pointers; the unused arguments must be zero.
     let flags = unsafe { libc::prctl(PR_GET_MDWE, 0, 0, 0, 0) };
     flags > 0 && flags & PR_MDWE_REFUSE_EXEC_GAIN != 0
+}
+
+/// Whether a page written to may then be made executable, as loading
+/// native code does: a private anonymous page, mapped read-write, then
+/// asked to become read-execute.
+pub fn can_gain_exec() -> bool {
+    const PAGE: usize = 4096;
+    // SAFETY: a fresh anonymous mapping of our own, unmapped before return;
+    // nothing is ever executed from it.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            PAGE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return false;
+        }
+        let ok = libc::mprotect(p, PAGE, libc::PROT_READ | libc::PROT_EXEC) == 0;
+        libc::munmap(p, PAGE);
+        ok
+    }
 }
 
 pub fn new_engine(kind: EngineKind) -> wasmtime::Result<Engine> {
