@@ -134,6 +134,106 @@ fn an_add_is_one_line_with_its_modules_and_every_capability_call() {
     assert_eq!(all.len(), 2);
     assert_eq!(all[1]["command"], "DEL");
     assert!(!calls(&all[1], "link.delete").is_empty(), "{}", all[1]);
+    // A guest's log call keeps its words (its argument is named like
+    // tracing's own message field).
+    let logged = calls(&all[1], "log.log");
+    assert!(!logged.is_empty(), "{}", all[1]);
+    for c in logged {
+        assert!(c["target"].as_str().unwrap().contains("message=\""), "{c}");
+    }
+}
+
+fn misbehaving(behave: &str) -> String {
+    json!({"cniVersion": "1.0.0", "name": "bad", "type": "misbehave", "behave": behave,
+        "ipam": {"type": "host-local", "subnet": "10.44.0.0/24"}})
+    .to_string()
+}
+
+#[test]
+fn huge_arguments_cost_the_recorder_nothing_and_are_not_rewritten() {
+    let Some(mut sb) = Sandbox::for_test("audit_flood") else {
+        return;
+    };
+    const MAX: u64 = 64 << 10;
+    let (_dir, file) = audited(&mut sb, json!({"auditMaxBytes": MAX}));
+    let c1 = sb.container("c1");
+    let before = NodeState::take(&sb);
+    // 200 000 addresses in one masquerade request: refused, undone, on
+    // record, in about the time it takes without the audit.
+    let start = std::time::Instant::now();
+    sb.cni_env(
+        "misbehave",
+        "ADD",
+        "c1",
+        Some(&c1),
+        "eth0",
+        &misbehaving("masquerade-flood"),
+        &[("WASM_CNI_TIMEOUT", "20")],
+    )
+    .err(100);
+    assert!(start.elapsed().as_secs() < 10, "took {:?}", start.elapsed());
+    assert!(sb.ip_files("bad").is_empty(), "the address was released");
+    before.assert_unchanged(&NodeState::take(&sb), "a flood");
+    // A config whose bridge name reads like addresses, 2.7 MB of it.
+    let mut conf: Value = serde_json::from_str(CLASSIC).unwrap();
+    let name = "IpAddress::V4((1, 2, 3, 4))".repeat(100_000);
+    conf["bridge"] = name.into();
+    let start = std::time::Instant::now();
+    sb.cni("bridge", "ADD", "c1", Some(&c1), "eth0", &conf.to_string());
+    assert!(start.elapsed().as_secs() < 5, "took {:?}", start.elapsed());
+    let all = lines(&file);
+    assert_eq!(all.len(), 2, "both calls are on record");
+    for l in &all {
+        let len = serde_json::to_string(l).unwrap().len();
+        assert!(len as u64 <= MAX / 4, "a line of {len} bytes");
+    }
+    let text = serde_json::to_string(&all[1]).unwrap();
+    assert!(
+        !text.contains("1.2.3.41.2.3.4"),
+        "a guest's string is kept as it was: {text}"
+    );
+}
+
+#[test]
+fn a_call_cut_short_and_a_refused_delegation_are_not_successes() {
+    let Some(mut sb) = Sandbox::for_test("audit_outcomes") else {
+        return;
+    };
+    let (_dir, file) = audited(&mut sb, json!({}));
+    let c1 = sb.container("c1");
+    // The host panics inside link.create-veth.
+    sb.cni_env(
+        "bridge",
+        "ADD",
+        "c1",
+        Some(&c1),
+        "eth0",
+        CLASSIC,
+        &[("WASM_CNI_TEST_PANIC", "link.create-veth")],
+    )
+    .err(102);
+    // The plugin asks IPAM twice; the second is refused.
+    sb.cni(
+        "misbehave",
+        "ADD",
+        "c1",
+        Some(&c1),
+        "eth0",
+        &misbehaving("ipam-twice"),
+    )
+    .err(100);
+    let all = lines(&file);
+    let veth = calls(&all[0], "link.create-veth");
+    assert_eq!(veth[0]["outcome"], "incomplete", "{}", all[0]);
+    let ipam = calls(&all[1], "ipam.add");
+    assert_eq!(ipam.len(), 2, "{}", all[1]);
+    assert_eq!(ipam[0]["outcome"], "ok");
+    assert_eq!(ipam[1]["outcome"], "error", "{}", all[1]);
+    assert!(
+        ipam[1]["error"].as_str().unwrap().contains("Err("),
+        "{}",
+        all[1]
+    );
 }
 
 #[test]

@@ -24,8 +24,15 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::policy::AuditSettings;
 
-/// The most capability calls one line lists; past them, a count.
-pub const MAX_CALLS: usize = 2000;
+/// How many capability calls a line keeps: the first ones, the last ones,
+/// and in between those that changed something or failed (a guest cannot
+/// hide its real requests behind thousands of cheap reads); the rest are
+/// counted (`callsNotListed`).
+const KEEP_FIRST: usize = 500;
+const KEEP_LAST: usize = 500;
+const KEEP_NOTABLE: usize = 1000;
+/// Rollback steps kept.
+const MAX_STEPS: usize = 256;
 /// The longest argument or message kept, in bytes.
 const MAX_TEXT: usize = 256;
 
@@ -34,11 +41,15 @@ const MAX_TEXT: usize = 256;
 pub struct CapCall {
     /// `interface.function`, as the WIT names it (`link.create-veth`).
     pub op: String,
+    /// The module that asked (an interface plugin, or its IPAM plugin).
+    pub module: String,
     /// Its arguments, `name=value`, namespaces as `host`/`container`.
     pub target: String,
     pub allowed: bool,
     /// `ok`, `denied`, `not-found`, `already-exists`, `invalid`, `busy`,
-    /// `other`, or `trap`.
+    /// `other` (the WIT error variants), `error` (an IPAM delegation's
+    /// CNI error), `trap`, or `incomplete` (cut short: a panic, the
+    /// deadline).
     pub outcome: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -97,6 +108,12 @@ struct Call {
     started: Instant,
     settings: AuditSettings,
     line: Line,
+    /// The capability calls, as kept (see [`KEEP_FIRST`]).
+    first: Vec<CapCall>,
+    notable: Vec<CapCall>,
+    last: std::collections::VecDeque<CapCall>,
+    /// The modules running, innermost last.
+    modules: Vec<String>,
 }
 
 /// The process's one call, while it is audited.
@@ -120,6 +137,10 @@ pub fn begin(settings: AuditSettings, command: &str, container_id: &str, ifname:
     *call() = Some(Call {
         started: Instant::now(),
         settings,
+        first: Vec::new(),
+        notable: Vec::new(),
+        last: Default::default(),
+        modules: Vec::new(),
         line: Line {
             time: rfc3339(SystemTime::now()),
             pid: std::process::id(),
@@ -152,21 +173,76 @@ pub fn module(m: ModuleRecord) {
 
 pub fn rollback(action: impl Into<String>, ok: bool) {
     with(|l| {
-        l.rollback.push(RollbackStep {
-            action: cap(action.into()),
-            ok,
-        })
+        if l.rollback.len() < MAX_STEPS {
+            l.rollback.push(RollbackStep {
+                action: cap(action.into()),
+                ok,
+            })
+        }
     });
 }
 
-fn record(c: CapCall) {
-    with(|l| {
-        if l.calls.len() < MAX_CALLS {
-            l.calls.push(c);
-        } else {
-            l.calls_not_listed += 1;
+/// Module `name` runs until the guard is dropped: the capability calls
+/// made meanwhile are its.
+pub fn enter_module(name: &str) -> ModuleGuard {
+    if let Some(c) = call().as_mut() {
+        c.modules.push(name.to_string());
+    }
+    ModuleGuard
+}
+
+pub struct ModuleGuard;
+
+impl Drop for ModuleGuard {
+    fn drop(&mut self) {
+        if let Some(c) = call().as_mut() {
+            c.modules.pop();
         }
-    });
+    }
+}
+
+fn current_module() -> String {
+    call()
+        .as_ref()
+        .and_then(|c| c.modules.last().cloned())
+        .unwrap_or_default()
+}
+
+/// Whether a call changed something or failed: kept in a line however
+/// many calls there were.
+fn notable(c: &CapCall) -> bool {
+    let function = c.op.rsplit('.').next().unwrap_or("");
+    let reads = [
+        "get",
+        "list",
+        "entries",
+        "state",
+        "read",
+        "log",
+        "host",
+        "container",
+        "vlans",
+    ];
+    c.outcome != "ok"
+        || !(reads.iter().any(|r| function.starts_with(r)) || function.starts_with("is-"))
+}
+
+fn record(c: CapCall) {
+    let mut guard = call();
+    let Some(call) = guard.as_mut() else { return };
+    if call.first.len() < KEEP_FIRST {
+        call.first.push(c);
+        return;
+    }
+    call.last.push_back(c);
+    if call.last.len() > KEEP_LAST {
+        let old = call.last.pop_front().expect("over the bound");
+        if notable(&old) && call.notable.len() < KEEP_NOTABLE {
+            call.notable.push(old);
+        } else {
+            call.line.calls_not_listed += 1;
+        }
+    }
 }
 
 /// A capability call ended with `err` (called by the bindings' error
@@ -191,12 +267,17 @@ pub fn failed(err: &CapError) {
 /// call's answer stands (its changes are made or undone by now).
 pub fn finish(code: u32, error: &str) {
     let Some(mut c) = call().take() else { return };
+    let mut calls = std::mem::take(&mut c.first);
+    calls.append(&mut c.notable);
+    calls.extend(c.last.drain(..));
     // Recorded as they end (IPAM's calls inside ipam.add before it): listed
     // as they began.
-    c.line.calls.sort_by(|a, b| a.at_ms.total_cmp(&b.at_ms));
+    calls.sort_by(|a, b| a.at_ms.total_cmp(&b.at_ms));
+    c.line.calls = calls;
     c.line.code = code;
     c.line.error = cap(error.to_string());
     c.line.ms = ms(c.started);
+    fit(&mut c.line, max_line(c.settings.max_bytes));
     let written = serde_json::to_string(&c.line)
         .map_err(std::io::Error::other)
         .and_then(|line| file::append(&c.settings, &line));
@@ -205,6 +286,67 @@ pub fn finish(code: u32, error: &str) {
             "cannot append to the audit file {}: {e}",
             c.settings.file.display()
         ));
+    }
+}
+
+/// The longest line for a file rotated at `max_bytes`: a quarter of it
+/// (from 4 KiB to 256 KiB), so that one call cannot rotate the history
+/// away by itself.
+fn max_line(max_bytes: u64) -> usize {
+    (max_bytes / 4).clamp(4 << 10, 256 << 10) as usize
+}
+
+/// Drop listed calls until the line fits `max`: reads that went well
+/// first, then the rest, from the middle out (the first and the last
+/// calls say most); each dropped one is counted.
+fn fit(line: &mut Line, max: usize) {
+    let size = |v: &dyn erased::Size| v.size();
+    let total = size(line);
+    if total <= max {
+        return;
+    }
+    let mut over = total - max;
+    let n = line.calls.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|&i| (notable(&line.calls[i]), i.abs_diff(n / 2)));
+    let mut drop = vec![false; n];
+    for i in order {
+        if over == 0 {
+            break;
+        }
+        // Its JSON and a comma.
+        over = over.saturating_sub(size(&line.calls[i]) + 1);
+        drop[i] = true;
+        line.calls_not_listed += 1;
+    }
+    let mut i = 0;
+    line.calls.retain(|_| {
+        i += 1;
+        !drop[i - 1]
+    });
+}
+
+/// Serialized sizes, without keeping the text.
+mod erased {
+    pub trait Size {
+        fn size(&self) -> usize;
+    }
+    impl<T: serde::Serialize> Size for T {
+        fn size(&self) -> usize {
+            let mut n = Counter(0);
+            let _ = serde_json::to_writer(&mut n, self);
+            n.0
+        }
+    }
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
 }
 
@@ -268,6 +410,38 @@ mod tests {
         assert_eq!(at(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(at(1_795_921_445_678), "2026-11-29T03:04:05.678Z");
         assert_eq!(at(4_107_542_399_999), "2100-02-28T23:59:59.999Z");
+    }
+
+    fn cap_call(op: &str, outcome: &'static str, target: &str) -> CapCall {
+        CapCall {
+            op: op.into(),
+            module: "m".into(),
+            target: target.into(),
+            allowed: outcome != "denied",
+            outcome,
+            error: None,
+            at_ms: 0.0,
+            ms: 0.0,
+        }
+    }
+
+    #[test]
+    fn a_line_fits_its_bound_keeping_what_changed_or_failed() {
+        let mut line = Line::default();
+        for i in 0..400 {
+            line.calls
+                .push(cap_call("link.get", "ok", &"x".repeat(200)));
+            if i == 200 {
+                line.calls
+                    .push(cap_call("sysctl.set", "denied", "route_localnet"));
+                line.calls.push(cap_call("link.create-veth", "ok", "eth0"));
+            }
+        }
+        fit(&mut line, 8 << 10);
+        let text = serde_json::to_string(&line).unwrap();
+        assert!(text.len() <= 8 << 10, "{}", text.len());
+        assert!(text.contains("route_localnet") && text.contains("create-veth"));
+        assert_eq!(line.calls.len() as u64 + line.calls_not_listed, 402);
     }
 
     #[test]

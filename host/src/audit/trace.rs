@@ -83,27 +83,75 @@ struct Forward(&'static Recorder);
 struct Fields {
     module: String,
     function: String,
-    message: String,
+    /// `call` or `return`: which event of the bindings this is.
+    event: String,
     args: Vec<String>,
+    /// The text of a returned `Err(..)`.
+    error: Option<String>,
+}
+
+/// The longest text taken from one field. A guest passes what it likes
+/// (200 000 addresses, a 300 KB name): formatting stops here, so the
+/// recorder's work is bounded whatever the argument.
+const FIELD_MAX: usize = 512;
+
+/// `Debug` of `value`, at most [`FIELD_MAX`] bytes, and whether it was cut.
+fn bounded(value: &dyn Debug) -> (String, bool) {
+    struct Bounded(String);
+    impl std::fmt::Write for Bounded {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            let room = FIELD_MAX - self.0.len();
+            if s.len() <= room {
+                self.0.push_str(s);
+                return Ok(());
+            }
+            let mut end = room;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            self.0.push_str(&s[..end]);
+            Err(std::fmt::Error)
+        }
+    }
+    let mut b = Bounded(String::new());
+    let cut = std::fmt::write(&mut b, format_args!("{value:?}")).is_err();
+    (b.0, cut)
 }
 
 impl Visit for Fields {
     fn record_str(&mut self, field: &Field, value: &str) {
         match field.name() {
-            "module" => self.module = value.to_string(),
-            "function" => self.function = value.to_string(),
+            "module" => self.module = cap(value.to_string()),
+            "function" => self.function = cap(value.to_string()),
             _ => self.record_debug(field, &value),
         }
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn Debug) {
-        let text = format!("{value:?}");
-        match field.name() {
-            "module" => self.module = text.trim_matches('"').to_string(),
-            "function" => self.function = text.trim_matches('"').to_string(),
-            "message" => self.message = text,
-            "result" => {}
-            name => self.args.push(format!("{name}={}", readable(name, &text))),
+        let name = field.name();
+        let (text, cut) = bounded(value);
+        match name {
+            // Only whether it failed, and how: the error conversion says
+            // more for capability errors; an `ipam` delegation's own error
+            // type is seen only here.
+            // `Err(..)`: a capability's error (or a trap); `Ok(Err(..))`:
+            // an error the interface returns as a value (an IPAM
+            // delegation's CNI error).
+            "result" => {
+                if text.starts_with("Err(") || text.starts_with("Ok(Err(") {
+                    self.error = Some(cap(text));
+                }
+            }
+            // The event's own message (`call`, `return`) prints bare; an
+            // argument named `message` (`log.log`) prints quoted.
+            "message" if text == "call" || text == "return" => self.event = text,
+            _ => {
+                let mut v = readable(name, &text);
+                if cut {
+                    v.push('…');
+                }
+                self.args.push(format!("{name}={v}"));
+            }
         }
     }
 }
@@ -129,48 +177,75 @@ fn readable(name: &str, text: &str) -> String {
 
 /// The WIT types' derived `Debug`, shortened where an address reads
 /// better: `IpAddress::V4((10, 0, 0, 1))` as `10.0.0.1`, `IpPrefix {
-/// address: 10.0.0.0, prefix-len: 8 }` as `10.0.0.0/8`.
+/// address: 10.0.0.0, prefix-len: 8 }` as `10.0.0.0/8`. One pass; quoted
+/// strings are copied as they are, so a guest's text is never rewritten
+/// into something it did not pass.
 fn tidy(text: &str) -> String {
-    let mut out = text.to_string();
-    for (tag, v6) in [("IpAddress::V4((", false), ("IpAddress::V6((", true)] {
-        while let Some(at) = out.find(tag) {
-            let Some(len) = out[at + tag.len()..].find("))") else {
-                break;
-            };
-            let inner = &out[at + tag.len()..at + tag.len() + len];
-            let parts: Vec<u32> = inner.split(", ").filter_map(|p| p.parse().ok()).collect();
-            let addr = match (v6, parts.len()) {
-                (false, 4) => parts
-                    .iter()
-                    .map(u32::to_string)
-                    .collect::<Vec<_>>()
-                    .join("."),
-                (true, 8) => {
-                    let mut a = [0u16; 8];
-                    for (d, s) in a.iter_mut().zip(&parts) {
-                        *d = *s as u16;
-                    }
-                    std::net::Ipv6Addr::from(a).to_string()
-                }
-                _ => break,
-            };
-            out.replace_range(at..at + tag.len() + len + 2, &addr);
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if c == '"' {
+            // Copy the string literal, escapes and all.
+            let mut end = 1;
+            let bytes = rest.as_bytes();
+            while end < bytes.len() && bytes[end] != b'"' {
+                end += if bytes[end] == b'\\' { 2 } else { 1 };
+            }
+            let end = (end + 1).min(rest.len());
+            out.push_str(&rest[..end]);
+            rest = &rest[end..];
+        } else if let Some((addr, used)) = address(rest) {
+            out.push_str(&addr);
+            rest = &rest[used..];
+        } else if let Some((prefix, used)) = prefix(rest) {
+            out.push_str(&prefix);
+            rest = &rest[used..];
+        } else {
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
         }
-    }
-    const PREFIX: &str = "IpPrefix { address: ";
-    while let Some(at) = out.find(PREFIX) {
-        let rest = &out[at + PREFIX.len()..];
-        let Some(comma) = rest.find(", prefix-len: ") else {
-            break;
-        };
-        let Some(close) = rest.find(" }") else { break };
-        if close < comma {
-            break;
-        }
-        let short = format!("{}/{}", &rest[..comma], &rest[comma + 14..close]);
-        out.replace_range(at..at + PREFIX.len() + close + 2, &short);
     }
     out
+}
+
+/// `IpAddress::V4((a, b, c, d))` or `::V6((..8 numbers..))` at the start of
+/// `s`: the address, and how many bytes it took.
+fn address(s: &str) -> Option<(String, usize)> {
+    let (v6, body) = if let Some(b) = s.strip_prefix("IpAddress::V4((") {
+        (false, b)
+    } else {
+        (true, s.strip_prefix("IpAddress::V6((")?)
+    };
+    let close = body.find("))")?;
+    let parts: Vec<u32> = body[..close]
+        .split(", ")
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let used = s.len() - body.len() + close + 2;
+    match (v6, parts.as_slice()) {
+        (false, [a, b, c, d]) if [a, b, c, d].iter().all(|x| **x < 256) => {
+            Some((format!("{a}.{b}.{c}.{d}"), used))
+        }
+        (true, p) if p.len() == 8 && p.iter().all(|x| *x < 65536) => {
+            let mut a = [0u16; 8];
+            for (d, s) in a.iter_mut().zip(p) {
+                *d = *s as u16;
+            }
+            Some((std::net::Ipv6Addr::from(a).to_string(), used))
+        }
+        _ => None,
+    }
+}
+
+/// `IpPrefix { address: <address>, prefix-len: N }` at the start of `s`.
+fn prefix(s: &str) -> Option<(String, usize)> {
+    let body = s.strip_prefix("IpPrefix { address: ")?;
+    let (addr, used) = address(body)?;
+    let tail = body[used..].strip_prefix(", prefix-len: ")?;
+    let digits = tail.bytes().take_while(u8::is_ascii_digit).count();
+    let after = tail[digits..].strip_prefix(" }")?;
+    let total = s.len() - after.len();
+    Some((format!("{addr}/{}", &tail[..digits]), total))
 }
 
 impl Subscriber for Forward {
@@ -186,9 +261,12 @@ impl Subscriber for Forward {
         let open = Open {
             call: CapCall {
                 op: format!("{}.{}", f.module, f.function),
+                module: super::current_module(),
                 target: String::new(),
                 allowed: true,
-                outcome: "ok",
+                // Until it returns: a call cut short by a panic or the
+                // deadline stays so.
+                outcome: "incomplete",
                 error: None,
                 at_ms: 0.0,
                 ms: 0.0,
@@ -215,13 +293,24 @@ impl Subscriber for Forward {
         event.record(&mut f);
         let mut open = self.0.open.lock().unwrap_or_else(|e| e.into_inner());
         let Some(o) = open.get_mut(&id) else { return };
-        match f.message.as_str() {
+        match f.event.as_str() {
             "call" => {
-                o.call.target = f.args.join(" ");
+                o.call.target = cap(f.args.join(" "));
                 o.started = Instant::now();
                 o.call.at_ms = super::since_start(o.started);
             }
-            "return" => o.call.ms = ms(o.started),
+            "return" => {
+                o.call.ms = ms(o.started);
+                // The error conversion, which runs next, says precisely
+                // how a capability call failed.
+                match f.error {
+                    Some(e) => {
+                        o.call.outcome = "error";
+                        o.call.error = Some(e);
+                    }
+                    None => o.call.outcome = "ok",
+                }
+            }
             _ => {}
         }
     }
@@ -293,6 +382,28 @@ mod tests {
             "handle#7"
         );
         assert_eq!(readable("name", "\"eth0\""), "\"eth0\"");
+    }
+
+    #[test]
+    fn formatting_stops_at_the_bound() {
+        let many: Vec<u32> = (0..200_000).collect();
+        let (text, cut) = bounded(&many);
+        assert!(cut && text.len() <= FIELD_MAX, "{}", text.len());
+        let (text, cut) = bounded(&"eth0");
+        assert!(!cut && text == "\"eth0\"");
+    }
+
+    #[test]
+    fn a_guest_string_is_not_rewritten() {
+        let forged = "\"IpAddress::V4((1, 2, 3, 4))\"";
+        assert_eq!(tidy(forged), forged);
+        assert_eq!(
+            tidy("Some(\"a\\\"IpAddress::V4((1, 2, 3, 4))\"), IpAddress::V4((5, 6, 7, 8))"),
+            "Some(\"a\\\"IpAddress::V4((1, 2, 3, 4))\"), 5.6.7.8"
+        );
+        // Linear: a long run of would-be addresses costs one pass.
+        let long = "IpAddress::V4((1, 2, 3, 4))".repeat(20_000);
+        assert_eq!(tidy(&long).len(), "1.2.3.4".len() * 20_000);
     }
 
     #[test]

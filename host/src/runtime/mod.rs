@@ -343,6 +343,7 @@ impl Runtime {
         let linker = get_linker(&self.interface_linkers[module.contract as usize], || {
             linker::interface_linker(&self.engine, module.contract)
         })?;
+        let audited = crate::audit::enter_module(&module.name);
         let mut outcome = contained(
             &module.name,
             invoke(
@@ -356,6 +357,7 @@ impl Runtime {
             ),
         )
         .await;
+        drop(audited);
         drop(store);
         // Changes the guest started are part of its answer.
         if let Err(e) = crate::caps::firewall::finish_all(&shared).await {
@@ -474,6 +476,7 @@ impl Runtime {
         let linker = get_linker(&self.ipam_linkers[module.contract as usize], || {
             linker::ipam_linker(&self.engine, module.contract)
         })?;
+        let _audited = crate::audit::enter_module(&module.name);
         let outcome = contained(
             &module.name,
             invoke(limits, &mut store, linker, module, call, command, deadline),
