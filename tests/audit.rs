@@ -420,6 +420,23 @@ fn a_config_log_file_is_written_only_inside_the_allowed_directories() {
         .err(7);
     assert!(e["msg"].as_str().unwrap().contains("link"), "{e}");
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "");
+    // Nor is a second name of a file elsewhere (a hard link).
+    let victim = outside.path().join("victim");
+    std::fs::write(&victim, "").unwrap();
+    std::fs::hard_link(&victim, logs.path().join("hard.log")).unwrap();
+    let hard = logs.path().join("hard.log").display().to_string();
+    let e = sb
+        .cni(
+            "bridge",
+            "ADD",
+            "c1",
+            Some(&c1),
+            "eth0",
+            &with_log(&hard, "debug"),
+        )
+        .err(7);
+    assert!(e["msg"].as_str().unwrap().contains("other names"), "{e}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "");
     // A bad level is an error too.
     let inside = logs.path().join("mynet.log").display().to_string();
     let e = sb
@@ -449,6 +466,37 @@ fn a_config_log_file_is_written_only_inside_the_allowed_directories() {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&inside).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
+    // A config cannot make its log file grow without bound: each record is
+    // cut at 4 KiB, each call's share at 1 MiB.
+    let before_len = std::fs::metadata(&inside).unwrap().len();
+    let mut huge: Value = serde_json::from_str(&with_log(&inside, "debug")).unwrap();
+    huge["ipam"]["type"] = "Y".repeat(300_000).into();
+    for _ in 0..3 {
+        sb.cni("bridge", "ADD", "c2", Some(&c1), "eth1", &huge.to_string())
+            .err(7);
+    }
+    let grown = std::fs::metadata(&inside).unwrap().len() - before_len;
+    assert!(grown < 64 << 10, "grew by {grown} bytes");
+    // A log directory others may write to is refused.
+    std::fs::set_permissions(logs.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let e = sb
+        .cni(
+            "bridge",
+            "ADD",
+            "c1",
+            Some(&c1),
+            "eth0",
+            &with_log(&inside, "debug"),
+        )
+        .err(7);
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap()
+            .contains("writable by group or others"),
+        "{e}"
+    );
+    std::fs::set_permissions(logs.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     // DEL goes on with a bad one (it must be able to finish), and says so.
     let out = sb.cni(
         "bridge",

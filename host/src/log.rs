@@ -24,7 +24,15 @@ pub enum Level {
 struct Logger {
     level: Level,
     file: Option<std::fs::File>,
+    /// Bytes this process may still append to the file.
+    file_budget: usize,
 }
+
+/// The longest record: host messages repeat what a config said (a 300 KB
+/// `ipam.type`), and a log must not become a way to fill a disk.
+const MAX_RECORD: usize = 4 << 10;
+/// What one call appends to its log file at most.
+const FILE_BUDGET: usize = 1 << 20;
 
 static LOGGER: OnceLock<Mutex<Logger>> = OnceLock::new();
 static START: OnceLock<std::time::Instant> = OnceLock::new();
@@ -49,7 +57,11 @@ fn logger() -> std::sync::MutexGuard<'static, Logger> {
                     .open(p)
                     .ok()
             });
-            Mutex::new(Logger { level, file })
+            Mutex::new(Logger {
+                level,
+                file,
+                file_budget: FILE_BUDGET,
+            })
         })
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -114,38 +126,66 @@ pub fn open_beneath(path: &str, dirs: &[PathBuf]) -> Result<std::fs::File, Strin
             .create(dir)
             .map_err(|e| format!("\"logFile\" {path:?}: cannot create {}: {e}", dir.display()))?;
     }
+    // A directory others can write to is not one root writes into for a
+    // config's author (they could put links or other files there).
+    crate::trust::dir(dir).map_err(|e| format!("\"logFile\" {path:?}: log directory {e}"))?;
+    let fail = |e: rustix::io::Errno| match e {
+        rustix::io::Errno::LOOP | rustix::io::Errno::XDEV => format!(
+            "\"logFile\" {path:?}: a symbolic link or another mount on the way is not followed"
+        ),
+        e => format!("\"logFile\" {path:?}: {e}"),
+    };
     let base = rustix::fs::open(
         dir,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )
     .map_err(|e| format!("\"logFile\" {path:?}: {}: {e}", dir.display()))?;
-    let fd = openat2(
+    let resolve = ResolveFlags::BENEATH
+        | ResolveFlags::NO_SYMLINKS
+        | ResolveFlags::NO_MAGICLINKS
+        | ResolveFlags::NO_XDEV;
+    let write =
+        OFlags::WRONLY | OFlags::APPEND | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    // Looked up first without opening (`O_PATH`: opening a device or a
+    // FIFO can act), checked, then opened through that descriptor; a new
+    // file is created exclusively, so it is one we made.
+    let fd = match openat2(
         &base,
         rest,
-        OFlags::WRONLY
-            | OFlags::APPEND
-            | OFlags::CREATE
-            | OFlags::NOCTTY
-            | OFlags::NONBLOCK
-            | OFlags::NOFOLLOW
-            | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o600),
-        ResolveFlags::BENEATH
-            | ResolveFlags::NO_SYMLINKS
-            | ResolveFlags::NO_MAGICLINKS
-            | ResolveFlags::NO_XDEV,
-    )
-    .map_err(|e| match e {
-        rustix::io::Errno::LOOP | rustix::io::Errno::XDEV => format!(
-            "\"logFile\" {path:?}: a symbolic link or another mount on the way is not followed"
-        ),
-        e => format!("\"logFile\" {path:?}: {e}"),
-    })?;
-    let st = fstat(&fd).map_err(|e| format!("\"logFile\" {path:?}: {e}"))?;
-    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
-        return Err(format!("\"logFile\" {path:?} is not a regular file"));
-    }
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        resolve,
+    ) {
+        Err(rustix::io::Errno::NOENT) => openat2(
+            &base,
+            rest,
+            write | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW,
+            Mode::from_raw_mode(0o600),
+            resolve,
+        )
+        .map_err(fail)?,
+        Err(e) => return Err(fail(e)),
+        Ok(found) => {
+            let st = fstat(&found).map_err(fail)?;
+            if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+                return Err(format!("\"logFile\" {path:?} is not a regular file"));
+            }
+            // A second name (a hard link) could be any file of the same
+            // file system; someone else's file is not ours to append to.
+            if st.st_nlink != 1 || st.st_uid != rustix::process::geteuid().as_raw() {
+                return Err(format!(
+                    "\"logFile\" {path:?} has other names or another owner: not appended to"
+                ));
+            }
+            rustix::fs::open(
+                format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&found)),
+                write,
+                Mode::empty(),
+            )
+            .map_err(fail)?
+        }
+    };
     Ok(std::fs::File::from(fd))
 }
 
@@ -163,19 +203,40 @@ pub fn emit(level: Level, msg: &str) {
         .unwrap_or(0.0);
     // One record, one line: a message that carries a guest's words (an
     // error's msg and details, its output) must not forge lines of ours.
+    let mut msg = escape(msg).into_owned();
+    if msg.len() > MAX_RECORD {
+        let mut end = MAX_RECORD;
+        while !msg.is_char_boundary(end) {
+            end -= 1;
+        }
+        msg.truncate(end);
+        msg.push_str("… (cut)");
+    }
     let line = format!(
-        "wasm-cni[{}] +{since:.1}ms {level:?}: {}\n",
-        std::process::id(),
-        escape(msg)
+        "wasm-cni[{}] +{since:.1}ms {level:?}: {msg}\n",
+        std::process::id()
     );
     let _ = std::io::stderr().write_all(line.as_bytes());
-    if let Some(file) = &mut logger().file {
+    let mut l = logger();
+    let budget = l.file_budget;
+    if let Some(file) = &mut l.file {
         let secs = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
+        let record = format!("{secs:.3} {line}");
         // One write: lines of calls running side by side stay whole.
-        let _ = file.write_all(format!("{secs:.3} {line}").as_bytes());
+        if record.len() <= budget {
+            let _ = file.write_all(record.as_bytes());
+            l.file_budget -= record.len();
+        } else if budget > 0 {
+            let _ = writeln!(
+                file,
+                "{secs:.3} wasm-cni[{}]: the rest of this call's log goes to stderr only ({FILE_BUDGET} bytes written)",
+                std::process::id()
+            );
+            l.file_budget = 0;
+        }
     }
 }
 

@@ -27,7 +27,7 @@
 //!   "guestFuel": 2000000000,
 //!   "logDirs": ["/var/log/wasm-cni"],
 //!   "landlock": {"read": [], "readWrite": [], "execute": [], "allowTcp": false},
-//!   "auditFile": "/var/log/wasm-cni/audit.jsonl",
+//!   "auditFile": "/var/log/wasm-cni-audit/audit.jsonl",
 //!   "auditMaxBytes": 10485760,
 //!   "auditFiles": 3
 //! }
@@ -353,6 +353,26 @@ impl Policy {
                 })
                 .collect::<Result<_, _>>()?,
         };
+        // The audit file in a directory of its own: Landlock lets a call
+        // write that directory (rotation renames in it), and a config's
+        // `logFile` must never reach the trail.
+        if let Some(file) = &f.audit_file {
+            let file = normalized(file).map_err(|e| format!("\"auditFile\": {e}"))?;
+            let dir = file.parent().unwrap_or(Path::new("/"));
+            if dir == Path::new("/") {
+                return Err("\"auditFile\" must be in a directory of its own, not in /".into());
+            }
+            let roots = store_roots.iter().chain(f.module_dirs.iter().flatten());
+            for other in log_dirs.iter().chain(roots) {
+                if dir.starts_with(other) || other.starts_with(dir) {
+                    return Err(format!(
+                        "\"auditFile\" {}: its directory overlaps {} (a log, store or module directory)",
+                        file.display(),
+                        other.display()
+                    ));
+                }
+            }
+        }
         let audit = match f.audit_file {
             None if f.audit_max_bytes.is_some() || f.audit_files.is_some() => {
                 return Err("\"auditMaxBytes\" and \"auditFiles\" need \"auditFile\"".into());
@@ -635,16 +655,27 @@ mod tests {
                 "need \"auditFile\"",
             ),
             (
-                r#"{"version":1,"auditFile":"/var/log/a","auditMaxBytes":10}"#,
+                r#"{"version":1,"auditFile":"/var/audit/a","auditMaxBytes":10}"#,
                 0o644,
                 "at least 4096",
             ),
             (
-                r#"{"version":1,"auditFile":"/var/log/a","auditFiles":0}"#,
+                r#"{"version":1,"auditFile":"/var/audit/a","auditFiles":0}"#,
                 0o644,
                 "1 to 100",
             ),
             (r#"{"version":1,"auditFile":"log/a"}"#, 0o644, "absolute"),
+            (r#"{"version":1,"auditFile":"/a.jsonl"}"#, 0o644, "not in /"),
+            (
+                r#"{"version":1,"auditFile":"/var/log/wasm-cni/audit.jsonl"}"#,
+                0o644,
+                "overlaps /var/log/wasm-cni",
+            ),
+            (
+                r#"{"version":1,"auditFile":"/var/log/audit.jsonl","logDirs":["/var/log/x"]}"#,
+                0o644,
+                "overlaps /var/log/x",
+            ),
             (
                 r#"{"version":1,"landlock":{"read":["/x"],"write":["/y"]}}"#,
                 0o644,

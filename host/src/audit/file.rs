@@ -8,7 +8,7 @@
 //! the path now names another file, and opens again.
 
 use crate::policy::AuditSettings;
-use rustix::fs::{FlockOperation, Mode, OFlags, flock, fstat, lstat};
+use rustix::fs::{FileType, FlockOperation, Mode, OFlags, flock, fstat, lstat};
 use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -20,12 +20,23 @@ pub fn append(settings: &AuditSettings, line: &str) -> io::Result<()> {
     // Rotation moves the file away at most once per writer and turn; a
     // bound anyway, for a path something keeps replacing.
     for _ in 0..8 {
+        // Not blocking on a FIFO someone put there; a regular file only.
         let fd = rustix::fs::open(
             &settings.file,
-            OFlags::WRONLY | OFlags::APPEND | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            OFlags::WRONLY
+                | OFlags::APPEND
+                | OFlags::CREATE
+                | OFlags::NOFOLLOW
+                | OFlags::NONBLOCK
+                | OFlags::NOCTTY
+                | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o600),
         )?;
-        flock(&fd, FlockOperation::LockExclusive)?;
+        if FileType::from_raw_mode(fstat(&fd)?.st_mode) != FileType::RegularFile {
+            return Err(io::Error::other("not a regular file"));
+        }
+        lock(&fd)?;
+        // Its size and identity now that no one else writes.
         let held = fstat(&fd)?;
         match lstat(&settings.file) {
             Ok(now) if (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino) => {}
@@ -43,6 +54,24 @@ pub fn append(settings: &AuditSettings, line: &str) -> io::Result<()> {
         return Ok(());
     }
     Err(io::Error::other("the audit file keeps being replaced"))
+}
+
+/// How long a writer waits for the others.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The file's lock, waited for at most [`LOCK_WAIT`] (a process that holds
+/// it forever must not hold every call's answer).
+fn lock(fd: &rustix::fd::OwnedFd) -> io::Result<()> {
+    let until = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match flock(fd, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(()),
+            Err(rustix::io::Errno::WOULDBLOCK) if std::time::Instant::now() < until => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 fn numbered(file: &Path, n: u32) -> PathBuf {
@@ -98,6 +127,28 @@ mod tests {
         let mut sorted = ns.clone();
         sorted.sort();
         assert_eq!(ns, sorted, "oldest first across the files");
+    }
+
+    #[test]
+    fn a_fifo_in_place_of_the_file_does_not_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("audit.jsonl");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &file,
+            FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let s = AuditSettings {
+            file,
+            max_bytes: 4096,
+            files: 1,
+        };
+        let start = std::time::Instant::now();
+        assert!(append(&s, "{}").is_err());
+        assert!(start.elapsed() < std::time::Duration::from_secs(1));
     }
 
     #[test]
