@@ -280,12 +280,19 @@ fn a_native_ipam_plugin_writes_only_where_the_call_may() {
     sb.use_policy(json!({"version": 1, "ipamPlugins": ["escape-ipam"],
         "landlock": {"execute": ["/usr/bin", "/bin"]}}));
     let c1 = sb.container("c1");
-    // Writes a file outside any store, as a compromised plugin would.
+    // Writes a file outside any store, as a compromised plugin would; or
+    // into another network's store; or runs a program under /usr/lib.
     let dir = tempfile::tempdir().unwrap();
     let target = sb.varlib.path().join("escaped");
+    let other = sb.varlib.path().join("cni/networks/other");
+    std::fs::create_dir_all(&other).unwrap();
     let script = r#"#!/bin/sh
 cat >/dev/null
-echo owned > /var/lib/escaped || exit 1
+case "$ESCAPE" in
+file) echo owned > /var/lib/escaped || exit 1 ;;
+store) echo owned > /var/lib/cni/networks/other/10.9.0.9 || exit 1 ;;
+exec) /usr/lib/cni/static 2>/dev/null; [ $? = 126 ] && exit 1 ;;
+esac
 echo '{"cniVersion":"1.0.0","ips":[{"address":"10.9.0.2/24"}]}'
 "#;
     let plugin = dir.path().join("escape-ipam");
@@ -300,17 +307,73 @@ echo '{"cniVersion":"1.0.0","ips":[{"address":"10.9.0.2/24"}]}'
         "ipam": {"type": "escape-ipam"}})
     .to_string();
     let before = NodeState::take(&sb);
-    let out = sb.cni_env(
-        "bridge",
-        "ADD",
-        "c1",
-        Some(&c1),
-        "eth0",
-        &cfg,
-        &[("CNI_PATH", &path)],
-    );
-    out.err(100);
-    assert!(out.stderr.contains("Permission denied"), "{}", out.stderr);
+    for escape in ["file", "store", "exec"] {
+        let out = sb.cni_env(
+            "bridge",
+            "ADD",
+            "c1",
+            Some(&c1),
+            "eth0",
+            &cfg,
+            &[("CNI_PATH", &path), ("ESCAPE", escape)],
+        );
+        out.err(100);
+        if escape != "exec" {
+            assert!(
+                out.stderr.contains("Permission denied"),
+                "{escape}: {}",
+                out.stderr
+            );
+        }
+        before.assert_unchanged(&NodeState::take(&sb), "a refused native IPAM plugin");
+    }
     assert!(!target.exists(), "nothing was written");
-    before.assert_unchanged(&NodeState::take(&sb), "a refused native IPAM plugin");
+    assert_eq!(
+        std::fs::read_dir(&other).unwrap().count(),
+        0,
+        "nor in another network's store"
+    );
+    // The same plugin, doing none of it, works: the refusals were the
+    // escapes'.
+    let none = [("CNI_PATH", path.as_str()), ("ESCAPE", "none")];
+    sb.cni_env("bridge", "ADD", "c1", Some(&c1), "eth0", &cfg, &none)
+        .ok();
+    sb.cni_env("bridge", "DEL", "c1", Some(&c1), "eth0", &cfg, &none)
+        .ok();
+}
+
+#[test]
+fn a_resolv_conf_opens_that_one_file_not_its_directory() {
+    let Some(mut sb) = Sandbox::for_test("landlock_resolv") else {
+        return;
+    };
+    let c1 = sb.container("c1");
+    let mut conf: serde_json::Value = serde_json::from_str(&classic()).unwrap();
+    conf["ipam"]["resolvConf"] = "/etc/resolv.conf".into();
+    let conf = conf.to_string();
+    // /etc/resolv.conf itself is readable in the call, /etc/hostname beside
+    // it is not.
+    for (file, opens) in [("/etc/resolv.conf", true), ("/etc/hostname", false)] {
+        let hook = format!("address.add:{file}");
+        let e = sb
+            .cni_env(
+                "bridge",
+                "ADD",
+                "c1",
+                Some(&c1),
+                "eth0",
+                &conf,
+                &[("WASM_CNI_TEST_OPEN", &hook)],
+            )
+            .err(100);
+        let msg = e["msg"].as_str().unwrap();
+        assert_eq!(msg.contains("could be opened"), opens, "{file}: {e}");
+    }
+    // Unhooked, the ADD reads it into the result.
+    let r = sb
+        .cni("bridge", "ADD", "c1", Some(&c1), "eth0", &conf)
+        .ok()
+        .json();
+    assert!(r["dns"].is_object(), "{r}");
+    sb.cni("bridge", "DEL", "c1", Some(&c1), "eth0", &conf).ok();
 }

@@ -2,15 +2,17 @@
 //! every program it runs.
 //!
 //! What a call needs ([`Paths::for_call`]):
-//! - read: the module directories, the compiled-module cache, the files a
-//!   config's `ipam.resolvConf` may name (the policy's directories), our
-//!   own `/proc/self` (namespace handles, reopening a descriptor), `/proc/sys`;
-//! - read and write: the network's IPAM store root, the network locks,
-//!   `/proc/sys/net` (sysctls), `/dev/null`, the audit file's directory,
-//!   and the cache while modules are loaded (a compile writes it);
-//! - execute: `nft`, `iptables`/`ip6tables`, the native IPAM plugin's
-//!   `CNI_PATH` directories when the config names one, and the shared
-//!   libraries and loader files they need.
+//! - read: the module directories, the compiled-module cache, the one
+//!   file a config's `ipam.resolvConf` names (if it lies in the policy's
+//!   directories), our own `/proc/self` (namespace handles, reopening a
+//!   descriptor), the shared libraries and loader files programs need;
+//! - read and write: the network's own IPAM store directory, the network
+//!   locks, `/proc/sys/net` (sysctls), `/dev/null`, the audit file's
+//!   directory, and the cache while modules are loaded (a compile writes
+//!   it);
+//! - execute: `nft`, `iptables`/`ip6tables`, the native IPAM plugin the
+//!   config names if the policy allows it, a script's interpreter, and the
+//!   ELF loader each of them names (libraries are mapped, not executed).
 //!
 //! Namespaces need no rule: the container's was opened before, and the
 //! host's is reached through `/proc/self`. Files opened before (the policy,
@@ -53,17 +55,20 @@ pub struct Paths {
     pub cache: Option<PathBuf>,
     /// TCP connect and bind are allowed.
     pub tcp: bool,
+    /// The programs the call may start (for the spawner).
+    pub programs: Vec<PathBuf>,
 }
 
 /// What a call touches, from its config, environment and the policy.
 pub struct Needs<'a> {
     pub modules: &'a [PathBuf],
     pub cache: &'a Path,
-    /// The IPAM store root of the call's network, if it has IPAM.
-    pub store_root: Option<&'a Path>,
+    /// The call's network's IPAM store directory, if it has IPAM.
+    pub store_dir: Option<&'a Path>,
     pub lock_dir: &'a Path,
-    /// Where `ipam.resolvConf` may be read, if the config names one.
-    pub resolv_conf_dirs: &'a [PathBuf],
+    /// The `ipam.resolvConf` the config names, if the policy's
+    /// directories hold it.
+    pub resolv_conf: Option<&'a Path>,
     pub audit_dir: Option<&'a Path>,
     /// The executables it may run (with the interpreter of a script).
     pub programs: &'a [PathBuf],
@@ -101,27 +106,33 @@ impl Paths {
         };
         p.read.extend(n.modules.iter().cloned());
         p.read.push(n.cache.to_path_buf());
-        p.read.extend(n.resolv_conf_dirs.iter().cloned());
+        p.read.extend(n.resolv_conf.map(Path::to_path_buf));
         p.read.extend(KERNEL_VIEWS.iter().map(PathBuf::from));
-        p.read_write.extend(n.store_root.map(Path::to_path_buf));
+        p.read.extend(PROGRAM_SUPPORT.iter().map(PathBuf::from));
+        p.read_write.extend(n.store_dir.map(Path::to_path_buf));
         p.read_write.push(n.lock_dir.to_path_buf());
         p.read_write.push("/proc/sys/net".into());
         p.read_write.push("/dev/null".into());
         p.read_write.extend(n.audit_dir.map(Path::to_path_buf));
-        p.execute.extend(PROGRAM_SUPPORT.iter().map(PathBuf::from));
         // A link (`/usr/sbin/iptables -> xtables-nft-multi`) is checked at
-        // its target.
-        for prog in n.programs {
-            p.execute.push(prog.clone());
-            if let Ok(target) = std::fs::canonicalize(prog) {
+        // its target; a script needs its interpreter, an ELF file its loader.
+        p.programs = n.programs.to_vec();
+        let mut programs: Vec<PathBuf> = n.programs.to_vec();
+        let mut i = 0;
+        while i < programs.len() && i < 16 {
+            let prog = programs[i].clone();
+            for next in [interpreter(&prog), loader(&prog)].into_iter().flatten() {
+                if !programs.contains(&next) {
+                    programs.push(next);
+                }
+            }
+            i += 1;
+        }
+        for prog in programs {
+            if let Ok(target) = std::fs::canonicalize(&prog) {
                 p.execute.push(target);
             }
-            if let Some(interpreter) = interpreter(prog) {
-                if let Ok(target) = std::fs::canonicalize(&interpreter) {
-                    p.execute.push(target);
-                }
-                p.execute.push(interpreter);
-            }
+            p.execute.push(prog);
         }
         p.read.extend(n.extra.read.iter().cloned());
         p.read_write.extend(n.extra.read_write.iter().cloned());
@@ -140,6 +151,28 @@ fn interpreter(program: &Path) -> Option<PathBuf> {
     let line = &line[..line.iter().position(|&b| b == b'\n')?];
     let first = std::str::from_utf8(line).ok()?.split_whitespace().next()?;
     first.starts_with('/').then(|| PathBuf::from(first))
+}
+
+/// The ELF loader (`PT_INTERP`) a dynamically linked program names.
+fn loader(program: &Path) -> Option<PathBuf> {
+    use object::read::elf::{FileHeader, ProgramHeader};
+    use std::io::Read;
+    use std::os::unix::ffi::OsStrExt;
+    // The program headers and the loader's name sit at the start.
+    let mut head = Vec::new();
+    std::fs::File::open(program)
+        .ok()?
+        .take(64 << 10)
+        .read_to_end(&mut head)
+        .ok()?;
+    let header = object::elf::FileHeader64::<object::Endianness>::parse(&*head).ok()?;
+    let endian = header.endian().ok()?;
+    header
+        .program_headers(endian, &*head)
+        .ok()?
+        .iter()
+        .find_map(|ph| ph.interpreter(endian, &*head).ok().flatten())
+        .map(|name| PathBuf::from(std::ffi::OsStr::from_bytes(name)))
 }
 
 /// Confine this thread (and what it starts later) to `paths`.
@@ -210,5 +243,24 @@ fn not_enforced_once() {
         crate::log::warn(
             "this kernel has no Landlock (5.13+, \"landlock\" in the lsm= list): calls run without file system confinement",
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dynamic_program_names_its_loader_and_a_script_its_interpreter() {
+        let ls = Path::new("/bin/ls");
+        if ls.exists() {
+            let l = loader(ls).expect("ls is dynamically linked");
+            assert!(l.to_str().unwrap().contains("ld-"), "{}", l.display());
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("s");
+        std::fs::write(&script, "#!/bin/sh -e\necho\n").unwrap();
+        assert_eq!(interpreter(&script), Some(PathBuf::from("/bin/sh")));
+        assert_eq!(loader(&script), None);
     }
 }

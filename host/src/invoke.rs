@@ -38,7 +38,7 @@ pub fn invoke(argv0: &str, vars: &HashMap<String, String>, stdin: &[u8]) -> Outp
         Err(e) => {
             crate::audit::finish(e.code, &e.msg);
             crate::log::error(&e.to_string());
-            if crate::seccomp::refused_in(&format!("{} {}", e.msg, e.details)) {
+            if crate::seccomp::refused_any() {
                 crate::log::error("the host's seccomp filter refused a system call in this call");
             }
             Output {
@@ -203,7 +203,7 @@ fn run(
     crate::fs_access::restrict(&paths, Stage::Running).map_err(CniError::host)?;
     // Programs are started by a thread born before the filter, so they do
     // not inherit it (see `seccomp`).
-    crate::kernel::spawn::start()
+    crate::kernel::spawn::start(paths.programs.clone())
         .map_err(|e| CniError::host(format!("cannot start the spawner thread: {e}")))?;
     crate::seccomp::install(crate::seccomp::Mode::from_env(
         vars.get("WASM_CNI_SECCOMP").map(String::as_str),
@@ -282,44 +282,55 @@ fn fs_paths(
     };
     let lock_dir = Path::new(DEFAULT_LOCK_DIR);
     mkdir(lock_dir, 0o700)?;
-    let mut store_root = None;
+    let mut store_dir = None;
     let mut programs = crate::kernel::exec::programs();
+    let mut resolv_conf = None;
     if let Some(ipam) = &call.conf.ipam {
-        let root = policy
-            .store_location(ipam.data_dir.as_deref(), &call.conf.name)?
-            .root;
-        if command == Command::Add {
-            mkdir(&root, 0o755)?;
+        let location = policy.store_location(ipam.data_dir.as_deref(), &call.conf.name)?;
+        // The network's own directory, made now if an ADD would make it.
+        let opened = crate::kernel::store::StoreDir::open(
+            &location.root,
+            &location.below,
+            command == Command::Add,
+        );
+        if let Err(e) = opened {
+            return Err(CniError::new(
+                code::IO_FAILURE,
+                format!(
+                    "IPAM store {}: {e}",
+                    location.root.join(&location.below).display()
+                ),
+            ));
         }
-        store_root = Some(root);
-        // A native IPAM plugin may be executed.
+        store_dir = Some(location.root.join(&location.below));
+        // A native IPAM plugin the node allows may be executed.
         if let Some(ty) = call.conf.ipam_type()
+            && policy.ipam_plugins.iter().any(|p| p == ty)
             && matches!(runtime.modules().find(ty), Ok(None))
             && let Ok(Some(native)) = crate::runtime::delegate::find_in_cni_path(call, ty)
         {
             programs.push(native);
         }
+        // The one resolv.conf named, if it is a plain file (no link on the
+        // way) in the policy's directories; the capability checks again.
+        resolv_conf = ipam
+            .resolv_conf
+            .as_deref()
+            .map(Path::new)
+            .filter(|f| policy.resolv_conf_dirs.iter().any(|d| f.starts_with(d)))
+            .filter(|f| std::fs::canonicalize(f).is_ok_and(|c| c == *f))
+            .map(Path::to_path_buf);
     }
-    let resolv_conf = call
-        .conf
-        .ipam
-        .as_ref()
-        .is_some_and(|i| i.resolv_conf.is_some());
     let audit_dir = policy
         .audit
         .as_ref()
         .and_then(|a| a.file.parent().map(Path::to_path_buf));
-    let no_dirs: &[PathBuf] = &[];
     Ok(Paths::for_call(Needs {
         modules: runtime.modules().dirs(),
         cache: cache_dir,
-        store_root: store_root.as_deref(),
+        store_dir: store_dir.as_deref(),
         lock_dir,
-        resolv_conf_dirs: if resolv_conf {
-            &policy.resolv_conf_dirs
-        } else {
-            no_dirs
-        },
+        resolv_conf: resolv_conf.as_deref(),
         audit_dir: audit_dir.as_deref(),
         programs: &programs,
         extra: &policy.landlock,

@@ -49,17 +49,22 @@ impl Mode {
     }
 }
 
-/// `what` failed with `e`: the same words, and if the filter refused a
-/// system call, a sentence saying so.
+static REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// If the filter refused the system call that failed with `e`: a sentence
+/// saying so (and the call remembers it, for its last log line). Judged on
+/// the errno itself, never on text, which a guest could have written.
 pub fn explain(e: &std::io::Error) -> Option<&'static str> {
-    (e.raw_os_error() == Some(REFUSED_ERRNO as i32))
-        .then_some("a system call was refused by the host's seccomp filter")
+    let refused = e.raw_os_error() == Some(REFUSED_ERRNO as i32);
+    if refused {
+        REFUSED.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    refused.then_some("a system call was refused by the host's seccomp filter")
 }
 
-/// Whether a message carries the refused errno (errors that reach us only
-/// as text, from libraries).
-pub fn refused_in(msg: &str) -> bool {
-    msg.contains(&format!("os error {REFUSED_ERRNO}"))
+/// Whether the filter refused a system call during this call.
+pub fn refused_any() -> bool {
+    REFUSED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 type Rules = BTreeMap<i64, Vec<SeccompRule>>;
@@ -87,12 +92,6 @@ fn allow_if(rules: &mut Rules, call: libc::c_long, arg: u8, values: &[u64]) {
 /// Allow `call` only when argument `arg` has none of the bits in `mask`.
 fn allow_without(rules: &mut Rules, call: libc::c_long, arg: u8, mask: u64) {
     let c = SeccompCondition::new(arg, Len::Qword, Op::MaskedEq(mask), 0).expect("valid");
-    rules.insert(call, vec![SeccompRule::new(vec![c]).expect("valid")]);
-}
-
-/// Allow `call` only when argument `arg` has all of the bits in `mask`.
-fn allow_with(rules: &mut Rules, call: libc::c_long, arg: u8, mask: u64) {
-    let c = SeccompCondition::new(arg, Len::Qword, Op::MaskedEq(mask), mask).expect("valid");
     rules.insert(call, vec![SeccompRule::new(vec![c]).expect("valid")]);
 }
 
@@ -137,7 +136,25 @@ fn rules() -> Rules {
             SYS_membarrier,
         ],
     );
-    allow_with(&mut r, SYS_clone, 0, CLONE_THREAD as u64);
+    // Never a thread in new namespaces either.
+    let new_ns = (CLONE_NEWNS
+        | CLONE_NEWCGROUP
+        | CLONE_NEWUTS
+        | CLONE_NEWIPC
+        | CLONE_NEWUSER
+        | CLONE_NEWPID
+        | CLONE_NEWNET) as u64;
+    let thread = SeccompCondition::new(
+        0,
+        Len::Qword,
+        Op::MaskedEq(CLONE_THREAD as u64 | new_ns),
+        CLONE_THREAD as u64,
+    )
+    .expect("valid");
+    r.insert(
+        SYS_clone,
+        vec![SeccompRule::new(vec![thread]).expect("valid")],
+    );
     // clone3's flags are behind a pointer, out of the filter's sight: it
     // is answered ENOSYS by a filter of its own (`install`), and the C
     // library falls back to `clone`, checked above.
@@ -189,7 +206,6 @@ fn rules() -> Rules {
             SYS_unlinkat,
             SYS_fsync,
             SYS_fdatasync,
-            SYS_fchmod,
             SYS_flock,
             SYS_fstatfs,
             SYS_readlinkat,
@@ -218,9 +234,17 @@ fn rules() -> Rules {
     // `ioctl`: FIONBIO and FIOCLEX on descriptors (tokio, std).
     #[allow(clippy::unnecessary_cast)] // not u64 on every target
     allow_if(&mut r, SYS_ioctl, 1, &[FIONBIO as u64, FIOCLEX as u64]);
-    // Sockets: netlink (links, addresses, routes, nftables) and local
-    // sockets only, no internet sockets.
-    allow_if(&mut r, SYS_socket, 0, &[AF_NETLINK as u64, AF_UNIX as u64]);
+    // Sockets: rtnetlink (links, addresses, routes) only; nftables and
+    // iptables are the programs', and no other netlink family (XFRM,
+    // SOCK_DIAG, generic) nor any internet or local socket is needed.
+    let rtnetlink = vec![
+        SeccompCondition::new(0, Len::Dword, Op::Eq, AF_NETLINK as u64).expect("valid"),
+        SeccompCondition::new(2, Len::Dword, Op::Eq, NETLINK_ROUTE as u64).expect("valid"),
+    ];
+    r.insert(
+        SYS_socket,
+        vec![SeccompRule::new(rtnetlink).expect("valid")],
+    );
     allow(
         &mut r,
         &[
@@ -248,7 +272,7 @@ fn rules() -> Rules {
     );
     // Network namespaces: entering the container's and coming back; no
     // other kind of namespace.
-    allow_if(&mut r, SYS_setns, 1, &[CLONE_NEWNET as u64, 0]);
+    allow_if(&mut r, SYS_setns, 1, &[CLONE_NEWNET as u64]);
     // Children the spawner started: waiting for them, and killing their
     // process group at a deadline.
     allow(
@@ -262,7 +286,8 @@ fn rules() -> Rules {
             SYS_tgkill,
         ],
     );
-    // Identity and randomness (hash maps, temp names), limits.
+    // Identity and randomness (hash maps, temp names); this process's
+    // own limits only (the C library reads its stack size).
     allow(
         &mut r,
         &[
@@ -271,11 +296,11 @@ fn rules() -> Rules {
             SYS_getuid,
             SYS_getegid,
             SYS_getgid,
-            SYS_prlimit64,
             SYS_uname,
             SYS_capget,
         ],
     );
+    allow_if(&mut r, SYS_prlimit64, 0, &[0]);
     r
 }
 
@@ -356,8 +381,11 @@ mod tests {
     #[test]
     fn a_refusal_is_told_from_other_errors() {
         let e = std::io::Error::from_raw_os_error(REFUSED_ERRNO as i32);
-        assert!(explain(&e).is_some());
-        assert!(refused_in(&e.to_string()), "{e}");
         assert!(explain(&std::io::Error::from_raw_os_error(libc::EPERM)).is_none());
+        assert!(
+            explain(&std::io::Error::other(e.to_string())).is_none(),
+            "text is not enough"
+        );
+        assert!(explain(&e).is_some() && refused_any());
     }
 }

@@ -33,27 +33,16 @@ pub fn run(
     deadline: Instant,
 ) -> Result<String, ExecError> {
     use std::io::Write;
-    use std::os::unix::process::CommandExt;
-    use std::process::{Command, Stdio};
     let limit = deadline
         .saturating_duration_since(Instant::now())
         .min(TIMEOUT);
-    let mut command = Command::new(program);
-    command
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    // If this process dies (SIGKILL), the tool dies with it rather than
-    // commit after the runtime has moved on to DEL.
-    // SAFETY: prctl is async-signal-safe.
-    unsafe { command.pre_exec(die_with_parent) };
-    let mut child = super::spawn::spawn(command).map_err(ExecError::Spawn)?;
+    let mut child = super::spawn::spawn(super::spawn::Program {
+        path: program.into(),
+        args: args.iter().map(|a| a.to_string()).collect(),
+        env: Vec::new(),
+        stdin: stdin.is_some(),
+    })
+    .map_err(ExecError::Spawn)?;
     let pid = rustix::process::Pid::from_child(&child);
     let kill = move || {
         let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
@@ -88,12 +77,7 @@ pub fn run(
     ))
 }
 
-/// Ask the kernel to kill this child when the thread that started it (and
-/// so the host) dies.
-pub fn die_with_parent() -> io::Result<()> {
-    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
-        .map_err(io::Error::from)
-}
+pub use super::spawn::die_with_parent;
 
 /// The first of `candidates` that exists, else the bare name for PATH.
 pub fn find_program(candidates: &[&'static str], bare: &'static str) -> &'static str {

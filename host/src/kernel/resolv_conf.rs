@@ -28,9 +28,11 @@ pub struct ResolvConf {
 
 /// Read `relative` beneath the directory `dir`.
 pub fn read(dir: &Path, relative: &Path) -> io::Result<ResolvConf> {
+    // Walked through only (`O_PATH`): Landlock lets the call read the one
+    // file, not the directory (`fs_access`).
     let base = rustix::fs::open(
         dir,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
     let path = openat2(

@@ -60,16 +60,18 @@ impl StoreDir {
                 .mode(DIR_MODE)
                 .create(root)?;
         }
-        let mut fd = match rustix::fs::open(
-            root,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        ) {
+        // The root and any directory on the way are only walked through
+        // (`O_PATH`): Landlock lets a call read and write its network's
+        // directory, not the root's other networks (`fs_access`).
+        let walk = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let mut fd = match rustix::fs::open(root, walk, Mode::empty()) {
             Ok(fd) => fd,
             Err(Errno::NOENT) if !create => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        for c in below.components() {
+        let mut components = below.components().peekable();
+        while let Some(c) = components.next() {
+            let last = components.peek().is_none();
             let Component::Normal(name) = c else {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
@@ -88,7 +90,12 @@ impl StoreDir {
                     Err(e) => return Err(e.into()),
                 }
             }
-            fd = match openat(&fd, name, dir_flags(), Mode::empty()) {
+            let flags = if last {
+                dir_flags()
+            } else {
+                walk | OFlags::NOFOLLOW
+            };
+            fd = match openat(&fd, name, flags, Mode::empty()) {
                 Ok(next) => next,
                 Err(Errno::NOENT) if !create => return Ok(None),
                 // ELOOP (a symlink) or ENOTDIR: not a directory we may use.

@@ -11,7 +11,6 @@ use crate::limits::CallLimits;
 use futures::future::BoxFuture;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 
 impl Delegate for Runtime {
@@ -263,7 +262,6 @@ async fn run_native(
     stdin: &[u8],
     deadline: tokio::time::Instant,
 ) -> Result<Result<Vec<u8>, CniError>, CniError> {
-    use std::os::unix::process::CommandExt;
     let io_error = |what: &str, e: std::io::Error| {
         CniError::new(
             crate::cni::error::code::IO_FAILURE,
@@ -271,23 +269,20 @@ async fn run_native(
         )
     };
     crate::log::debug(&format!("IPAM {command}: exec {}", path.display()));
-    let mut child = std::process::Command::new(path);
-    child
-        .env("CNI_COMMAND", command)
-        .env(DELEGATED, "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // In a process group of its own, so that what it starts goes with
-        // it when the call gives up (a plugin may run plugins: an
-        // interface plugin named as IPAM would call its own IPAM).
-        .process_group(0);
-    // Nor is one left whose host was killed.
-    // SAFETY: prctl is async-signal-safe.
-    unsafe { child.pre_exec(crate::kernel::nft::die_with_parent) };
-    // Started by the spawner (outside the seccomp filter), waited for on a
-    // thread of its own.
-    let mut child = match crate::kernel::spawn::spawn(child) {
+    // Started by the spawner (outside the seccomp filter; in a process
+    // group of its own, so that what it starts goes with it when the call
+    // gives up: a plugin may run plugins), waited for on a thread of its
+    // own.
+    let program = crate::kernel::spawn::Program {
+        path: path.to_path_buf(),
+        args: Vec::new(),
+        env: vec![
+            ("CNI_COMMAND".into(), command.into()),
+            (DELEGATED.into(), "1".into()),
+        ],
+        stdin: true,
+    };
+    let mut child = match crate::kernel::spawn::spawn(program) {
         Ok(c) => c,
         Err(e) => return Ok(Err(io_error("cannot run", e))),
     };
