@@ -179,40 +179,75 @@ fn pinned_modules_load_only_with_their_digest() {
         .ok();
 }
 
+/// Rewrite the cache's own `.sum` beside `artifact` so that it vouches for
+/// the bytes now there, as anything that can write the cache could.
+fn forge_sum(artifact: &Path, module_digest: &str) {
+    use sha2::Digest;
+    let code = fs::read(artifact).unwrap();
+    let mut sum = b"wasm-cni cwasm 1".to_vec();
+    sum.extend((0..32).map(|i| u8::from_str_radix(&module_digest[2 * i..2 * i + 2], 16).unwrap()));
+    sum.extend(sha2::Sha256::digest(&code));
+    let mut path = artifact.as_os_str().to_owned();
+    path.push(".sum");
+    fs::write(path, sum).unwrap();
+}
+
 #[test]
-fn a_tampered_artifact_of_a_pinned_module_is_not_run() {
+fn a_pinned_module_runs_only_code_its_install_vouched_for() {
     let Some(mut sb) = Sandbox::for_test("tampered_pinned_artifact") else {
         return;
     };
-    let (c1, c2) = (sb.container("c1"), sb.container("c2"));
     let wasm = &wasm_cni_tests::install().wasm;
+    let (bridge, host_local) = (
+        sha256_of(&wasm.join("bridge.wasm")),
+        sha256_of(&wasm.join("host-local.wasm")),
+    );
     sb.use_policy(serde_json::json!({"version": 1, "modulePins": {
-        "bridge": sha256_of(&wasm.join("bridge.wasm")),
-        "host-local": sha256_of(&wasm.join("host-local.wasm"))}}));
-    sb.cni("bridge", "ADD", "c1", Some(&c1), "eth0", CLASSIC)
-        .ok();
-    // One byte of compiled code changed on disk (the file still trusted:
-    // ours, 0644, in our directory).
+        "bridge": bridge, "host-local": host_local}}));
+    let debug = [("WASM_CNI_LOG", "debug")];
+    let add = |sb: &mut Sandbox, id: &str| {
+        let ns = sb.container(id);
+        let out = sb.cni_env("bridge", "ADD", id, Some(&ns), "eth0", CLASSIC, &debug);
+        out.ok();
+        out
+    };
+    // Not precompiled: compiled for each call, nothing written.
+    let out = add(&mut sb, "c0");
+    assert_eq!(
+        out.stderr.matches("compiled for this call only").count(),
+        2,
+        "{}",
+        out.stderr
+    );
+    assert!(
+        artifacts(&sb.cache_dir()).is_empty(),
+        "a call writes no pinned artifact"
+    );
+    // Installed: loaded as vouched for.
+    sb.precompile(&["bridge", "host-local"]);
+    let out = add(&mut sb, "c1");
+    assert_eq!(out.stderr.matches("cache Hit").count(), 2, "{}", out.stderr);
+    // One byte of code changed and the cache's own sum forged to match
+    // (what anything that writes the cache could do): not run.
     let mut originals = Vec::new();
-    for (name, _) in artifacts(&sb.cache_dir()) {
-        let path = sb.cache_dir().join(&name);
+    for (name, _) in artifacts(&sb.cache_dir())
+        .iter()
+        .filter(|(n, _)| n.contains(&bridge) || n.contains(&host_local))
+    {
+        let path = sb.cache_dir().join(name);
         let mut bytes = fs::read(&path).unwrap();
         originals.push((path.clone(), bytes.clone()));
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
         fs::write(&path, bytes).unwrap();
+        let digest = if name.contains(&bridge) {
+            &bridge
+        } else {
+            &host_local
+        };
+        forge_sum(&path, digest);
     }
-    let out = sb.cni_env(
-        "bridge",
-        "ADD",
-        "c2",
-        Some(&c2),
-        "eth0",
-        CLASSIC,
-        &[("WASM_CNI_LOG", "debug")],
-    );
-    out.ok();
-    // Both modules' (each looked at twice: before and under the lock).
+    let out = add(&mut sb, "c2");
     assert!(
         out.stderr
             .matches("its code is not what was written")
@@ -227,13 +262,34 @@ fn a_tampered_artifact_of_a_pinned_module_is_not_run() {
         "{}",
         out.stderr
     );
-    for (path, original) in originals {
-        assert_eq!(
-            fs::read(&path).unwrap(),
-            original,
-            "compiled again and rewritten"
-        );
-    }
+    // Another module's code under bridge's name, its sum forged: bridge
+    // still runs bridge's code (a bridge result, not misbehave's).
+    let (path, _) = &originals[0];
+    let misbehave = sha256_of(&wasm.join("misbehave.wasm"));
+    sb.use_policy(serde_json::json!({"version": 1}));
+    let ns = sb.container("m");
+    let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "m", "type": "misbehave", "behave": "stdout"}).to_string();
+    sb.cni("misbehave", "ADD", "m", Some(&ns), "eth0", &conf);
+    let theirs = artifacts(&sb.cache_dir())
+        .into_iter()
+        .find(|(n, _)| n.contains(&misbehave))
+        .expect("misbehave compiled");
+    fs::copy(sb.cache_dir().join(&theirs.0), path).unwrap();
+    let own = if path.to_str().unwrap().contains(&bridge) {
+        &bridge
+    } else {
+        &host_local
+    };
+    forge_sum(path, own);
+    sb.use_policy(serde_json::json!({"version": 1, "modulePins": {
+        "bridge": bridge, "host-local": host_local}}));
+    let out = add(&mut sb, "c3");
+    let r = out.json();
+    assert_eq!(
+        r["ips"][0]["address"], "10.244.0.5/16",
+        "bridge and host-local ran: {r}"
+    );
+    assert!(out.stderr.contains("of a pinned module"), "{}", out.stderr);
 }
 
 #[test]

@@ -106,6 +106,9 @@ impl Paths {
         };
         p.read.extend(n.modules.iter().cloned());
         p.read.push(n.cache.to_path_buf());
+        // Pinned modules' sums: calls read them, only `wasm-cni compile`
+        // writes them.
+        p.read.push(crate::runtime::cache::pins_dir(n.cache));
         p.read.extend(n.resolv_conf.map(Path::to_path_buf));
         p.read.extend(KERNEL_VIEWS.iter().map(PathBuf::from));
         p.read.extend(PROGRAM_SUPPORT.iter().map(PathBuf::from));

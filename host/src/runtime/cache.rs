@@ -13,12 +13,19 @@
 //! Beside each artifact, `<artifact>.sum` says what it is: a magic string,
 //! the sha256 of the module it was compiled from and the sha256 of the
 //! compiled code. The module's digest is checked on every load, so an
-//! artifact is never run for a module other than the one just read (and
-//! pinned); for a pinned module the code's digest is checked too, so an
-//! artifact changed on disk is compiled again rather than run. A sidecar
-//! rather than a header: the artifact stays a file wasmtime maps as it is
-//! (reading and copying it costs a millisecond or two per module, a tenth
-//! of a warm ADD).
+//! artifact is never run for a module other than the one just read. A
+//! sidecar rather than a header: the artifact stays a file wasmtime maps as
+//! it is (reading and copying it costs a millisecond or two per module, a
+//! tenth of a warm ADD).
+//!
+//! A pinned module is held to more, because the cache is writable while a
+//! call loads modules (it compiles into it), and a call may be compiling a
+//! hostile module then: the sum that vouches for a pinned module's code is
+//! kept apart, in `<cache>.pins/`, written only by `wasm-cni compile` (run
+//! by root at install time, not by a call; Landlock gives calls that
+//! directory read-only). The artifact is read once, its code checked
+//! against that sum, and those very bytes are loaded. A pinned module with
+//! no such sum is compiled in memory for the call and nothing is written.
 
 use sha2::{Digest, Sha256};
 use std::fs;
@@ -36,7 +43,18 @@ pub struct Cache {
     /// `None` when the directory is unusable: modules are then compiled in
     /// memory on every call (slow, but correct), with a warning.
     dir: Option<PathBuf>,
+    /// Where the sums of pinned modules' artifacts are (`None`: none yet).
+    pins: Option<PathBuf>,
+    /// `wasm-cni compile`: pinned modules' sums are written.
+    install: bool,
     compat: String,
+}
+
+/// `<cache>.pins`: the sums that vouch for pinned modules' artifacts.
+pub fn pins_dir(cache: &Path) -> PathBuf {
+    let mut p = cache.as_os_str().to_owned();
+    p.push(".pins");
+    PathBuf::from(p)
 }
 
 /// Feeds `Hash` output into sha256: a stable hash of the engine's
@@ -77,6 +95,8 @@ impl Cache {
         let mut h = ShaHasher(Sha256::new());
         engine.precompile_compatibility_hash().hash(&mut h);
         let compat = hex(&h.0.finalize()[..8]);
+        // Read by calls only if it is there and trusted.
+        let pins = crate::trust::dir(&pins_dir(dir)).ok();
         let dir = match prepare_dir(dir) {
             Ok(canonical) => Some(canonical),
             Err(e) => {
@@ -87,7 +107,27 @@ impl Cache {
                 None
             }
         };
-        Cache { dir, compat }
+        Cache {
+            dir,
+            pins,
+            install: false,
+            compat,
+        }
+    }
+
+    /// The cache as `wasm-cni compile` writes it: pinned modules' sums
+    /// too, in a directory it creates.
+    pub fn open_for_install(engine: &Engine, dir: &Path) -> Self {
+        let mut c = Cache::open(engine, dir);
+        c.install = true;
+        c.pins = match prepare_dir(&pins_dir(dir)) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                crate::log::warn(&format!("cannot prepare {}: {e}", pins_dir(dir).display()));
+                None
+            }
+        };
+        c
     }
 
     /// The component in `module`, from the cache when it is there. A file
@@ -97,8 +137,8 @@ impl Cache {
     /// call it off the runtime's thread.
     ///
     /// `admit` judges the module's sha256 (hex) before anything is compiled
-    /// or loaded (the node policy's pins); `pinned` has the cached code's
-    /// digest checked too.
+    /// or loaded (the node policy's pins); a `pinned` one loads only as its
+    /// separate sum vouches (see the module's comment).
     pub fn load(
         &self,
         engine: &Engine,
@@ -120,7 +160,12 @@ impl Cache {
         };
         let key = format!("{}-{}.cwasm", hex(&digest), self.compat);
         let artifact = dir.join(&key);
-        let expect = Expect { digest, pinned };
+        if pinned {
+            return self
+                .load_pinned(engine, &bytes, &digest, &artifact, module)
+                .map(|(c, o)| (c, loaded(o)));
+        }
+        let expect = Expect { digest };
         if let Some(c) = load_artifact(engine, &artifact, expect) {
             return Ok((c, loaded(Outcome::Hit)));
         }
@@ -149,6 +194,73 @@ impl Cache {
             unsafe { Component::deserialize(engine, &compiled) }.map_err(|e| format!("{e:#}"))?;
         Ok((c, loaded(Outcome::Compiled)))
     }
+
+    /// A pinned module: the artifact its separate sum vouches for, loaded
+    /// from the bytes checked; else compiled (and, installing, written with
+    /// that sum).
+    fn load_pinned(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+        digest: &[u8; 32],
+        artifact: &Path,
+        module: &Path,
+    ) -> Result<(Component, Outcome), String> {
+        let vouched = self
+            .pins
+            .as_ref()
+            .map(|p| p.join(sum_path(artifact).file_name().expect("a file name")));
+        if !self.install
+            && let Some(vouched) = &vouched
+            && trusted_file(artifact)
+            && trusted_file(vouched)
+        {
+            let checked = fs::read(vouched)
+                .map_err(|e| e.to_string())
+                .and_then(|sum| {
+                    let code = fs::read(artifact).map_err(|e| e.to_string())?;
+                    verified(&sum, Expect { digest: *digest }, Some(&code)).map(|()| code)
+                });
+            match checked {
+                // SAFETY: the code root's `wasm-cni compile` vouched for,
+                // byte for byte: these very bytes, not the file again.
+                Ok(code) => match unsafe { Component::deserialize(engine, &code) } {
+                    Ok(c) => return Ok((c, Outcome::Hit)),
+                    Err(e) => {
+                        crate::log::warn(&format!("ignoring cached {}: {e:#}", artifact.display()))
+                    }
+                },
+                Err(why) => crate::log::warn(&format!(
+                    "ignoring cached {} of a pinned module: {why}",
+                    artifact.display()
+                )),
+            }
+        }
+        name_compile_threads();
+        let compiled = engine
+            .precompile_component(bytes)
+            .map_err(|e| format!("cannot compile {}: {e:#}", module.display()))?;
+        match (&self.dir, &vouched) {
+            (Some(dir), Some(vouched)) if self.install => {
+                let pins = self.pins.as_deref().expect("vouched implies pins");
+                let written = write_atomic(dir, artifact, &compiled)
+                    .and_then(|()| write_atomic(dir, &sum_path(artifact), &sum(digest, &compiled)))
+                    .and_then(|()| write_atomic(pins, vouched, &sum(digest, &compiled)));
+                if let Err(e) = written {
+                    return Err(format!("cannot write {}: {e}", artifact.display()));
+                }
+            }
+            _ => crate::log::warn(&format!(
+                "pinned module {} has no artifact that `wasm-cni compile` vouched for: compiled for this call only",
+                module.display()
+            )),
+        }
+        // SAFETY: these bytes were just produced by `precompile_component`
+        // on this engine.
+        let c =
+            unsafe { Component::deserialize(engine, &compiled) }.map_err(|e| format!("{e:#}"))?;
+        Ok((c, Outcome::Compiled))
+    }
 }
 
 /// Cranelift compiles on rayon's global pool; named, its threads are told
@@ -166,8 +278,6 @@ fn name_compile_threads() {
 struct Expect {
     /// The module's sha256.
     digest: [u8; 32],
-    /// Check the code's digest too.
-    pinned: bool,
 }
 
 const MAGIC: &[u8; 16] = b"wasm-cni cwasm 1";
@@ -189,12 +299,8 @@ fn sum(module: &[u8; 32], code: &[u8]) -> Vec<u8> {
 }
 
 /// Whether the sum says the artifact was compiled from the module `expect`
-/// names, and (pinned) that `code()` is what was written.
-fn verified(
-    sum: &[u8],
-    expect: Expect,
-    code: impl FnOnce() -> io::Result<Vec<u8>>,
-) -> Result<(), String> {
+/// names, and (given) that `code` is what was written.
+fn verified(sum: &[u8], expect: Expect, code: Option<&[u8]>) -> Result<(), String> {
     if sum.len() != SUM || &sum[..MAGIC.len()] != MAGIC {
         return Err("no valid .sum beside it".into());
     }
@@ -202,11 +308,10 @@ fn verified(
     if module != expect.digest {
         return Err("compiled from another module".into());
     }
-    if expect.pinned {
-        let code = code().map_err(|e| e.to_string())?;
-        if code_digest != Sha256::digest(&code).as_slice() {
-            return Err("its code is not what was written (the module is pinned)".into());
-        }
+    if let Some(code) = code
+        && code_digest != Sha256::digest(code).as_slice()
+    {
+        return Err("its code is not what was written (the module is pinned)".into());
     }
     Ok(())
 }
@@ -217,15 +322,14 @@ fn load_artifact(engine: &Engine, artifact: &Path, expect: Expect) -> Option<Com
         return None;
     }
     let sum = fs::read(&sum_file).ok()?;
-    if let Err(why) = verified(&sum, expect, || fs::read(artifact)) {
+    if let Err(why) = verified(&sum, expect, None) {
         crate::log::warn(&format!("ignoring cached {}: {why}", artifact.display()));
         return None;
     }
     // SAFETY: the artifact was written by this program's own engine into a
     // directory only we can write (checked in `prepare_dir` and
     // `trusted_file`), keyed by the engine's compatibility hash, and its sum
-    // names the module just read. (A pinned module's code was read and
-    // checked just now; a change after that is a change by root.)
+    // names the module just read.
     match unsafe { Component::deserialize_file(engine, artifact) } {
         Ok(c) => Some(c),
         Err(e) => {
@@ -374,32 +478,20 @@ mod tests {
         let module: [u8; 32] = Sha256::digest(b"module").into();
         let code = b"compiled code".to_vec();
         let file = sum(&module, &code);
-        let read = |c: &[u8]| {
-            let c = c.to_vec();
-            move || Ok(c)
-        };
-        let pinned = Expect {
-            digest: module,
-            pinned: true,
-        };
-        assert_eq!(verified(&file, pinned, read(&code)), Ok(()));
+        let this = Expect { digest: module };
+        assert_eq!(verified(&file, this, Some(&code)), Ok(()));
         let other = Expect {
             digest: Sha256::digest(b"another").into(),
-            pinned: false,
         };
-        assert!(verified(&file, other, read(&code)).is_err());
+        assert!(verified(&file, other, None).is_err());
         let mut tampered = code.clone();
         *tampered.last_mut().unwrap() ^= 1;
-        assert!(verified(&file, pinned, read(&tampered)).is_err());
-        let unpinned = Expect {
-            digest: module,
-            pinned: false,
-        };
+        assert!(verified(&file, this, Some(&tampered)).is_err());
         assert!(
-            verified(&file, unpinned, read(&tampered)).is_ok(),
-            "the code is read for pinned modules only"
+            verified(&file, this, None).is_ok(),
+            "the code is checked for pinned modules only"
         );
-        assert!(verified(b"short", unpinned, read(&code)).is_err(), "no sum");
+        assert!(verified(b"short", this, None).is_err(), "no sum");
     }
 
     #[test]

@@ -59,7 +59,7 @@ pub fn run(vars: &HashMap<String, String>, args: &[String]) -> (String, bool) {
                 continue;
             }
         };
-        let cache = Cache::open(&engine, &cache_dir);
+        let cache = Cache::open_for_install(&engine, &cache_dir);
         for (name, path) in &wanted {
             let admit = |digest: &str| policy.admit_module(name, digest);
             let deadline = Instant::now() + LOCK_WAIT;
