@@ -195,6 +195,31 @@ fn huge_arguments_cost_the_recorder_nothing_and_are_not_rewritten() {
 }
 
 #[test]
+fn a_config_cannot_wipe_the_history_with_a_huge_name() {
+    let Some(mut sb) = Sandbox::for_test("audit_huge_name") else {
+        return;
+    };
+    const MAX: u64 = 16 << 10;
+    let (_dir, file) = audited(&mut sb, json!({"auditMaxBytes": MAX, "auditFiles": 3}));
+    let c1 = sb.container("c1");
+    sb.cni("bridge", "ADD", "c1", Some(&c1), "eth0", CLASSIC)
+        .ok();
+    let conf = json!({"cniVersion": "1.1.0", "name": format!("n{}", "a".repeat(300_000)),
+        "type": "bridge", "bridge": "hugebr"})
+    .to_string();
+    for _ in 0..4 {
+        sb.cni("bridge", "DEL", "c1", Some(&c1), "eth0", &conf);
+    }
+    let all = lines(&file);
+    assert_eq!(all.len(), 5, "every call, the first ADD still there");
+    assert_eq!(all[0]["command"], "ADD");
+    for l in &all {
+        let len = serde_json::to_string(l).unwrap().len();
+        assert!(len as u64 <= MAX / 4, "a line of {len} bytes");
+    }
+}
+
+#[test]
 fn a_call_cut_short_and_a_refused_delegation_are_not_successes() {
     let Some(mut sb) = Sandbox::for_test("audit_outcomes") else {
         return;

@@ -11,6 +11,14 @@ use std::time::{Duration, Instant};
 use wasm_cni_tests::sandbox::run_with_stdin;
 use wasm_cni_tests::{CLASSIC, NodeState, Sandbox};
 
+fn sha256(path: &std::path::Path) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(std::fs::read(path).unwrap())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 const PR_SET_MDWE: libc::c_int = 65;
 const PR_GET_MDWE: libc::c_int = 66;
 const PR_MDWE_REFUSE_EXEC_GAIN: libc::c_ulong = 1;
@@ -341,6 +349,18 @@ fn compile_fills_the_cache_for_both_engines_and_calls_then_never_compile() {
             assert!(!out.stderr.contains("Compiled"), "{}", out.stderr);
         }
     }
+    // Pinned modules need their sums vouched for in <cache>.pins: if that
+    // directory is unusable, compile says so and fails.
+    let pins = sb.cache_dir().with_file_name("cache.pins");
+    sb.use_policy(
+        json!({"version": 1, "modulePins": {"bridge": sha256(&inst.wasm.join("bridge.wasm"))}}),
+    );
+    std::fs::create_dir_all(&pins).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&pins, std::fs::Permissions::from_mode(0o777)).unwrap();
+    sb.precompile_expecting_failure(&["bridge"]);
+    std::fs::set_permissions(&pins, std::fs::Permissions::from_mode(0o700)).unwrap();
+    sb.precompile(&["bridge"]);
     // A module that is not there fails the command.
     let mut c = sb.command(&[bin.to_str().unwrap(), "compile", "nonesuch"]);
     c.env("WASM_CNI_MODULE_PATH", &inst.wasm);

@@ -6,6 +6,7 @@
 //! call, and the call still rolls back.
 
 use serde_json::json;
+use std::path::Path;
 use std::time::{Duration, Instant};
 use wasm_cni_tests::sandbox::{finish, spawn_with_stdin};
 use wasm_cni_tests::{NodeState, Sandbox};
@@ -376,4 +377,185 @@ fn a_resolv_conf_opens_that_one_file_not_its_directory() {
         .json();
     assert!(r["dns"].is_object(), "{r}");
     sb.cni("bridge", "DEL", "c1", Some(&c1), "eth0", &conf).ok();
+}
+
+/// `c` with the legacy iptables backend chosen, as `update-alternatives`
+/// does on nodes that still use it: `alternatives` (a copy of
+/// /etc/alternatives with iptables and ip6tables pointing at the legacy
+/// ones) bind-mounted in a mount namespace of its own.
+fn with_legacy_iptables(
+    mut c: std::process::Command,
+    alternatives: &Path,
+) -> std::process::Command {
+    use std::os::unix::process::CommandExt;
+    let alternatives = alternatives.to_path_buf();
+    // SAFETY: only system calls between fork and exec.
+    unsafe {
+        c.pre_exec(move || {
+            use rustix::mount::{MountPropagationFlags, mount_bind, mount_change};
+            use rustix::thread::{UnshareFlags, unshare_unsafe};
+            unshare_unsafe(UnshareFlags::NEWNS)?;
+            mount_change(
+                "/",
+                MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
+            )?;
+            mount_bind(&alternatives, "/etc/alternatives")?;
+            Ok(())
+        });
+    }
+    c
+}
+
+/// /etc/alternatives, but iptables and ip6tables legacy.
+fn legacy_alternatives() -> Option<tempfile::TempDir> {
+    let dir = tempfile::tempdir().ok()?;
+    for e in std::fs::read_dir("/etc/alternatives").ok()?.flatten() {
+        let name = e.file_name();
+        let target = match name.to_str() {
+            Some("iptables") => "/usr/sbin/iptables-legacy".into(),
+            Some("ip6tables") => "/usr/sbin/ip6tables-legacy".into(),
+            _ => match std::fs::read_link(e.path()) {
+                Ok(t) => t,
+                Err(_) => continue,
+            },
+        };
+        std::os::unix::fs::symlink(target, dir.path().join(&name)).ok()?;
+    }
+    Some(dir)
+}
+
+#[test]
+fn a_del_on_a_legacy_iptables_node_takes_iptables_lock() {
+    let alternatives = legacy_alternatives();
+    if !Path::new("/usr/sbin/iptables-legacy").exists()
+        || std::fs::read_link("/usr/sbin/iptables").ok()
+            != Some("/etc/alternatives/iptables".into())
+        || alternatives.is_none()
+    {
+        eprintln!(
+            "SKIPPED a_del_on_a_legacy_iptables_node: no iptables-legacy chosen through /etc/alternatives"
+        );
+        return;
+    }
+    let alternatives = alternatives.unwrap();
+    let Some(mut sb) = Sandbox::for_test("legacy_iptables") else {
+        return;
+    };
+    let c1 = sb.container("c1");
+    // iptables' lock where the test says, not in the machine's /run.
+    let run = tempfile::tempdir().unwrap();
+    let lock = run.path().join("xtables.lock");
+    let env = [("XTABLES_LOCKFILE", lock.to_str().unwrap())];
+    for cmd in ["ADD", "DEL"] {
+        let c = sb.cni_command("bridge", cmd, "c1", Some(&c1), "eth0", &env);
+        wasm_cni_tests::sandbox::run_with_stdin(
+            with_legacy_iptables(c, alternatives.path()),
+            &classic(),
+        )
+        .ok();
+    }
+    assert!(lock.exists(), "the lock file was there for iptables");
+    assert!(sb.host_veths().is_empty());
+    assert!(sb.ip_files("mynet").is_empty());
+}
+
+#[test]
+fn a_native_ipam_del_finds_its_store_directory_made_for_it() {
+    let Some(reference) = wasm_cni_tests::reference_plugins() else {
+        eprintln!("SKIPPED a_native_ipam_del_finds_its_store: no reference plugins");
+        return;
+    };
+    let Some(mut sb) = Sandbox::for_test("native_del_store") else {
+        return;
+    };
+    sb.use_policy(json!({"version": 1, "ipamPlugins": ["ref-host-local"]}));
+    let bin = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(
+        reference.join("host-local"),
+        bin.path().join("ref-host-local"),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        wasm_cni_tests::install().bin.display()
+    );
+    let c1 = sb.container("c1");
+    let cfg =
+        json!({"cniVersion": "1.0.0", "name": "natdel", "type": "bridge", "bridge": "natdelbr",
+        "ipam": {"type": "ref-host-local", "subnet": "10.97.0.0/24"}})
+        .to_string();
+    // A DEL first (after a reboot, a wiped store): the reference makes its
+    // directory on every command, and may.
+    sb.cni_env(
+        "bridge",
+        "DEL",
+        "c1",
+        Some(&c1),
+        "eth0",
+        &cfg,
+        &[("CNI_PATH", &path)],
+    )
+    .ok();
+    sb.cni_env(
+        "bridge",
+        "ADD",
+        "c1",
+        Some(&c1),
+        "eth0",
+        &cfg,
+        &[("CNI_PATH", &path)],
+    )
+    .ok();
+    sb.cni_env(
+        "bridge",
+        "DEL",
+        "c1",
+        Some(&c1),
+        "eth0",
+        &cfg,
+        &[("CNI_PATH", &path)],
+    )
+    .ok();
+}
+
+#[test]
+fn a_config_naming_a_directory_as_resolv_conf_opens_nothing_more() {
+    let Some(mut sb) = Sandbox::for_test("resolv_dir") else {
+        return;
+    };
+    let c1 = sb.container("c1");
+    let mut conf: serde_json::Value = serde_json::from_str(&classic()).unwrap();
+    conf["ipam"]["type"] = "hostile-ipam".into();
+    conf["ipam"]["resolvConf"] = "/etc".into();
+    let hook = [("WASM_CNI_TEST_OPEN", "address.add:/etc/hostname")];
+    let out = sb.cni_env(
+        "bridge",
+        "ADD",
+        "c1",
+        Some(&c1),
+        "eth0",
+        &conf.to_string(),
+        &hook,
+    );
+    let text = out.stdout.clone();
+    assert!(text.contains("/etc/hostname: Permission denied"), "{text}");
+}
+
+#[test]
+fn a_bare_nft_name_is_found_in_path() {
+    let Some(mut sb) = Sandbox::for_test("bare_nft") else {
+        return;
+    };
+    let c1 = sb.container("c1");
+    let env = [
+        ("WASM_CNI_NFT", "nft"),
+        ("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+    ];
+    sb.cni_env("bridge", "ADD", "c1", Some(&c1), "eth0", &classic(), &env)
+        .ok();
+    assert_eq!(sb.masquerade_rules(), 1);
+    sb.cni_env("bridge", "DEL", "c1", Some(&c1), "eth0", &classic(), &env)
+        .ok();
+    assert_eq!(sb.masquerade_rules(), 0);
 }

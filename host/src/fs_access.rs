@@ -46,7 +46,7 @@ pub enum Stage {
 }
 
 /// The paths of one call, by the access they get.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct Paths {
     pub read: Vec<PathBuf>,
     pub read_write: Vec<PathBuf>,
@@ -57,6 +57,9 @@ pub struct Paths {
     pub tcp: bool,
     /// The programs the call may start (for the spawner).
     pub programs: Vec<PathBuf>,
+    /// Files to read, as descriptors of the files themselves (looked up
+    /// the way their reader will, so a rule never widens to a directory).
+    pub read_files: Vec<rustix::fd::OwnedFd>,
 }
 
 /// What a call touches, from its config, environment and the policy.
@@ -66,9 +69,8 @@ pub struct Needs<'a> {
     /// The call's network's IPAM store directory, if it has IPAM.
     pub store_dir: Option<&'a Path>,
     pub lock_dir: &'a Path,
-    /// The `ipam.resolvConf` the config names, if the policy's
-    /// directories hold it.
-    pub resolv_conf: Option<&'a Path>,
+    /// Files the call writes that must exist first (iptables' lock).
+    pub write_files: &'a [PathBuf],
     pub audit_dir: Option<&'a Path>,
     /// The executables it may run (with the interpreter of a script).
     pub programs: &'a [PathBuf],
@@ -109,7 +111,6 @@ impl Paths {
         // Pinned modules' sums: calls read them, only `wasm-cni compile`
         // writes them.
         p.read.push(crate::runtime::cache::pins_dir(n.cache));
-        p.read.extend(n.resolv_conf.map(Path::to_path_buf));
         p.read.extend(KERNEL_VIEWS.iter().map(PathBuf::from));
         p.read.extend(PROGRAM_SUPPORT.iter().map(PathBuf::from));
         p.read_write.extend(n.store_dir.map(Path::to_path_buf));
@@ -117,6 +118,7 @@ impl Paths {
         p.read_write.push("/proc/sys/net".into());
         p.read_write.push("/dev/null".into());
         p.read_write.extend(n.audit_dir.map(Path::to_path_buf));
+        p.read_write.extend(n.write_files.iter().cloned());
         // A link (`/usr/sbin/iptables -> xtables-nft-multi`) is checked at
         // its target; a script needs its interpreter, an ELF file its loader.
         p.programs = n.programs.to_vec();
@@ -221,6 +223,11 @@ pub fn restrict(paths: &Paths, stage: Stage) -> Result<(), String> {
         };
         ruleset = ruleset
             .add_rule(PathBeneath::new(fd, access))
+            .map_err(err)?;
+    }
+    for fd in &paths.read_files {
+        ruleset = ruleset
+            .add_rule(PathBeneath::new(fd, read & AccessFs::from_file(abi)))
             .map_err(err)?;
     }
     let status = ruleset.restrict_self().map_err(err)?;

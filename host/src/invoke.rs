@@ -245,10 +245,10 @@ fn log_settings(conf: &NetConf, policy: &Policy, command: Command) -> Result<(),
             ))
         })
     });
-    let file = conf
-        .log_file
-        .as_deref()
-        .map(|f| crate::log::open_beneath(f, &policy.log_dirs).map_err(CniError::config));
+    let file = conf.log_file.as_deref().map(|f| {
+        let audit = policy.audit.as_ref().map(|a| a.file.as_path());
+        crate::log::open_beneath(f, &policy.log_dirs, audit).map_err(CniError::config)
+    });
     let (level, file) = match (level.transpose(), file.transpose()) {
         (Ok(l), Ok(f)) => (l, f),
         (Err(e), _) | (_, Err(e)) if command != Command::Del => return Err(e),
@@ -287,13 +287,24 @@ fn fs_paths(
     let mut resolv_conf = None;
     if let Some(ipam) = &call.conf.ipam {
         let location = policy.store_location(ipam.data_dir.as_deref(), &call.conf.name)?;
-        // The network's own directory, made now if an ADD would make it.
-        let opened = crate::kernel::store::StoreDir::open(
-            &location.root,
-            &location.below,
-            command == Command::Add,
-        );
-        if let Err(e) = opened {
+        // A native IPAM plugin the node allows may be executed.
+        let native = call
+            .conf
+            .ipam_type()
+            .filter(|ty| policy.ipam_plugins.iter().any(|p| p == ty))
+            .filter(|ty| matches!(runtime.modules().find(ty), Ok(None)))
+            .and_then(|ty| {
+                crate::runtime::delegate::find_in_cni_path(call, ty)
+                    .ok()
+                    .flatten()
+            });
+        // The network's own directory, made now if the call would make it:
+        // an ADD, or any command of a native plugin (the reference
+        // host-local makes it on every command).
+        let create = command == Command::Add || native.is_some();
+        if let Err(e) =
+            crate::kernel::store::StoreDir::open(&location.root, &location.below, create)
+        {
             return Err(CniError::new(
                 code::IO_FAILURE,
                 format!(
@@ -303,38 +314,68 @@ fn fs_paths(
             ));
         }
         store_dir = Some(location.root.join(&location.below));
-        // A native IPAM plugin the node allows may be executed.
-        if let Some(ty) = call.conf.ipam_type()
-            && policy.ipam_plugins.iter().any(|p| p == ty)
-            && matches!(runtime.modules().find(ty), Ok(None))
-            && let Ok(Some(native)) = crate::runtime::delegate::find_in_cni_path(call, ty)
-        {
-            programs.push(native);
-        }
-        // The one resolv.conf named, if it is a plain file (no link on the
-        // way) in the policy's directories; the capability checks again.
-        resolv_conf = ipam
-            .resolv_conf
-            .as_deref()
-            .map(Path::new)
-            .filter(|f| policy.resolv_conf_dirs.iter().any(|d| f.starts_with(d)))
-            .filter(|f| std::fs::canonicalize(f).is_ok_and(|c| c == *f))
-            .map(Path::to_path_buf);
+        programs.extend(native);
+        // The one resolv.conf named, looked up as host-local's capability
+        // will (beneath a policy directory, no link, a regular file): the
+        // rule is for that file, never a directory.
+        resolv_conf = ipam.resolv_conf.as_deref().map(Path::new).and_then(|f| {
+            policy.resolv_conf_dirs.iter().find_map(|d| {
+                let rest = f.strip_prefix(d).ok()?;
+                crate::kernel::resolv_conf::locate(d, rest).ok()
+            })
+        });
     }
     let audit_dir = policy
         .audit
         .as_ref()
         .and_then(|a| a.file.parent().map(Path::to_path_buf));
-    Ok(Paths::for_call(Needs {
+    // The audit directory is writable by the call: never one holding
+    // wasm-cni's own state (the cache, the pins, the locks).
+    if let Some(a) = &audit_dir {
+        let pins = crate::runtime::cache::pins_dir(cache_dir);
+        for own in [cache_dir, pins.as_path(), lock_dir] {
+            if crate::policy::overlaps(a, own) {
+                return Err(CniError::config(format!(
+                    "node policy: \"auditFile\" is in {}, which overlaps {}",
+                    a.display(),
+                    own.display()
+                )));
+            }
+        }
+    }
+    // iptables (the reference plugins' leftovers, on DEL and GC) takes its
+    // lock file with the legacy backend (not with nft's): it must exist to
+    // be granted.
+    let mut write_files = Vec::new();
+    let legacy = || {
+        std::fs::canonicalize(crate::kernel::reference::iptables())
+            .is_ok_and(|p| p.to_string_lossy().contains("legacy"))
+    };
+    if matches!(command, Command::Del | Command::Gc) && legacy() {
+        let lock = std::env::var_os("XTABLES_LOCKFILE")
+            .map_or(PathBuf::from("/run/xtables.lock"), PathBuf::from);
+        if lock.is_absolute()
+            && std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&lock)
+                .is_ok()
+        {
+            write_files.push(lock);
+        }
+    }
+    let mut paths = Paths::for_call(Needs {
         modules: runtime.modules().dirs(),
         cache: cache_dir,
         store_dir: store_dir.as_deref(),
         lock_dir,
-        resolv_conf: resolv_conf.as_deref(),
+        write_files: &write_files,
         audit_dir: audit_dir.as_deref(),
         programs: &programs,
         extra: &policy.landlock,
-    }))
+    });
+    paths.read_files.extend(resolv_conf);
+    Ok(paths)
 }
 
 /// The longest a CNI call may take by default; runtimes wait minutes.

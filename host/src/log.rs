@@ -95,8 +95,13 @@ pub fn configure(level: Option<Level>, file: Option<std::fs::File>) {
 /// Open the log file `path` a config names for appending, if it lies
 /// beneath one of `dirs` (the node policy's `logDirs`): created 0600 if
 /// missing, never through a link, `..` or another mount, and only a
-/// regular file. The directory itself is created (0700) if it is missing.
-pub fn open_beneath(path: &str, dirs: &[PathBuf]) -> Result<std::fs::File, String> {
+/// regular file, never `avoid` (the audit file). The directory itself is
+/// created (0700) if it is missing.
+pub fn open_beneath(
+    path: &str,
+    dirs: &[PathBuf],
+    avoid: Option<&Path>,
+) -> Result<std::fs::File, String> {
     use rustix::fs::{FileType, Mode, OFlags, ResolveFlags, fstat, openat2};
     let p = Path::new(path);
     let list = || {
@@ -150,41 +155,55 @@ pub fn open_beneath(path: &str, dirs: &[PathBuf]) -> Result<std::fs::File, Strin
     // Looked up first without opening (`O_PATH`: opening a device or a
     // FIFO can act), checked, then opened through that descriptor; a new
     // file is created exclusively, so it is one we made.
-    let fd = match openat2(
-        &base,
-        rest,
-        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-        resolve,
-    ) {
-        Err(rustix::io::Errno::NOENT) => openat2(
+    // Two first calls may race to create it: the loser looks it up again.
+    let mut tries = 0;
+    let fd = loop {
+        tries += 1;
+        let found = match openat2(
             &base,
             rest,
-            write | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW,
-            Mode::from_raw_mode(0o600),
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
             resolve,
-        )
-        .map_err(fail)?,
-        Err(e) => return Err(fail(e)),
-        Ok(found) => {
-            let st = fstat(&found).map_err(fail)?;
-            if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
-                return Err(format!("\"logFile\" {path:?} is not a regular file"));
-            }
-            // A second name (a hard link) could be any file of the same
-            // file system; someone else's file is not ours to append to.
-            if st.st_nlink != 1 || st.st_uid != rustix::process::geteuid().as_raw() {
-                return Err(format!(
-                    "\"logFile\" {path:?} has other names or another owner: not appended to"
-                ));
-            }
-            rustix::fs::open(
-                format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&found)),
-                write,
-                Mode::empty(),
-            )
-            .map_err(fail)?
+        ) {
+            Err(rustix::io::Errno::NOENT) => match openat2(
+                &base,
+                rest,
+                write | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW,
+                Mode::from_raw_mode(0o600),
+                resolve,
+            ) {
+                Ok(made) => break made,
+                Err(rustix::io::Errno::EXIST) if tries < 4 => continue,
+                Err(e) => return Err(fail(e)),
+            },
+            Err(e) => return Err(fail(e)),
+            Ok(found) => found,
+        };
+        let st = fstat(&found).map_err(fail)?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return Err(format!("\"logFile\" {path:?} is not a regular file"));
         }
+        // A second name (a hard link) could be any file of the same file
+        // system; someone else's file is not ours to append to.
+        if st.st_nlink != 1 || st.st_uid != rustix::process::geteuid().as_raw() {
+            return Err(format!(
+                "\"logFile\" {path:?} has other names or another owner: not appended to"
+            ));
+        }
+        // Never the audit trail, whatever path leads to it.
+        if let Some(a) = avoid.and_then(|a| std::fs::metadata(a).ok()) {
+            use std::os::unix::fs::MetadataExt;
+            if (a.dev(), a.ino()) == (st.st_dev, st.st_ino) {
+                return Err(format!("\"logFile\" {path:?} is the audit file"));
+            }
+        }
+        break rustix::fs::open(
+            format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&found)),
+            write,
+            Mode::empty(),
+        )
+        .map_err(fail)?;
     };
     Ok(std::fs::File::from(fd))
 }

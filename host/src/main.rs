@@ -28,6 +28,8 @@ Environment:
   WASM_CNI_NFT          the nft binary (default /usr/sbin/nft)
   WASM_CNI_POLICY       the node policy file (default /etc/wasm-cni/policy.json)
   WASM_CNI_TIMEOUT      seconds one call may take (default 60)
+  WASM_CNI_SECCOMP      log | off: let refused system calls through, logged
+                        by the kernel, or install no filter (default enforce)
 ";
 
 fn main() -> ExitCode {

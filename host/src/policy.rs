@@ -57,6 +57,9 @@ pub const DEFAULT_LOG_DIRS: [&str; 1] = ["/var/log/wasm-cni"];
 /// files are kept (`audit.jsonl.1` ...).
 pub const DEFAULT_AUDIT_MAX_BYTES: u64 = 10 << 20;
 pub const DEFAULT_AUDIT_FILES: u32 = 3;
+/// wasm-cni's own state (the cache, its pins, the network locks): no store
+/// root or audit directory may overlap it.
+pub const STATE_DIR: &str = "/var/lib/wasm-cni";
 /// The `version` this host reads.
 pub const VERSION: u32 = 1;
 
@@ -274,6 +277,14 @@ impl Policy {
                 .collect::<Result<_, _>>()?,
             None => Policy::default().store_roots,
         };
+        for r in &store_roots {
+            if overlaps(r, Path::new(STATE_DIR)) {
+                return Err(format!(
+                    "\"storeRoots\": {} overlaps wasm-cni's own state in {STATE_DIR}",
+                    r.display()
+                ));
+            }
+        }
         // A store is `<root>/<network>`: one root inside another would put
         // a network's store among another root's stores.
         for a in &store_roots {
@@ -362,11 +373,12 @@ impl Policy {
             if dir == Path::new("/") {
                 return Err("\"auditFile\" must be in a directory of its own, not in /".into());
             }
+            let state = Path::new(STATE_DIR).to_path_buf();
             let roots = store_roots.iter().chain(f.module_dirs.iter().flatten());
-            for other in log_dirs.iter().chain(roots) {
-                if dir.starts_with(other) || other.starts_with(dir) {
+            for other in log_dirs.iter().chain(roots).chain([&state]) {
+                if overlaps(dir, other) {
                     return Err(format!(
-                        "\"auditFile\" {}: its directory overlaps {} (a log, store or module directory)",
+                        "\"auditFile\" {}: its directory overlaps {} (a log, store, module or wasm-cni state directory)",
                         file.display(),
                         other.display()
                     ));
@@ -503,6 +515,15 @@ impl Policy {
 }
 
 /// An absolute path with no `.` or `..` components, as written.
+/// Whether one of two directories lies in the other (or they are one),
+/// judged on where they lead when they exist (a link must not hide an
+/// overlap).
+pub fn overlaps(a: &Path, b: &Path) -> bool {
+    let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let (a, b) = (real(a), real(b));
+    a.starts_with(&b) || b.starts_with(&a)
+}
+
 pub fn normalized(p: &Path) -> Result<PathBuf, String> {
     if !p.is_absolute() {
         return Err(format!("{} is not an absolute path", p.display()));
@@ -666,6 +687,16 @@ mod tests {
             ),
             (r#"{"version":1,"auditFile":"log/a"}"#, 0o644, "absolute"),
             (r#"{"version":1,"auditFile":"/a.jsonl"}"#, 0o644, "not in /"),
+            (
+                r#"{"version":1,"auditFile":"/var/lib/wasm-cni/audit.jsonl"}"#,
+                0o644,
+                "wasm-cni state",
+            ),
+            (
+                r#"{"version":1,"storeRoots":["/var/lib"]}"#,
+                0o644,
+                "overlaps wasm-cni's own state",
+            ),
             (
                 r#"{"version":1,"auditFile":"/var/log/wasm-cni/audit.jsonl"}"#,
                 0o644,

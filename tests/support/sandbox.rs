@@ -158,25 +158,38 @@ impl Sandbox {
     /// `wasm-cni compile MODULES...` into the sandbox's cache, as an
     /// installer would: calls then never compile.
     pub fn precompile(&self, modules: &[&str]) {
-        let inst = super::install();
-        let bin = inst.bin.join("wasm-cni");
-        let mut argv = vec![bin.to_str().unwrap(), "compile"];
-        argv.extend(modules);
-        let out = self
-            .command(&argv)
-            .env("WASM_CNI_MODULE_PATH", &inst.wasm)
-            .env(
-                "WASM_CNI_POLICY",
-                self.policy.as_ref().map_or(&inst.policy, |p| &p.path),
-            )
-            .output()
-            .unwrap();
+        let out = self.compile_output(modules);
         assert!(
             out.status.success(),
             "wasm-cni compile: {}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// `wasm-cni compile MODULES...`, which must fail.
+    pub fn precompile_expecting_failure(&self, modules: &[&str]) {
+        let out = self.compile_output(modules);
+        assert!(
+            !out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+
+    fn compile_output(&self, modules: &[&str]) -> Output {
+        let inst = super::install();
+        let bin = inst.bin.join("wasm-cni");
+        let mut argv = vec![bin.to_str().unwrap(), "compile"];
+        argv.extend(modules);
+        self.command(&argv)
+            .env("WASM_CNI_MODULE_PATH", &inst.wasm)
+            .env(
+                "WASM_CNI_POLICY",
+                self.policy.as_ref().map_or(&inst.policy, |p| &p.path),
+            )
+            .output()
+            .unwrap()
     }
 
     /// Call a plugin the way a runtime does: `CNI_*` and the config on stdin.

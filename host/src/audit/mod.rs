@@ -30,7 +30,11 @@ use crate::policy::AuditSettings;
 /// counted (`callsNotListed`).
 const KEEP_FIRST: usize = 500;
 const KEEP_LAST: usize = 500;
-const KEEP_NOTABLE: usize = 1000;
+/// Changes and refusals kept between them; failed reads have a budget of
+/// their own, so that a guest cannot crowd its changes out with reads
+/// that fail on purpose.
+const KEEP_CHANGES: usize = 1000;
+const KEEP_FAILED_READS: usize = 200;
 /// Rollback steps kept.
 const MAX_STEPS: usize = 256;
 /// The longest argument or message kept, in bytes.
@@ -110,7 +114,8 @@ struct Call {
     line: Line,
     /// The capability calls, as kept (see [`KEEP_FIRST`]).
     first: Vec<CapCall>,
-    notable: Vec<CapCall>,
+    changes: Vec<CapCall>,
+    failed_reads: Vec<CapCall>,
     last: std::collections::VecDeque<CapCall>,
     /// The modules running, innermost last.
     modules: Vec<String>,
@@ -138,15 +143,16 @@ pub fn begin(settings: AuditSettings, command: &str, container_id: &str, ifname:
         started: Instant::now(),
         settings,
         first: Vec::new(),
-        notable: Vec::new(),
+        changes: Vec::new(),
+        failed_reads: Vec::new(),
         last: Default::default(),
         modules: Vec::new(),
         line: Line {
             time: rfc3339(SystemTime::now()),
             pid: std::process::id(),
             command: command.to_string(),
-            container_id: container_id.to_string(),
-            ifname: ifname.to_string(),
+            container_id: cap(container_id.to_string()),
+            ifname: cap(ifname.to_string()),
             ..Default::default()
         },
     });
@@ -160,7 +166,7 @@ fn with(f: impl FnOnce(&mut Line)) {
 }
 
 pub fn network(name: &str) {
-    with(|l| l.network = name.to_string());
+    with(|l| l.network = cap(name.to_string()));
 }
 
 pub fn module(m: ModuleRecord) {
@@ -208,9 +214,9 @@ fn current_module() -> String {
         .unwrap_or_default()
 }
 
-/// Whether a call changed something or failed: kept in a line however
-/// many calls there were.
-fn notable(c: &CapCall) -> bool {
+/// How much a call says about what a guest did, least first: a read that
+/// went well, a read that failed, a refusal or a change (kept longest).
+fn rank(c: &CapCall) -> u8 {
     let function = c.op.rsplit('.').next().unwrap_or("");
     let reads = [
         "get",
@@ -223,8 +229,13 @@ fn notable(c: &CapCall) -> bool {
         "container",
         "vlans",
     ];
-    c.outcome != "ok"
-        || !(reads.iter().any(|r| function.starts_with(r)) || function.starts_with("is-"))
+    let read = reads.iter().any(|r| function.starts_with(r)) || function.starts_with("is-");
+    match (read, c.outcome) {
+        (_, "denied") => 2,
+        (true, "ok") => 0,
+        (true, _) => 1,
+        (false, _) => 2,
+    }
 }
 
 fn record(c: CapCall) {
@@ -237,8 +248,16 @@ fn record(c: CapCall) {
     call.last.push_back(c);
     if call.last.len() > KEEP_LAST {
         let old = call.last.pop_front().expect("over the bound");
-        if notable(&old) && call.notable.len() < KEEP_NOTABLE {
-            call.notable.push(old);
+        let (kept, max) = match rank(&old) {
+            2 => (&mut call.changes, KEEP_CHANGES),
+            1 => (&mut call.failed_reads, KEEP_FAILED_READS),
+            _ => {
+                call.line.calls_not_listed += 1;
+                return;
+            }
+        };
+        if kept.len() < max {
+            kept.push(old);
         } else {
             call.line.calls_not_listed += 1;
         }
@@ -268,7 +287,8 @@ pub fn failed(err: &CapError) {
 pub fn finish(code: u32, error: &str) {
     let Some(mut c) = call().take() else { return };
     let mut calls = std::mem::take(&mut c.first);
-    calls.append(&mut c.notable);
+    calls.append(&mut c.changes);
+    calls.append(&mut c.failed_reads);
     calls.extend(c.last.drain(..));
     // Recorded as they end (IPAM's calls inside ipam.add before it): listed
     // as they began.
@@ -296,26 +316,26 @@ fn max_line(max_bytes: u64) -> usize {
     (max_bytes / 4).clamp(4 << 10, 256 << 10) as usize
 }
 
-/// Drop listed calls until the line fits `max`: reads that went well
-/// first, then the rest, from the middle out (the first and the last
-/// calls say most); each dropped one is counted.
+/// Make the line fit `max` bytes, whatever a call or a config put in it:
+/// drop listed calls, least telling first (see [`rank`]) and from the
+/// middle out (the first and the last say most), counting them; then
+/// rollback steps; then shorten the error. Each step is measured again.
 fn fit(line: &mut Line, max: usize) {
-    let size = |v: &dyn erased::Size| v.size();
-    let total = size(line);
-    if total <= max {
+    use erased::Size;
+    if line.size() <= max {
         return;
     }
-    let mut over = total - max;
     let n = line.calls.len();
     let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by_key(|&i| (notable(&line.calls[i]), i.abs_diff(n / 2)));
+    order.sort_by_key(|&i| (rank(&line.calls[i]), i.abs_diff(n / 2)));
     let mut drop = vec![false; n];
+    let mut over = line.size() - max;
     for i in order {
         if over == 0 {
             break;
         }
         // Its JSON and a comma.
-        over = over.saturating_sub(size(&line.calls[i]) + 1);
+        over = over.saturating_sub(line.calls[i].size() + 1);
         drop[i] = true;
         line.calls_not_listed += 1;
     }
@@ -324,6 +344,20 @@ fn fit(line: &mut Line, max: usize) {
         i += 1;
         !drop[i - 1]
     });
+    // The count's own field, a comma miscounted: measured, not guessed.
+    while line.size() > max && !line.calls.is_empty() {
+        line.calls.remove(line.calls.len() / 2);
+        line.calls_not_listed += 1;
+    }
+    while line.size() > max && line.rollback.len() > 1 {
+        line.rollback.truncate(line.rollback.len() / 2);
+    }
+    if line.size() > max {
+        line.error.truncate(64.min(line.error.len()));
+        while !line.error.is_char_boundary(line.error.len()) {
+            line.error.pop();
+        }
+    }
 }
 
 /// Serialized sizes, without keeping the text.
@@ -442,6 +476,37 @@ mod tests {
         assert!(text.len() <= 8 << 10, "{}", text.len());
         assert!(text.contains("route_localnet") && text.contains("create-veth"));
         assert_eq!(line.calls.len() as u64 + line.calls_not_listed, 402);
+        // Failed reads go before changes.
+        let mut line = Line::default();
+        for _ in 0..100 {
+            line.calls
+                .push(cap_call("link.get", "not-found", &"y".repeat(200)));
+        }
+        line.calls
+            .insert(50, cap_call("address.add", "ok", "10.0.0.2/24"));
+        fit(&mut line, 4 << 10);
+        let text = serde_json::to_string(&line).unwrap();
+        assert!(
+            text.len() <= 4 << 10 && text.contains("address.add"),
+            "{text}"
+        );
+        assert_eq!(line.calls.len() as u64 + line.calls_not_listed, 101);
+        // Whatever is in the line, it fits: a network name of 300 KB.
+        let mut line = Line {
+            network: "n".repeat(300_000),
+            error: "e".repeat(300_000),
+            ..Default::default()
+        };
+        line.rollback = vec![
+            RollbackStep {
+                action: "x".repeat(200),
+                ok: true
+            };
+            256
+        ];
+        line.network = cap(line.network);
+        fit(&mut line, 4 << 10);
+        assert!(serde_json::to_string(&line).unwrap().len() <= 4 << 10);
     }
 
     #[test]

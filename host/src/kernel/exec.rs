@@ -79,6 +79,24 @@ pub fn run(
 
 pub use super::spawn::die_with_parent;
 
+/// `name` found in `PATH` (absolute), if it is a bare name found there.
+pub fn in_path(name: &str) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    if name.contains('/') {
+        return None;
+    }
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .filter(|d| d.starts_with('/'))
+        .map(|d| std::path::Path::new(d).join(name))
+        .find(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .and_then(|p| p.to_str().map(str::to_string))
+}
+
 /// The first of `candidates` that exists, else the bare name for PATH.
 pub fn find_program(candidates: &[&'static str], bare: &'static str) -> &'static str {
     candidates

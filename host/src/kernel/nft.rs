@@ -468,7 +468,9 @@ pub(crate) fn nft_program() -> &'static str {
     static PROGRAM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     PROGRAM.get_or_init(|| {
         if let Ok(p) = std::env::var("WASM_CNI_NFT") {
-            return p;
+            // A bare name is looked up in PATH now: the spawner and
+            // Landlock take absolute paths.
+            return super::exec::in_path(&p).unwrap_or(p);
         }
         ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"]
             .into_iter()

@@ -26,8 +26,11 @@ pub struct ResolvConf {
     pub options: Vec<String>,
 }
 
-/// Read `relative` beneath the directory `dir`.
-pub fn read(dir: &Path, relative: &Path) -> io::Result<ResolvConf> {
+/// Look `relative` up beneath the directory `dir` without opening it
+/// (`O_PATH`): a regular file of at most [`MAX_BYTES`], or why not. Also
+/// what Landlock's rule for it is made from (`fs_access`), so the rule is
+/// for this very file.
+pub fn locate(dir: &Path, relative: &Path) -> io::Result<rustix::fd::OwnedFd> {
     // Walked through only (`O_PATH`): Landlock lets the call read the one
     // file, not the directory (`fs_access`).
     let base = rustix::fs::open(
@@ -65,6 +68,12 @@ pub fn read(dir: &Path, relative: &Path) -> io::Result<ResolvConf> {
             format!("more than {MAX_BYTES} bytes"),
         ));
     }
+    Ok(path)
+}
+
+/// Read `relative` beneath the directory `dir`.
+pub fn read(dir: &Path, relative: &Path) -> io::Result<ResolvConf> {
+    let path = locate(dir, relative)?;
     // The same inode, now opened: `/proc/self/fd/N` reopens what the
     // descriptor holds, not a path someone could swap.
     let fd = rustix::fs::open(

@@ -50,11 +50,14 @@ pub struct Cache {
     compat: String,
 }
 
-/// `<cache>.pins`: the sums that vouch for pinned modules' artifacts.
+/// `<cache>.pins`: the sums that vouch for pinned modules' artifacts. A
+/// sibling of the cache, whatever way its path is written (`cache/` must
+/// not make it `cache/.pins`, inside what calls may write).
 pub fn pins_dir(cache: &Path) -> PathBuf {
-    let mut p = cache.as_os_str().to_owned();
-    p.push(".pins");
-    PathBuf::from(p)
+    let clean: PathBuf = cache.components().collect();
+    let mut name = clean.file_name().unwrap_or_default().to_owned();
+    name.push(".pins");
+    clean.with_file_name(name)
 }
 
 /// Feeds `Hash` output into sha256: a stable hash of the engine's
@@ -249,6 +252,15 @@ impl Cache {
                 if let Err(e) = written {
                     return Err(format!("cannot write {}: {e}", artifact.display()));
                 }
+            }
+            _ if self.install => {
+                return Err(format!(
+                    "cannot vouch for pinned module {}: {} is unusable (see the warning above)",
+                    module.display(),
+                    self.dir
+                        .as_deref()
+                        .map_or_else(|| "the cache".into(), |d| pins_dir(d).display().to_string())
+                ));
             }
             _ => crate::log::warn(&format!(
                 "pinned module {} has no artifact that `wasm-cni compile` vouched for: compiled for this call only",
@@ -471,6 +483,21 @@ mod tests {
         std::os::unix::fs::symlink(&good, &link).unwrap();
         assert!(prepare_dir(&link).is_err());
         assert!(prepare_dir(Path::new("relative")).is_err());
+    }
+
+    #[test]
+    fn the_pins_sit_beside_the_cache_however_its_path_is_written() {
+        for c in [
+            "/var/lib/wasm-cni/cache",
+            "/var/lib/wasm-cni/cache/",
+            "/var/lib/wasm-cni//cache/.",
+        ] {
+            assert_eq!(
+                pins_dir(Path::new(c)),
+                Path::new("/var/lib/wasm-cni/cache.pins"),
+                "{c}"
+            );
+        }
     }
 
     #[test]

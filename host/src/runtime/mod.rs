@@ -218,16 +218,6 @@ impl Runtime {
             self.engine_kind.as_str(),
             loaded.outcome
         ));
-        crate::audit::module(crate::audit::ModuleRecord {
-            name: module_name.clone(),
-            sha256: loaded.digest.clone(),
-            contract: contract.as_str(),
-            role: match role {
-                Role::Interface => "interface",
-                Role::Ipam => "ipam",
-            },
-            engine: self.engine_kind.as_str(),
-        });
         Ok(Module {
             name: module_name,
             path,
@@ -236,6 +226,20 @@ impl Runtime {
             contract,
             digest: loaded.digest,
         })
+    }
+
+    /// Put `module` on the audit line: it runs now.
+    fn audit_module(&self, module: &Module) {
+        crate::audit::module(crate::audit::ModuleRecord {
+            name: module.name.clone(),
+            sha256: module.digest.clone(),
+            contract: module.contract.as_str(),
+            role: match module.role {
+                Role::Interface => "interface",
+                Role::Ipam => "ipam",
+            },
+            engine: self.engine_kind.as_str(),
+        });
     }
 
     /// Where this call finds modules.
@@ -343,6 +347,7 @@ impl Runtime {
         let linker = get_linker(&self.interface_linkers[module.contract as usize], || {
             linker::interface_linker(&self.engine, module.contract)
         })?;
+        self.audit_module(module);
         let audited = crate::audit::enter_module(&module.name);
         let mut outcome = contained(
             &module.name,
@@ -476,6 +481,7 @@ impl Runtime {
         let linker = get_linker(&self.ipam_linkers[module.contract as usize], || {
             linker::ipam_linker(&self.engine, module.contract)
         })?;
+        self.audit_module(module);
         let _audited = crate::audit::enter_module(&module.name);
         let outcome = contained(
             &module.name,
