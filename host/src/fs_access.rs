@@ -60,6 +60,11 @@ pub struct Paths {
     /// Files to read, as descriptors of the files themselves (looked up
     /// the way their reader will, so a rule never widens to a directory).
     pub read_files: Vec<rustix::fd::OwnedFd>,
+    /// Directories the call creates once its modules are loaded and its
+    /// namespace checked (so that a call refused before that leaves
+    /// nothing), with their modes; while loading, the nearest existing
+    /// ancestor of each may have directories made in it.
+    pub to_create: Vec<(PathBuf, u32)>,
 }
 
 /// What a call touches, from its config, environment and the policy.
@@ -194,6 +199,18 @@ pub fn restrict(paths: &Paths, stage: Stage) -> Result<(), String> {
         && let Some(cache) = &paths.cache
     {
         rules.push((cache.as_path(), write));
+    }
+    let ancestors: Vec<&Path> = paths
+        .to_create
+        .iter()
+        .filter_map(|(dir, _)| dir.ancestors().skip(1).find(|a| a.is_dir()))
+        .collect();
+    if stage == Stage::Loading {
+        rules.extend(
+            ancestors
+                .into_iter()
+                .map(|a| (a, BitFlags::from(AccessFs::MakeDir))),
+        );
     }
     let err = |e: landlock::RulesetError| format!("Landlock: {e}");
     let mut handled = Ruleset::default()

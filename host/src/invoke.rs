@@ -200,6 +200,23 @@ fn run(
     {
         let _ = runtime.load(ty, ipam, deadlines.ipam().into_std());
     }
+    // Refused now rather than after the call has made its directories: a
+    // container namespace an interface plugin cannot use.
+    if module.role == crate::runtime::linker::Role::Interface
+        && let Some(netns) = call.env.netns.as_deref()
+        && matches!(command, Command::Add | Command::Check | Command::Del)
+    {
+        use crate::caps::netns::{ContainerNs, check_before_anything};
+        match check_before_anything(netns) {
+            Ok(()) => {}
+            Err(ContainerNs::Node(msg)) => return Err(CniError::new(code::INVALID_NETNS, msg)),
+            Err(ContainerNs::Unusable(e)) if command != Command::Del => {
+                return Err(CniError::env(e.to_string()));
+            }
+            Err(ContainerNs::Unusable(_)) => {}
+        }
+    }
+    create_dirs(&paths, &policy, &call)?;
     crate::fs_access::restrict(&paths, Stage::Running).map_err(CniError::host)?;
     // Programs are started by a thread born before the filter, so they do
     // not inherit it (see `seccomp`).
@@ -272,16 +289,13 @@ fn fs_paths(
     command: Command,
     cache_dir: &Path,
 ) -> Result<Paths, CniError> {
-    let mkdir = |dir: &Path, mode: u32| {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(mode)
-            .create(dir)
-            .map_err(|e| CniError::host(format!("cannot create {}: {e}", dir.display())))
-    };
     let lock_dir = Path::new(DEFAULT_LOCK_DIR);
-    mkdir(lock_dir, 0o700)?;
+    let mut to_create = Vec::new();
+    // The network locks: ADD's, and nftables' for the commands that change
+    // rules.
+    if matches!(command, Command::Add | Command::Del | Command::Gc) {
+        to_create.push((lock_dir.to_path_buf(), 0o700));
+    }
     let mut store_dir = None;
     let mut programs = crate::kernel::exec::programs();
     let mut resolv_conf = None;
@@ -298,20 +312,12 @@ fn fs_paths(
                     .ok()
                     .flatten()
             });
-        // The network's own directory, made now if the call would make it:
-        // an ADD, or any command of a native plugin (the reference
-        // host-local makes it on every command).
-        let create = command == Command::Add || native.is_some();
-        if let Err(e) =
-            crate::kernel::store::StoreDir::open(&location.root, &location.below, create)
-        {
-            return Err(CniError::new(
-                code::IO_FAILURE,
-                format!(
-                    "IPAM store {}: {e}",
-                    location.root.join(&location.below).display()
-                ),
-            ));
+        // The network's own directory, made (once the call is known to
+        // go ahead, `create_dirs`) if the call would make it: an ADD, or
+        // any command of a native plugin (the reference host-local makes
+        // it on every command).
+        if command == Command::Add || native.is_some() {
+            to_create.push((location.root.join(&location.below), 0o755));
         }
         store_dir = Some(location.root.join(&location.below));
         programs.extend(native);
@@ -375,7 +381,38 @@ fn fs_paths(
         extra: &policy.landlock,
     });
     paths.read_files.extend(resolv_conf);
+    paths.to_create = to_create;
     Ok(paths)
+}
+
+/// Make the directories the call needs (`Paths::to_create`): the locks,
+/// and the network's IPAM store, walked to as the store walks (no link
+/// followed below its root).
+fn create_dirs(paths: &Paths, policy: &Policy, call: &Call) -> Result<(), CniError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let store = call.conf.ipam.as_ref().and_then(|i| {
+        policy
+            .store_location(i.data_dir.as_deref(), &call.conf.name)
+            .ok()
+    });
+    for (dir, mode) in &paths.to_create {
+        let made = match &store {
+            Some(l) if *dir == l.root.join(&l.below) => {
+                crate::kernel::store::StoreDir::open(&l.root, &l.below, true).map(drop)
+            }
+            _ => std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(*mode)
+                .create(dir),
+        };
+        made.map_err(|e| {
+            CniError::new(
+                code::IO_FAILURE,
+                format!("cannot create {}: {e}", dir.display()),
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// The longest a CNI call may take by default; runtimes wait minutes.

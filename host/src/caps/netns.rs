@@ -49,6 +49,22 @@ pub enum ContainerNs {
     Node(String),
 }
 
+/// The check `run_interface` makes before any guest code, made earlier
+/// and without the async runtime: before the call creates anything on the
+/// node (its store and lock directories), a call that will be refused
+/// anyway must not.
+pub fn check_before_anything(path: &std::path::Path) -> Result<(), ContainerNs> {
+    use crate::kernel::netns::Netns;
+    let shown = path.display().to_string();
+    let ns = Netns::open(path).map_err(|e| ContainerNs::Unusable(container_error(&shown, &e)))?;
+    if Netns::current().is_ok_and(|me| me.id() == ns.id()) {
+        return Err(ContainerNs::Node(format!(
+            "plugin's netns and netns from CNI_NETNS should not be the same: CNI_NETNS {shown} is the node's own network namespace"
+        )));
+    }
+    Ok(())
+}
+
 impl NetCtx {
     pub fn new(kernel: Arc<dyn Kernel>, shared: Shared, netns_path: Option<&str>) -> Self {
         NetCtx {
