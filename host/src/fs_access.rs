@@ -20,10 +20,11 @@
 //! (nothing in a call speaks TCP); signals and abstract unix sockets are
 //! scoped to the call's own processes.
 //!
-//! Applied in two layers on the main thread (Landlock confines the calling
-//! thread and what it starts later): [`Stage::Loading`] while the process
-//! has one thread, before modules are loaded, with the cache writable;
-//! then [`Stage::Running`] once they are, without. Best effort: a kernel
+//! Landlock confines the calling thread and what it starts later. The
+//! thread that loads modules confines itself to [`Loading`] (the modules,
+//! the cache writable); the main thread, once they are loaded and the
+//! directories the call needs exist, to [`Stage::Running`]: the list
+//! above, the cache read-only. Best effort: a kernel
 //! without Landlock (before 5.13) runs unconfined, which is logged once per
 //! boot.
 
@@ -62,8 +63,7 @@ pub struct Paths {
     pub read_files: Vec<rustix::fd::OwnedFd>,
     /// Directories the call creates once its modules are loaded and its
     /// namespace checked (so that a call refused before that leaves
-    /// nothing), with their modes; while loading, the nearest existing
-    /// ancestor of each may have directories made in it.
+    /// nothing), with their modes.
     pub to_create: Vec<(PathBuf, u32)>,
 }
 
@@ -185,6 +185,32 @@ fn loader(program: &Path) -> Option<PathBuf> {
         .map(|name| PathBuf::from(std::ffi::OsStr::from_bytes(name)))
 }
 
+/// What the thread that loads modules may touch: the module files, the
+/// cache (it compiles into it) and the pins. It confines itself with this
+/// first (`runtime::Runtime::load`), and the compile threads it starts
+/// inherit it; the main thread is confined apart, once the modules are
+/// loaded, to what the call needs.
+#[derive(Debug, Clone, Default)]
+pub struct Loading {
+    pub read: Vec<PathBuf>,
+    pub cache: PathBuf,
+}
+
+impl Loading {
+    /// Confine the calling thread.
+    pub fn restrict(&self) -> Result<(), String> {
+        let mut read = self.read.clone();
+        read.push(crate::runtime::cache::pins_dir(&self.cache));
+        read.push("/proc/self".into());
+        let paths = Paths {
+            read,
+            cache: Some(self.cache.clone()),
+            ..Default::default()
+        };
+        restrict(&paths, Stage::Loading)
+    }
+}
+
 /// Confine this thread (and what it starts later) to `paths`.
 pub fn restrict(paths: &Paths, stage: Stage) -> Result<(), String> {
     let abi = ABI_WANTED;
@@ -199,18 +225,6 @@ pub fn restrict(paths: &Paths, stage: Stage) -> Result<(), String> {
         && let Some(cache) = &paths.cache
     {
         rules.push((cache.as_path(), write));
-    }
-    let ancestors: Vec<&Path> = paths
-        .to_create
-        .iter()
-        .filter_map(|(dir, _)| dir.ancestors().skip(1).find(|a| a.is_dir()))
-        .collect();
-    if stage == Stage::Loading {
-        rules.extend(
-            ancestors
-                .into_iter()
-                .map(|a| (a, BitFlags::from(AccessFs::MakeDir))),
-        );
     }
     let err = |e: landlock::RulesetError| format!("Landlock: {e}");
     let mut handled = Ruleset::default()

@@ -182,12 +182,17 @@ fn run(
         command,
         engine_kind,
     )?;
-    // Still one thread: confine it (and all it starts) to the files the
-    // call needs, the cache writable while modules load.
+    // What the call may touch; the threads that load modules confine
+    // themselves to the modules and the cache first.
     let mut paths = fs_paths(&runtime, &policy, &call, command, &cache_dir)?;
     // A module outside the module directories (the policy allowed it).
     paths.read.push(path.clone());
-    crate::fs_access::restrict(&paths, Stage::Loading).map_err(CniError::host)?;
+    let mut module_files = runtime.modules().dirs().to_vec();
+    module_files.push(path.clone());
+    runtime.confine_loading(crate::fs_access::Loading {
+        read: module_files,
+        cache: cache_dir.clone(),
+    });
     // Every module the call runs is loaded before the seccomp filter: the
     // interface or IPAM module, and the wasm IPAM module its config names
     // (its error, if any, is kept for when the plugin asks for IPAM).
@@ -398,7 +403,7 @@ fn create_dirs(paths: &Paths, policy: &Policy, call: &Call) -> Result<(), CniErr
     for (dir, mode) in &paths.to_create {
         let made = match &store {
             Some(l) if *dir == l.root.join(&l.below) => {
-                crate::kernel::store::StoreDir::open(&l.root, &l.below, true).map(drop)
+                crate::kernel::store::StoreDir::make(&l.root, &l.below)
             }
             _ => std::fs::DirBuilder::new()
                 .recursive(true)

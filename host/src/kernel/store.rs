@@ -114,6 +114,38 @@ impl StoreDir {
         Ok(Some(StoreDir { fd }))
     }
 
+    /// Make `root/below` (0755, as host-local does) without opening it:
+    /// walked through `O_PATH`, no link followed below `root`. For a call
+    /// that may make directories but not yet read them (`fs_access`).
+    pub fn make(root: &Path, below: &Path) -> io::Result<()> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(root)?;
+        let walk = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let mut fd = rustix::fs::open(root, walk, Mode::empty())?;
+        for c in below.components() {
+            let Component::Normal(name) = c else {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "{} is not a relative path of plain components",
+                        below.display()
+                    ),
+                ));
+            };
+            let name = component(name.to_str().ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidInput, "path is not UTF-8")
+            })?)?;
+            match mkdirat(&fd, name, Mode::from_raw_mode(DIR_MODE)) {
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(e) => return Err(e.into()),
+            }
+            fd = openat(&fd, name, walk, Mode::empty())?;
+        }
+        Ok(())
+    }
+
     /// The lock file, created if missing (0600).
     pub fn lock_file(&self, name: &str) -> io::Result<File> {
         let fd = openat(

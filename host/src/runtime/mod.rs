@@ -64,6 +64,8 @@ pub struct Runtime {
     loaded: std::sync::Mutex<std::collections::HashMap<String, Result<Module, CniError>>>,
     /// The epoch clock runs (started with the first guest).
     clock: OnceLock<()>,
+    /// What a loading thread confines itself to (`fs_access::Loading`).
+    loading: OnceLock<crate::fs_access::Loading>,
 }
 
 /// A compiled module and the role its imports give it.
@@ -153,6 +155,7 @@ impl Runtime {
             engine_kind,
             loaded: Default::default(),
             clock: OnceLock::new(),
+            loading: OnceLock::new(),
         }))
     }
 
@@ -194,9 +197,16 @@ impl Runtime {
         // threads born before the seccomp filter must not exist to run
         // capability calls later.
         let (tx, rx) = std::sync::mpsc::channel();
+        let loading = self.loading.get().cloned();
         std::thread::Builder::new()
             .name("wasm-cni-load".into())
             .spawn(move || {
+                if let Some(l) = loading
+                    && let Err(e) = l.restrict()
+                {
+                    let _ = tx.send(Err(format!("cannot confine the loading thread: {e}")));
+                    return;
+                }
                 let admit = |digest: &str| policy.admit_module(&stem, digest);
                 let _ = tx.send(cache.load(&engine, &p, max, lock_deadline, admit, pinned));
             })
@@ -240,6 +250,12 @@ impl Runtime {
             },
             engine: self.engine_kind.as_str(),
         });
+    }
+
+    /// From now on, threads that load modules confine themselves to
+    /// `loading` first.
+    pub fn confine_loading(&self, loading: crate::fs_access::Loading) {
+        let _ = self.loading.set(loading);
     }
 
     /// Where this call finds modules.
