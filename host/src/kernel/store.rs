@@ -37,6 +37,31 @@ fn dir_flags() -> OFlags {
     OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
 }
 
+/// A component of `below` that is a plain name (no `..`, no root), as text.
+fn plain<'a>(c: Component<'a>, below: &Path) -> io::Result<&'a str> {
+    let Component::Normal(name) = c else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} is not a relative path of plain components",
+                below.display()
+            ),
+        ));
+    };
+    component(
+        name.to_str()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path is not UTF-8"))?,
+    )
+}
+
+/// `name` made in the directory `fd` (0755), unless it is there.
+fn make_dir(fd: &impl rustix::fd::AsFd, name: &str) -> io::Result<()> {
+    match mkdirat(fd, name, Mode::from_raw_mode(DIR_MODE)) {
+        Ok(()) | Err(Errno::EXIST) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// One path component, or an error naming it.
 fn component(name: &str) -> io::Result<&str> {
     if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
@@ -72,23 +97,9 @@ impl StoreDir {
         let mut components = below.components().peekable();
         while let Some(c) = components.next() {
             let last = components.peek().is_none();
-            let Component::Normal(name) = c else {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!(
-                        "{} is not a relative path of plain components",
-                        below.display()
-                    ),
-                ));
-            };
-            let name = component(name.to_str().ok_or_else(|| {
-                io::Error::new(io::ErrorKind::InvalidInput, "path is not UTF-8")
-            })?)?;
+            let name = plain(c, below)?;
             if create {
-                match mkdirat(&fd, name, Mode::from_raw_mode(DIR_MODE)) {
-                    Ok(()) | Err(Errno::EXIST) => {}
-                    Err(e) => return Err(e.into()),
-                }
+                make_dir(&fd, name)?;
             }
             let flags = if last {
                 dir_flags()
@@ -125,22 +136,8 @@ impl StoreDir {
         let walk = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let mut fd = rustix::fs::open(root, walk, Mode::empty())?;
         for c in below.components() {
-            let Component::Normal(name) = c else {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!(
-                        "{} is not a relative path of plain components",
-                        below.display()
-                    ),
-                ));
-            };
-            let name = component(name.to_str().ok_or_else(|| {
-                io::Error::new(io::ErrorKind::InvalidInput, "path is not UTF-8")
-            })?)?;
-            match mkdirat(&fd, name, Mode::from_raw_mode(DIR_MODE)) {
-                Ok(()) | Err(Errno::EXIST) => {}
-                Err(e) => return Err(e.into()),
-            }
+            let name = plain(c, below)?;
+            make_dir(&fd, name)?;
             fd = openat(&fd, name, walk, Mode::empty())?;
         }
         Ok(())
