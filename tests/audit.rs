@@ -403,6 +403,18 @@ fn a_config_log_file_is_written_only_inside_the_allowed_directories() {
         c["logLevel"] = level.into();
         c.to_string()
     };
+    // An ADD whose log settings are refused (code 7).
+    let refused = |file: &str, level: &str| {
+        sb.cni(
+            "bridge",
+            "ADD",
+            "c1",
+            Some(&c1),
+            "eth0",
+            &with_log(file, level),
+        )
+        .err(7)
+    };
     // Outside: refused before anything is done, naming the field.
     let outside = tempfile::tempdir().unwrap();
     for bad in [
@@ -411,16 +423,7 @@ fn a_config_log_file_is_written_only_inside_the_allowed_directories() {
         format!("{}/../escape.log", logs.path().display()),
         "relative.log".to_string(),
     ] {
-        let e = sb
-            .cni(
-                "bridge",
-                "ADD",
-                "c1",
-                Some(&c1),
-                "eth0",
-                &with_log(&bad, "debug"),
-            )
-            .err(7);
+        let e = refused(&bad, "debug");
         assert!(
             e["msg"].as_str().unwrap().contains("\"logFile\""),
             "{bad}: {e}"
@@ -433,16 +436,7 @@ fn a_config_log_file_is_written_only_inside_the_allowed_directories() {
     std::fs::write(&target, "").unwrap();
     std::os::unix::fs::symlink(&target, logs.path().join("link.log")).unwrap();
     let link = logs.path().join("link.log").display().to_string();
-    let e = sb
-        .cni(
-            "bridge",
-            "ADD",
-            "c1",
-            Some(&c1),
-            "eth0",
-            &with_log(&link, "debug"),
-        )
-        .err(7);
+    let e = refused(&link, "debug");
     assert!(e["msg"].as_str().unwrap().contains("link"), "{e}");
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "");
     // Nor is a second name of a file elsewhere (a hard link).
@@ -450,30 +444,12 @@ fn a_config_log_file_is_written_only_inside_the_allowed_directories() {
     std::fs::write(&victim, "").unwrap();
     std::fs::hard_link(&victim, logs.path().join("hard.log")).unwrap();
     let hard = logs.path().join("hard.log").display().to_string();
-    let e = sb
-        .cni(
-            "bridge",
-            "ADD",
-            "c1",
-            Some(&c1),
-            "eth0",
-            &with_log(&hard, "debug"),
-        )
-        .err(7);
+    let e = refused(&hard, "debug");
     assert!(e["msg"].as_str().unwrap().contains("other names"), "{e}");
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "");
     // A bad level is an error too.
     let inside = logs.path().join("mynet.log").display().to_string();
-    let e = sb
-        .cni(
-            "bridge",
-            "ADD",
-            "c1",
-            Some(&c1),
-            "eth0",
-            &with_log(&inside, "loud"),
-        )
-        .err(7);
+    let e = refused(&inside, "loud");
     assert!(e["msg"].as_str().unwrap().contains("\"logLevel\""), "{e}");
     before.assert_unchanged(&NodeState::take(&sb), "refused log settings");
     // Inside, at the config's level: the file gets the debug lines.
@@ -504,16 +480,7 @@ fn a_config_log_file_is_written_only_inside_the_allowed_directories() {
     assert!(grown < 64 << 10, "grew by {grown} bytes");
     // A log directory others may write to is refused.
     std::fs::set_permissions(logs.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let e = sb
-        .cni(
-            "bridge",
-            "ADD",
-            "c1",
-            Some(&c1),
-            "eth0",
-            &with_log(&inside, "debug"),
-        )
-        .err(7);
+    let e = refused(&inside, "debug");
     assert!(
         e["msg"]
             .as_str()

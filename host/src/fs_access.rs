@@ -168,11 +168,12 @@ fn loader(program: &Path) -> Option<PathBuf> {
     use object::read::elf::{FileHeader, ProgramHeader};
     use std::io::Read;
     use std::os::unix::ffi::OsStrExt;
-    // The program headers and the loader's name sit at the start.
+    // The program headers and the loader's name sit in the first page (a
+    // call reads this for each program: no more than that).
     let mut head = Vec::new();
     std::fs::File::open(program)
         .ok()?
-        .take(64 << 10)
+        .take(4 << 10)
         .read_to_end(&mut head)
         .ok()?;
     let header = object::elf::FileHeader64::<object::Endianness>::parse(&*head).ok()?;

@@ -77,8 +77,6 @@ pub fn run(
     ))
 }
 
-pub use super::spawn::die_with_parent;
-
 /// `name` found in `PATH` (absolute), if it is a bare name found there.
 pub fn in_path(name: &str) -> Option<String> {
     use std::os::unix::fs::PermissionsExt;

@@ -234,10 +234,6 @@ fn run_nft(args: &[&str], stdin: Option<&str>, deadline: Instant) -> Result<Stri
     }
 }
 
-/// Ask the kernel to kill this child when the thread that started it (and
-/// so the host) dies.
-pub use super::exec::die_with_parent;
-
 fn masquerade_rule(addr: &IpNetwork, comment: &str) -> Rule<'static> {
     let (proto, multicast) = match addr.ip() {
         IpAddr::V4(_) => ("ip", prefix("224.0.0.0".into(), 4)),
