@@ -10,23 +10,27 @@
 #
 # DESTDIR (default /) prefixes every path, for packaging or for a private
 # test root. The modules are then precompiled into the cache
-# (DESTDIR/var/lib/wasm-cni/cache) for both engines. MODULE defaults to bridge and host-local; list more (e.g.
-# loopback) to install them too. Build first:
+# (DESTDIR/var/lib/wasm-cni/cache) for both engines. MODULE defaults to
+# bridge, host-local and static; list others (e.g. loopback) to install
+# them instead. Build first:
 #   cargo build --release -p wasm-cni
-#   cargo build --release --target wasm32-wasip2 -p bridge -p host-local
+#   cargo build --release --target wasm32-wasip2 -p bridge -p host-local -p static-ipam
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dest=${1:-/}
 shift || true
 modules=("$@")
-[ "${#modules[@]}" -gt 0 ] || modules=(bridge host-local)
+[ "${#modules[@]}" -gt 0 ] || modules=(bridge host-local static)
 
 bin="$dest/opt/cni/bin"
 wasm="$dest/opt/cni/wasm"
 install -d -m 0755 "$bin" "$wasm"
 install -m 0755 target/release/wasm-cni "$bin/wasm-cni"
 for m in "${modules[@]}"; do
-  src="target/wasm32-wasip2/release/${m//-/_}.wasm"
+  # A package is named like its module, but `static` (a Rust keyword).
+  crate=${m//-/_}
+  [ "$m" = static ] && crate=static_ipam
+  src="target/wasm32-wasip2/release/$crate.wasm"
   [ -f "$src" ] || { echo "install: $src is not built" >&2; exit 1; }
   install -m 0644 "$src" "$wasm/$m.wasm"
   # A reference plugin of the same name is replaced by the link.

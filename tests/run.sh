@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 echo "== build: host (release) and guests (wasm32-wasip2)" >&2
 cargo build --release --locked -p wasm-cni
 cargo build --release --locked --target wasm32-wasip2 \
-  -p bridge -p host-local -p misbehave -p greedy -p hostile-ipam -p contract-0-1-0 -p loopback
+  -p bridge -p host-local -p static-ipam -p misbehave -p greedy -p hostile-ipam -p contract-0-1-0 -p loopback
 
 echo "== test" >&2
 export CNITOOL="$PWD/target/cnitool/cnitool"
@@ -26,6 +26,10 @@ absent=()
 for p in "${watched[@]}"; do [ -e "$p" ] || absent+=("$p"); done
 status=0
 cargo test --release --locked --workspace -- "$@" || status=$?
+# The plugin template, from a copy outside the repository (not filtered).
+if [ $# -eq 0 ]; then
+  ./tests/template.sh || status=$?
+fi
 for p in "${absent[@]}"; do
   if [ -e "$p" ]; then
     echo "tests left $p behind" >&2

@@ -7,6 +7,7 @@ use crate::cni::{Call, CniEnv, CniError, Command, NetConf};
 use crate::fs_access::{Needs, Paths, Stage};
 use crate::policy::Policy;
 use crate::runtime::cache::DEFAULT_CACHE_DIR;
+use crate::runtime::node::Node;
 use crate::runtime::resolve::ModulePath;
 use crate::runtime::{DEFAULT_LOCK_DIR, Deadlines, Runtime};
 use std::collections::HashMap;
@@ -26,8 +27,16 @@ pub struct Output {
 }
 
 pub fn invoke(argv0: &str, vars: &HashMap<String, String>, stdin: &[u8]) -> Output {
+    invoke_on(argv0, vars, stdin, &Node::Real)
+}
+
+/// One invocation against `node`. On a simulated node the process is
+/// neither confined nor audited (it holds no privilege to give up, and it
+/// changes nothing); everything a call decides is decided as on a real
+/// one.
+pub fn invoke_on(argv0: &str, vars: &HashMap<String, String>, stdin: &[u8], node: &Node) -> Output {
     let mut cni_version = LATEST;
-    match run(argv0, vars, stdin, &mut cni_version) {
+    match run(argv0, vars, stdin, &mut cni_version, node) {
         Ok(stdout) => {
             crate::audit::finish(0, "");
             Output {
@@ -54,7 +63,9 @@ fn run(
     vars: &HashMap<String, String>,
     stdin: &[u8],
     cni_version: &mut &'static str,
+    node: &Node,
 ) -> Result<String, CniError> {
+    let real = node.simulated().is_none();
     let env = CniEnv::from_vars(vars)?;
     // A copy of wasm-cni run as an IPAM plugin by wasm-cni (the inode check
     // in `delegate` catches the installed binary): the same config would
@@ -69,7 +80,7 @@ fn run(
     if env.command == Command::Version {
         return Ok(version::version_reply(stdin));
     }
-    if let Some(settings) = &policy.audit {
+    if let Some(settings) = policy.audit.as_ref().filter(|_| real) {
         crate::audit::begin(
             settings.clone(),
             env.command.as_str(),
@@ -80,7 +91,7 @@ fn run(
     let conf = NetConf::parse_for(stdin, env.command == Command::Del)?;
     *cni_version = conf.cni_version.as_str();
     crate::audit::network(&conf.name);
-    log_settings(&conf, &policy, env.command)?;
+    log_settings(&conf, &policy, env.command, real)?;
     // Whatever plugin runs, a config cannot point IPAM state outside the
     // node's store roots (a native host-local would write there too).
     if let Some(ipam) = &conf.ipam {
@@ -157,42 +168,50 @@ fn run(
     // the call keeps, then give the rest up (see `privilege`). A namespace
     // that cannot be opened is reported later, as before, by the command
     // that needs it.
-    if let Some(netns) = call.env.netns.as_deref()
-        && matches!(command, Command::Add | Command::Check | Command::Del)
-        && let Err(e) = crate::kernel::netns::Netns::preopen(netns)
-    {
-        crate::log::debug(&format!(
-            "CNI_NETNS {} not opened yet: {e}",
-            netns.display()
-        ));
+    if real {
+        if let Some(netns) = call.env.netns.as_deref()
+            && matches!(command, Command::Add | Command::Check | Command::Del)
+            && let Err(e) = crate::kernel::netns::Netns::preopen(netns)
+        {
+            crate::log::debug(&format!(
+                "CNI_NETNS {} not opened yet: {e}",
+                netns.display()
+            ));
+        }
+        // The log file too (the logger opens it on first use).
+        crate::log::enabled(crate::log::Level::Error);
+        crate::privilege::reduce()
+            .map_err(|e| CniError::host(format!("cannot drop privileges: {e}")))?;
     }
-    // The log file too (the logger opens it on first use).
-    crate::log::enabled(crate::log::Level::Error);
-    crate::privilege::reduce()
-        .map_err(|e| CniError::host(format!("cannot drop privileges: {e}")))?;
 
     let policy = Arc::new(policy);
     let engine_kind = crate::runtime::engine::choose(policy.engine);
+    let lock_dir = node.path(Path::new(DEFAULT_LOCK_DIR));
     let runtime = Runtime::new(
         modules,
         policy.clone(),
         &cache_dir,
-        Path::new(DEFAULT_LOCK_DIR),
         deadlines,
         command,
         engine_kind,
+        node.clone(),
     )?;
     // What the call may touch; the threads that load modules confine
     // themselves to the modules and the cache first.
-    let mut paths = fs_paths(&runtime, &policy, &call, command, &cache_dir)?;
-    // A module outside the module directories (the policy allowed it).
-    paths.read.push(path.clone());
-    let mut module_files = runtime.modules().dirs().to_vec();
-    module_files.push(path.clone());
-    runtime.confine_loading(crate::fs_access::Loading {
-        read: module_files,
-        cache: cache_dir.clone(),
-    });
+    let paths = if real {
+        let mut paths = fs_paths(&runtime, &policy, &call, command, &cache_dir)?;
+        // A module outside the module directories (the policy allowed it).
+        paths.read.push(path.clone());
+        let mut module_files = runtime.modules().dirs().to_vec();
+        module_files.push(path.clone());
+        runtime.confine_loading(crate::fs_access::Loading {
+            read: module_files,
+            cache: cache_dir.clone(),
+        });
+        Some(paths)
+    } else {
+        None
+    };
     // Every module the call runs is loaded before the seccomp filter: the
     // interface or IPAM module, and the wasm IPAM module its config names
     // (its error, if any, is kept for when the plugin asks for IPAM).
@@ -205,32 +224,13 @@ fn run(
     {
         let _ = runtime.load(ty, ipam, deadlines.ipam().into_std());
     }
-    // Refused now rather than after the call has made its directories: a
-    // container namespace an interface plugin cannot use.
-    if module.role == crate::runtime::linker::Role::Interface
-        && let Some(netns) = call.env.netns.as_deref()
-        && matches!(command, Command::Add | Command::Check | Command::Del)
-    {
-        use crate::caps::netns::{ContainerNs, check_before_anything};
-        match check_before_anything(netns) {
-            Ok(()) => {}
-            Err(ContainerNs::Node(msg)) => return Err(CniError::new(code::INVALID_NETNS, msg)),
-            Err(ContainerNs::Unusable(e)) if command != Command::Del => {
-                return Err(CniError::env(e.to_string()));
-            }
-            Err(ContainerNs::Unusable(_)) => {}
-        }
+    match paths {
+        Some(paths) => confine(&paths, &policy, &call, module.role, vars)?,
+        // The simulated node's lock directory (its store directories are
+        // made by the store, as it needs them).
+        None => std::fs::create_dir_all(&lock_dir)
+            .map_err(|e| CniError::host(format!("cannot create {}: {e}", lock_dir.display())))?,
     }
-    create_dirs(&paths, &policy, &call)?;
-    crate::fs_access::restrict(&paths, Stage::Running).map_err(CniError::host)?;
-    // Programs are started by a thread born before the filter, so they do
-    // not inherit it (see `seccomp`).
-    crate::kernel::spawn::start(paths.programs.clone())
-        .map_err(|e| CniError::host(format!("cannot start the spawner thread: {e}")))?;
-    crate::seccomp::install(crate::seccomp::Mode::from_env(
-        vars.get("WASM_CNI_SECCOMP").map(String::as_str),
-    ))
-    .map_err(|e| CniError::host(format!("cannot install the seccomp filter: {e}")))?;
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
@@ -257,9 +257,53 @@ fn run(
     out
 }
 
+/// Confine the process for the rest of the call (`fs_access`, `seccomp`),
+/// once its modules are loaded. Refused first: a container namespace an
+/// interface plugin cannot use (rather than after the call has made its
+/// directories).
+fn confine(
+    paths: &Paths,
+    policy: &Policy,
+    call: &Call,
+    role: crate::runtime::linker::Role,
+    vars: &HashMap<String, String>,
+) -> Result<(), CniError> {
+    let command = call.env.command;
+    if role == crate::runtime::linker::Role::Interface
+        && let Some(netns) = call.env.netns.as_deref()
+        && matches!(command, Command::Add | Command::Check | Command::Del)
+    {
+        use crate::caps::netns::{ContainerNs, check_before_anything};
+        match check_before_anything(netns) {
+            Ok(()) => {}
+            Err(ContainerNs::Node(msg)) => return Err(CniError::new(code::INVALID_NETNS, msg)),
+            Err(ContainerNs::Unusable(e)) if command != Command::Del => {
+                return Err(CniError::env(e.to_string()));
+            }
+            Err(ContainerNs::Unusable(_)) => {}
+        }
+    }
+    create_dirs(paths, policy, call)?;
+    crate::fs_access::restrict(paths, Stage::Running).map_err(CniError::host)?;
+    // Programs are started by a thread born before the filter, so they do
+    // not inherit it (see `seccomp`).
+    crate::kernel::spawn::start(paths.programs.clone())
+        .map_err(|e| CniError::host(format!("cannot start the spawner thread: {e}")))?;
+    crate::seccomp::install(crate::seccomp::Mode::from_env(
+        vars.get("WASM_CNI_SECCOMP").map(String::as_str),
+    ))
+    .map_err(|e| CniError::host(format!("cannot install the seccomp filter: {e}")))?;
+    Ok(())
+}
+
 /// The config's `logLevel` and `logFile`. A bad one fails the call (code 7),
 /// except a DEL, which must be able to finish: it logs where it did.
-fn log_settings(conf: &NetConf, policy: &Policy, command: Command) -> Result<(), CniError> {
+fn log_settings(
+    conf: &NetConf,
+    policy: &Policy,
+    command: Command,
+    real: bool,
+) -> Result<(), CniError> {
     let level = conf.log_level.as_deref().map(|l| {
         crate::log::parse_level(l).ok_or_else(|| {
             CniError::config(format!(
@@ -267,7 +311,8 @@ fn log_settings(conf: &NetConf, policy: &Policy, command: Command) -> Result<(),
             ))
         })
     });
-    let file = conf.log_file.as_deref().map(|f| {
+    // A simulated node writes no files of the real one.
+    let file = conf.log_file.as_deref().filter(|_| real).map(|f| {
         let audit = policy.audit.as_ref().map(|a| a.file.as_path());
         crate::log::open_beneath(f, &policy.log_dirs, audit).map_err(CniError::config)
     });

@@ -13,6 +13,7 @@ pub mod kernel;
 pub mod limits;
 pub mod log;
 pub mod owner;
+pub mod plan;
 pub mod policy;
 pub mod privilege;
 pub mod runtime;

@@ -19,6 +19,15 @@ Commands (run by the node's root, not by runtimes):
   wasm-cni compile [MODULE...]   compile modules (names or .wasm paths; none:
                                  all in the module path) into the cache for
                                  both engines, so no call compiles
+  CNI_COMMAND=ADD ... wasm-cni plan [--json] < config
+                                 what that call would do on this node, run
+                                 on a simulated copy of it: every capability
+                                 call, the changes, the result; changes
+                                 nothing
+  wasm-cni inspect MODULE [--json]
+                                 what a module is: role, contract, imports
+                                 and what each reaches, exports, sha256,
+                                 size, cached or not, its pin
 
 Environment:
   WASM_CNI_MODULE_PATH  directories with <name>.wasm modules (default /opt/cni/wasm)
@@ -46,6 +55,19 @@ fn main() -> ExitCode {
     let mut args = std::env::args();
     let argv0 = args.next().unwrap_or_else(|| invoke::SELF_NAME.to_string());
     let vars: HashMap<String, String> = std::env::vars().collect();
+    // `plan` takes a call's input: CNI_COMMAND is set.
+    let rest: Vec<String> = std::env::args().skip(1).collect();
+    if rest.first().map(String::as_str) == Some("plan") {
+        let mut stdin = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut stdin);
+        let (out, ok) = wasm_cni::plan::run(&vars, &rest[1..], &stdin);
+        print!("{out}");
+        return if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
     if let Some(flag) = args.next().filter(|_| !vars.contains_key("CNI_COMMAND")) {
         return match flag.as_str() {
             "--version" | "-V" => {
@@ -56,9 +78,13 @@ fn main() -> ExitCode {
                 );
                 ExitCode::SUCCESS
             }
-            "compile" => {
+            "compile" | "inspect" => {
                 let rest: Vec<String> = args.collect();
-                let (out, ok) = wasm_cni::runtime::precompile::run(&vars, &rest);
+                let (out, ok) = if flag == "compile" {
+                    wasm_cni::runtime::precompile::run(&vars, &rest)
+                } else {
+                    wasm_cni::runtime::inspect::run(&vars, &rest)
+                };
                 print!("{out}");
                 if ok {
                     ExitCode::SUCCESS

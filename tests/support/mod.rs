@@ -174,3 +174,50 @@ pub fn reference_plugins() -> Option<&'static Path> {
     let p = Path::new("/usr/lib/cni");
     p.join("bridge").is_file().then_some(p)
 }
+
+/// The built-in plugins, for the test kit (`wasm-cni-testkit`).
+pub fn kit_plugins() -> wasm_cni_testkit::Plugins {
+    wasm_cni_testkit::Plugins::new()
+        .module("bridge", module("bridge"))
+        .module("host-local", module("host-local"))
+        .module("static", module("static-ipam"))
+}
+
+/// Run this test binary again as `nobody` (when root), every test but
+/// the one calling this, and fail unless all of them pass: test-kit tests
+/// need no privilege, and this proves it. Run as `nobody`, it checks that
+/// the effective uid is not 0.
+pub fn kit_tests_pass_as_nobody(this_test: &str) {
+    let euid = rustix::process::geteuid().as_raw();
+    if std::env::var_os("WASM_CNI_KIT_AS_NOBODY").is_some() {
+        assert_ne!(euid, 0, "meant to run as nobody");
+        return;
+    }
+    if euid != 0 {
+        eprintln!("{this_test}: already an ordinary user (uid {euid})");
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .arg(&exe)
+        .args(["--test-threads=2"])
+        .env("WASM_CNI_KIT_AS_NOBODY", "1")
+        .env("TMPDIR", "/tmp")
+        .output()
+        .expect("setpriv");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "as nobody: {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let passed = text
+        .lines()
+        .find_map(|l| l.strip_prefix("test result: ok. "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(0);
+    assert!(passed > 1, "as nobody, {passed} tests passed:\n{text}");
+    eprintln!("{this_test}: {passed} tests passed as nobody");
+}

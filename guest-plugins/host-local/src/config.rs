@@ -4,7 +4,8 @@
 use crate::range::{RangeSet, RawRange};
 use serde::Deserialize;
 use std::net::IpAddr;
-use wasm_cni_sdk::{CniError, IpPrefix, Request, Route};
+use wasm_cni_sdk::config::RouteConf;
+use wasm_cni_sdk::{CniError, Request, Route};
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
@@ -25,7 +26,7 @@ struct RawIpam {
     #[serde(default)]
     ranges: Vec<Vec<RawRange>>,
     #[serde(default)]
-    routes: Vec<RawRoute>,
+    routes: Vec<RouteConf>,
     #[serde(default)]
     resolv_conf: Option<String>,
 }
@@ -38,26 +39,6 @@ struct LegacyRange {
     range_start: Option<String>,
     range_end: Option<String>,
     gateway: Option<String>,
-}
-
-/// A route as libcni's types read it: the attributes pass through to the
-/// result (1.1.0 and the versions that share its route type print them).
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawRoute {
-    dst: String,
-    #[serde(default)]
-    gw: Option<String>,
-    #[serde(default)]
-    mtu: Option<u32>,
-    #[serde(default, rename = "advmss")]
-    adv_mss: Option<u32>,
-    #[serde(default)]
-    priority: Option<u32>,
-    #[serde(default)]
-    table: Option<u32>,
-    #[serde(default)]
-    scope: Option<u8>,
 }
 
 #[derive(Deserialize, Default)]
@@ -160,7 +141,7 @@ impl IpamConf {
             .ipam
             .routes
             .iter()
-            .map(route)
+            .map(|r| r.route("ipam.routes"))
             .collect::<Result<_, _>>()?;
         Ok(IpamConf {
             ranges,
@@ -177,32 +158,4 @@ fn parse_requested(s: &str) -> Result<IpAddr, CniError> {
         .unwrap_or(s)
         .parse()
         .map_err(|_| invalid(format!("cannot understand requested ip {s:?}")))
-}
-
-fn route(r: &RawRoute) -> Result<Route, CniError> {
-    let dst: ipnetwork::IpNetwork = match r.dst.parse() {
-        Ok(d) if r.dst.contains('/') => d,
-        _ => {
-            return Err(invalid(format!(
-                "invalid route dst {:?} in \"ipam.routes\"",
-                r.dst
-            )));
-        }
-    };
-    let gw = match r.gw.as_deref().filter(|g| !g.is_empty()) {
-        Some(g) => Some(
-            g.parse::<IpAddr>()
-                .map_err(|_| invalid(format!("invalid route gw {g:?} in \"ipam.routes\"")))?,
-        ),
-        None => None,
-    };
-    Ok(Route {
-        dst: IpPrefix::from(dst),
-        gw: gw.map(Into::into),
-        mtu: r.mtu,
-        advmss: r.adv_mss,
-        priority: r.priority,
-        table: r.table,
-        scope: r.scope,
-    })
 }

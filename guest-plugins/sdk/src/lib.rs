@@ -43,6 +43,7 @@ pub mod bindings {
     });
 }
 
+pub mod config;
 mod error;
 mod net;
 mod plugin;

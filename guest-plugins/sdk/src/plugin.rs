@@ -45,6 +45,7 @@ pub trait Plugin {
 #[macro_export]
 macro_rules! register {
     ($plugin:ty) => {
+        #[allow(dead_code)]
         struct __WasmCniExport;
 
         impl $crate::bindings::exports::wasm_cni::plugin0_2_0::plugin::Guest for __WasmCniExport {
@@ -65,6 +66,10 @@ macro_rules! register {
             }
         }
 
+        // Exported from the wasm component only: natively (a plugin
+        // crate's own `cargo test`) there is no host to call it, and the
+        // export names are not symbols a native linker takes.
+        #[cfg(target_arch = "wasm32")]
         $crate::bindings::export_plugin!(__WasmCniExport with_types_in $crate::bindings);
     };
 }

@@ -110,7 +110,9 @@ fn is_zero(n: &u64) -> bool {
 
 struct Call {
     started: Instant,
-    settings: AuditSettings,
+    /// The file the line goes to; `None`: kept for the caller
+    /// ([`take_recorded`]).
+    settings: Option<AuditSettings>,
     line: Line,
     /// The capability calls, as kept (see [`KEEP_FIRST`]).
     first: Vec<CapCall>,
@@ -139,6 +141,23 @@ pub fn begin(settings: AuditSettings, command: &str, container_id: &str, ifname:
             .mode(0o700)
             .create(dir);
     }
+    start(Some(settings), command, container_id, ifname);
+}
+
+/// Record this process's call for the caller (`wasm-cni plan`), who takes
+/// it with [`take_recorded`] after the call.
+pub fn record(command: &str, container_id: &str, ifname: &str) {
+    start(None, command, container_id, ifname);
+}
+
+/// The line of the call [`record`] recorded, once it has finished.
+pub fn take_recorded() -> Option<serde_json::Value> {
+    RECORDED.lock().unwrap_or_else(|e| e.into_inner()).take()
+}
+
+static RECORDED: Mutex<Option<serde_json::Value>> = Mutex::new(None);
+
+fn start(settings: Option<AuditSettings>, command: &str, container_id: &str, ifname: &str) {
     *call() = Some(Call {
         started: Instant::now(),
         settings,
@@ -238,7 +257,7 @@ fn rank(c: &CapCall) -> u8 {
     }
 }
 
-fn record(c: CapCall) {
+fn keep(c: CapCall) {
     let mut guard = call();
     let Some(call) = guard.as_mut() else { return };
     if call.first.len() < KEEP_FIRST {
@@ -297,14 +316,18 @@ pub fn finish(code: u32, error: &str) {
     c.line.code = code;
     c.line.error = cap(error.to_string());
     c.line.ms = ms(c.started);
-    fit(&mut c.line, max_line(c.settings.max_bytes));
+    let Some(settings) = &c.settings else {
+        *RECORDED.lock().unwrap_or_else(|e| e.into_inner()) = serde_json::to_value(&c.line).ok();
+        return;
+    };
+    fit(&mut c.line, max_line(settings.max_bytes));
     let written = serde_json::to_string(&c.line)
         .map_err(std::io::Error::other)
-        .and_then(|line| file::append(&c.settings, &line));
+        .and_then(|line| file::append(settings, &line));
     if let Err(e) = written {
         crate::log::error(&format!(
             "cannot append to the audit file {}: {e}",
-            c.settings.file.display()
+            settings.file.display()
         ));
     }
 }

@@ -12,7 +12,7 @@
 //! a span table and a per-thread stack of entered spans, nothing of its
 //! formatting or filtering.
 
-use super::{CapCall, cap, ms, record};
+use super::{CapCall, cap, keep, ms};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -355,7 +355,7 @@ impl Subscriber for Forward {
         };
         match done {
             Some(o) => {
-                record(o.call);
+                keep(o.call);
                 true
             }
             None => false,

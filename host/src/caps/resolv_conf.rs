@@ -13,11 +13,14 @@ use std::path::{Path, PathBuf};
 pub struct ResolvConfCtx {
     dirs: Vec<PathBuf>,
     phase: Phase,
+    node: crate::runtime::node::Node,
 }
 
 impl ResolvConfCtx {
-    pub fn new(dirs: Vec<PathBuf>, phase: Phase) -> Self {
-        ResolvConfCtx { dirs, phase }
+    /// Judged against `dirs`; read on `node` (a simulated node's files are
+    /// beneath a directory of its own).
+    pub fn new(dirs: Vec<PathBuf>, phase: Phase, node: crate::runtime::node::Node) -> Self {
+        ResolvConfCtx { dirs, phase, node }
     }
 
     /// The allowed directory `path` lies beneath, and the rest of it.
@@ -48,6 +51,7 @@ impl resolv_conf::Host for ResolvConfCtx {
             ));
         }
         let (dir, rest) = self.locate(&path)?;
+        let dir = self.node.path(&dir);
         let read =
             tokio::task::spawn_blocking(move || crate::kernel::resolv_conf::read(&dir, &rest))
                 .await

@@ -17,6 +17,7 @@ pub mod nft;
 pub mod reference;
 pub mod resolv_conf;
 pub mod route;
+pub mod sim;
 pub mod spawn;
 pub mod spoof_check;
 pub mod store;
@@ -64,7 +65,7 @@ pub trait Kernel: Send + Sync {
     fn link_get<'a>(&'a self, ns: Ns, name: &'a str) -> KFuture<'a, LinkState>;
     fn link_get_index(&self, ns: Ns, index: u32) -> KFuture<'_, LinkState>;
     fn link_list(&self, ns: Ns) -> KFuture<'_, Vec<LinkState>>;
-    /// A bridge, down, under `name`.
+    /// A bridge under `name`, up (as rtnetlink's builder makes it).
     fn bridge_add<'a>(&'a self, ns: Ns, name: &'a str, mtu: Option<u32>) -> KFuture<'a, ()>;
     /// A veth pair in one request, each end born in its namespace.
     fn veth_add<'a>(

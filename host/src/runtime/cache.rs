@@ -47,6 +47,8 @@ pub struct Cache {
     pins: Option<PathBuf>,
     /// `wasm-cni compile`: pinned modules' sums are written.
     install: bool,
+    /// `wasm-cni plan`: artifacts are read, nothing is written.
+    read_only: bool,
     compat: String,
 }
 
@@ -114,7 +116,22 @@ impl Cache {
             dir,
             pins,
             install: false,
+            read_only: false,
             compat,
+        }
+    }
+
+    /// The cache as `wasm-cni plan` uses it: read if it is there and
+    /// trusted; nothing created, locked or written.
+    pub fn open_read_only(engine: &Engine, dir: &Path) -> Self {
+        let mut h = ShaHasher(Sha256::new());
+        engine.precompile_compatibility_hash().hash(&mut h);
+        Cache {
+            dir: crate::trust::dir(dir).ok(),
+            pins: crate::trust::dir(&pins_dir(dir)).ok(),
+            install: false,
+            read_only: true,
+            compat: hex(&h.0.finalize()[..8]),
         }
     }
 
@@ -171,6 +188,9 @@ impl Cache {
         let expect = Expect { digest };
         if let Some(c) = load_artifact(engine, &artifact, expect) {
             return Ok((c, loaded(Outcome::Hit)));
+        }
+        if self.read_only {
+            return compile(engine, &bytes, module).map(|c| (c, loaded(Outcome::Uncached)));
         }
         // Compile once per node, not once per racing process: the first
         // caller compiles under the lock, the others wait for it and load
@@ -456,6 +476,43 @@ fn prepare_dir(dir: &Path) -> io::Result<PathBuf> {
 fn trusted_file(path: &Path) -> bool {
     let me = rustix::process::geteuid().as_raw();
     fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && m.uid() == me && m.mode() & 0o022 == 0)
+}
+
+/// Whether `dir` holds an artifact of the module with this sha256 (hex)
+/// for `engine`, with its sum, and whether `wasm-cni compile` vouched for
+/// it (what a pinned module needs). Reads only: nothing is created.
+pub fn cached(engine: &Engine, dir: &Path, digest_hex: &str) -> (bool, bool) {
+    let mut h = ShaHasher(Sha256::new());
+    engine.precompile_compatibility_hash().hash(&mut h);
+    let compat = hex(&h.0.finalize()[..8]);
+    let Ok(dir) = crate::trust::dir(dir) else {
+        return (false, false);
+    };
+    let artifact = dir.join(format!("{digest_hex}-{compat}.cwasm"));
+    let Some(digest) = unhex(digest_hex) else {
+        return (false, false);
+    };
+    let expect = Expect { digest };
+    let valid = |sum: &Path| {
+        trusted_file(sum) && fs::read(sum).is_ok_and(|s| verified(&s, expect, None).is_ok())
+    };
+    let there = trusted_file(&artifact) && valid(&sum_path(&artifact));
+    let vouched = there
+        && crate::trust::dir(&pins_dir(&dir)).is_ok_and(|pins| {
+            valid(&pins.join(sum_path(&artifact).file_name().expect("a file name")))
+        });
+    (there, vouched)
+}
+
+fn unhex(s: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if s.len() != 64 {
+        return None;
+    }
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 #[cfg(test)]

@@ -106,6 +106,17 @@ impl Runtime {
                     "\"ipam.resolvConf\" {file:?}: a native IPAM plugin would read that file as root for the config's author; not allowed"
                 )))
             }
+            // A native plugin changes the real node: never run for a
+            // simulated one, whose answer then depends on it.
+            None if let Some(sim) = self.node.simulated() => {
+                sim.kernel.guess(
+                    crate::kernel::sim::Unknown::NativeIpam,
+                    format!("ipam {} (native plugin {ty:?})", command.as_str()),
+                );
+                Err(CniError::plugin(format!(
+                    "native IPAM plugin {ty:?} is not run on a simulated node"
+                )))
+            }
             None => match find_in_cni_path(call, ty)? {
                 // GC and STATUS go only to a plugin that speaks 1.1.0: an
                 // older one has no such commands (it would fail them), so it

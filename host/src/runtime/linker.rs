@@ -78,9 +78,17 @@ const IPAM_ONLY: [&str; 2] = ["store", "resolv-conf"];
 /// version, from its `plugin` export.
 pub fn classify(engine: &Engine, component: &Component) -> Result<(Role, Contract), String> {
     let ty = component.component_type();
+    let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
+    let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
+    classify_names(&imports, &exports)
+}
+
+/// [`classify`], from the names a component imports and exports (what
+/// `wasm-cni inspect` reads without compiling it).
+pub fn classify_names(imports: &[String], exports: &[String]) -> Result<(Role, Contract), String> {
     let mut network = Vec::new();
     let mut ipam = Vec::new();
-    for (name, _) in ty.imports(engine) {
+    for name in imports {
         let Some(rest) = name.strip_prefix("wasm-cni:plugin/") else {
             continue;
         };
@@ -102,7 +110,6 @@ pub fn classify(engine: &Engine, component: &Component) -> Result<(Role, Contrac
         (true, false) => Role::Interface,
         (_, true) => Role::Ipam,
     };
-    let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
     let contract = if exports.iter().any(|n| n == "wasm-cni:plugin/plugin@0.2.0") {
         Contract::V0_2_0
     } else if exports.iter().any(|n| n == "wasm-cni:plugin/plugin@0.1.0") {

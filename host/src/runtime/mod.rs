@@ -8,7 +8,9 @@ mod export;
 pub use export::request;
 use export::{contained, invoke, with_rollback_failures};
 pub mod engine;
+pub mod inspect;
 pub mod linker;
+pub mod node;
 pub mod precompile;
 pub mod resolve;
 pub mod state;
@@ -66,6 +68,8 @@ pub struct Runtime {
     clock: OnceLock<()>,
     /// What a loading thread confines itself to (`fs_access::Loading`).
     loading: OnceLock<crate::fs_access::Loading>,
+    /// The node the call runs against.
+    node: node::Node,
 }
 
 /// A compiled module and the role its imports give it.
@@ -132,14 +136,17 @@ impl Runtime {
         modules: ModulePath,
         policy: Arc<Policy>,
         cache_dir: &Path,
-        lock_dir: &Path,
         deadlines: Deadlines,
         command: Command,
         engine_kind: EngineKind,
+        node: node::Node,
     ) -> Result<Arc<Runtime>, CniError> {
         let engine = engine::new_engine(engine_kind)
             .map_err(|e| CniError::host(format!("cannot start wasmtime: {e:#}")))?;
-        let cache = Cache::open(&engine, cache_dir);
+        let cache = match node.simulated() {
+            Some(s) if s.read_only_cache => Cache::open_read_only(&engine, cache_dir),
+            _ => Cache::open(&engine, cache_dir),
+        };
         Ok(Arc::new(Runtime {
             engine,
             cache,
@@ -147,7 +154,8 @@ impl Runtime {
             policy,
             limits: CallLimits::new(deadlines.call().into_std()),
             deadlines,
-            lock_dir: lock_dir.to_path_buf(),
+            // The network locks are the node's (a simulated one has its own).
+            lock_dir: node.path(Path::new(DEFAULT_LOCK_DIR)),
             command,
             ipam_writes: Default::default(),
             interface_linkers: Default::default(),
@@ -156,6 +164,7 @@ impl Runtime {
             loaded: Default::default(),
             clock: OnceLock::new(),
             loading: OnceLock::new(),
+            node,
         }))
     }
 
@@ -258,6 +267,11 @@ impl Runtime {
         let _ = self.loading.set(loading);
     }
 
+    /// The node the call runs against.
+    pub fn node(&self) -> &node::Node {
+        &self.node
+    }
+
     /// Where this call finds modules.
     pub fn modules(&self) -> &ModulePath {
         &self.modules
@@ -307,11 +321,14 @@ impl Runtime {
             shared_bridges,
             self.policy.gateway_subnets.clone(),
         ));
-        let kernel: Arc<dyn Kernel> = Arc::new(
-            Linux::new(call.env.netns.clone(), Some(self.lock_dir.clone())).map_err(|e| {
-                CniError::host(format!("cannot open this process's network namespace: {e}"))
-            })?,
-        );
+        let kernel: Arc<dyn Kernel> = match self.node.simulated() {
+            Some(sim) => sim.kernel(call.env.netns.as_deref()),
+            None => Arc::new(
+                Linux::new(call.env.netns.clone(), Some(self.lock_dir.clone())).map_err(|e| {
+                    CniError::host(format!("cannot open this process's network namespace: {e}"))
+                })?,
+            ),
+        };
         let net = NetCtx::new(
             kernel.clone(),
             shared.clone(),
@@ -474,7 +491,8 @@ impl Runtime {
         limits: &Arc<CallLimits>,
     ) -> Result<Option<CniResult>, CniError> {
         let data_dir = call.conf.ipam.as_ref().and_then(|i| i.data_dir.as_deref());
-        let location = self.policy.store_location(data_dir, &call.conf.name)?;
+        let mut location = self.policy.store_location(data_dir, &call.conf.name)?;
+        location.root = self.node.path(&location.root);
         // Waiting for the store's lock ends at two thirds of the plugin's
         // time (half the call's, when delegated), so "busy" comes back
         // while there is time to report it.
@@ -489,7 +507,11 @@ impl Runtime {
                 created.clone(),
                 limits,
             ),
-            ResolvConfCtx::new(self.policy.resolv_conf_dirs.clone(), phase(command)),
+            ResolvConfCtx::new(
+                self.policy.resolv_conf_dirs.clone(),
+                phase(command),
+                self.node.clone(),
+            ),
             LogCtx::new(&module.name, limits),
             StoreLimiter::new(limits),
         );

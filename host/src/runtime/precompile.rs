@@ -20,24 +20,49 @@ use std::time::{Duration, Instant};
 /// take before compiling anyway.
 const LOCK_WAIT: Duration = Duration::from_secs(60);
 
+/// What the node's root's commands (`compile`, `inspect`) work with: the
+/// node policy, the module directories (any module file may be named:
+/// it is the root's command), the cache.
+pub(crate) struct Setup {
+    pub policy: Policy,
+    pub modules: ModulePath,
+    pub cache_dir: PathBuf,
+}
+
+impl Setup {
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Setup, String> {
+        let policy =
+            Policy::load(vars.get("WASM_CNI_POLICY").map(String::as_str)).map_err(|e| e.msg)?;
+        let modules = ModulePath::new(
+            vars.get("WASM_CNI_MODULE_PATH").map(String::as_str),
+            policy.module_dirs.as_deref(),
+            true,
+        );
+        let cache_dir = vars
+            .get("WASM_CNI_CACHE_DIR")
+            .filter(|d| !d.is_empty())
+            .map_or(
+                PathBuf::from(super::cache::DEFAULT_CACHE_DIR),
+                PathBuf::from,
+            );
+        Ok(Setup {
+            policy,
+            modules,
+            cache_dir,
+        })
+    }
+}
+
 /// Run the command; what to print, and whether everything compiled.
 pub fn run(vars: &HashMap<String, String>, args: &[String]) -> (String, bool) {
-    let policy = match Policy::load(vars.get("WASM_CNI_POLICY").map(String::as_str)) {
-        Ok(p) => p,
-        Err(e) => return (format!("wasm-cni compile: {}\n", e.msg), false),
+    let Setup {
+        policy,
+        modules,
+        cache_dir,
+    } = match Setup::from_vars(vars) {
+        Ok(s) => s,
+        Err(e) => return (format!("wasm-cni compile: {e}\n"), false),
     };
-    let modules = ModulePath::new(
-        vars.get("WASM_CNI_MODULE_PATH").map(String::as_str),
-        policy.module_dirs.as_deref(),
-        true,
-    );
-    let cache_dir = vars
-        .get("WASM_CNI_CACHE_DIR")
-        .filter(|d| !d.is_empty())
-        .map_or(
-            PathBuf::from(super::cache::DEFAULT_CACHE_DIR),
-            PathBuf::from,
-        );
     let wanted = match targets(&modules, args) {
         Ok(w) => w,
         Err(e) => return (format!("wasm-cni compile: {e}\n"), false),
@@ -104,7 +129,10 @@ pub fn run(vars: &HashMap<String, String>, args: &[String]) -> (String, bool) {
 
 /// Module name to file: the arguments, or every module in the directories
 /// (the first directory that has a name wins, as for a call).
-fn targets(modules: &ModulePath, args: &[String]) -> Result<BTreeMap<String, PathBuf>, String> {
+pub(crate) fn targets(
+    modules: &ModulePath,
+    args: &[String],
+) -> Result<BTreeMap<String, PathBuf>, String> {
     let mut found = BTreeMap::new();
     if args.is_empty() {
         for dir in modules.dirs().iter().rev() {
