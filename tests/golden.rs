@@ -168,7 +168,9 @@ struct Netns(String);
 
 impl Netns {
     fn add(what: &str) -> Netns {
-        let name = format!("wcni-plan-{what}-{}", std::process::id());
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("wcni-plan-{what}{n}-{}", std::process::id());
         assert!(
             Command::new("ip")
                 .args(["netns", "add", &name])
@@ -246,4 +248,192 @@ fn plan_lists_calls_changes_result_and_what_it_could_not_read() {
             "{who} changed the container"
         );
     }
+}
+
+/// Run `wasm-cni plan --json` in `node`'s namespace with this layout,
+/// `CNI_*` from `env`, the config on stdin, as root.
+fn plan_json(l: &Layout, node: &Netns, env: &[(&str, &str)], conf: &str) -> serde_json::Value {
+    let mut cmd = Command::new("ip");
+    let c = l.command(&[]);
+    cmd.args(["netns", "exec", &node.0])
+        .arg(host_binary())
+        .args(["plan", "--json"])
+        .envs(c.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .env_remove("WASM_CNI_CACHE_DIR")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn with_module(l: &Layout, name: &str, crate_name: &str) {
+    let to = l.dir.path().join(format!("wasm/{name}.wasm"));
+    std::fs::copy(wasm_cni_tests::module(crate_name), &to).unwrap();
+}
+
+#[test]
+fn plan_neither_writes_nor_reads_beyond_what_a_call_may() {
+    if !root_or_skip("plan_neither_writes_nor_reads_beyond_what_a_call_may") {
+        return;
+    }
+    let l = Layout::new();
+    with_module(&l, "host-local", "host-local");
+    let t = l.dir.path();
+    // A directory the policy allows for resolv.conf, a link in it to a
+    // secret outside, a file a `..` path reaches.
+    std::fs::create_dir(t.join("dns")).unwrap();
+    std::fs::write(t.join("secret"), "nameserver 10.66.6.6\n").unwrap();
+    std::os::unix::fs::symlink(t.join("secret"), t.join("dns/resolv.conf")).unwrap();
+    std::fs::write(t.join("victim"), "keep").unwrap();
+    std::fs::write(
+        t.join("policy.json"),
+        format!(
+            r#"{{"version":1,"resolvConfDirs":["{}"]}}"#,
+            t.join("dns").display()
+        ),
+    )
+    .unwrap();
+    let (node, container) = (Netns::add("node"), Netns::add("ctr"));
+    let netns = format!("/run/netns/{}", container.0);
+    let log = t.join("plan.log");
+    let env = [
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", "plan-files"),
+        ("CNI_NETNS", netns.as_str()),
+        ("CNI_IFNAME", "eth0"),
+        ("WASM_CNI_LOG", "debug"),
+        ("WASM_CNI_LOG_FILE", log.to_str().unwrap()),
+    ];
+    let climb = format!("{}/../victim", t.join("dns").display());
+    let link = t.join("dns/resolv.conf").display().to_string();
+    for (file, why) in [
+        (climb.as_str(), "a path that climbs out"),
+        (link.as_str(), "a link"),
+    ] {
+        let conf = serde_json::json!({"cniVersion":"1.0.0","name":"plannet","type":"host-local",
+            "ipam":{"type":"host-local","subnet":"10.77.0.0/24","resolvConf":file}})
+        .to_string();
+        let plan = plan_json(&l, &node, &env, &conf);
+        // Refused as the call refuses it, and nothing of the files shown.
+        assert_eq!(plan["exitCode"], 1, "{why}: {plan}");
+        assert!(!plan.to_string().contains("10.66.6.6"), "{why}: {plan}");
+    }
+    assert_eq!(std::fs::read_to_string(t.join("victim")).unwrap(), "keep");
+    assert!(!log.exists(), "plan wrote WASM_CNI_LOG_FILE");
+    // The node's own namespace as the container's: refused, code 8.
+    let env_self = [
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", "plan-self"),
+        ("CNI_NETNS", "/proc/self/ns/net"),
+        ("CNI_IFNAME", "eth0"),
+    ];
+    let conf = r#"{"cniVersion":"1.0.0","name":"plannet","type":"loopback"}"#;
+    let plan = plan_json(&l, &node, &env_self, conf);
+    assert_eq!(
+        (plan["exitCode"].clone(), plan["result"]["code"].clone()),
+        (1.into(), 8.into()),
+        "{plan}"
+    );
+}
+
+#[test]
+fn plan_sees_both_ends_of_a_veth_and_every_link_setting() {
+    if !root_or_skip("plan_sees_both_ends_of_a_veth_and_every_link_setting") {
+        return;
+    }
+    let l = Layout::new();
+    with_module(&l, "bridge", "bridge");
+    with_module(&l, "host-local", "host-local");
+    with_module(&l, "tuning", "tuning");
+    let (node, container) = (Netns::add("node"), Netns::add("ctr"));
+    let ok = Command::new("ip")
+        .args([
+            "-n",
+            &node.0,
+            "link",
+            "add",
+            "vplan0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &container.0,
+        ])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let netns = format!("/run/netns/{}", container.0);
+    let env = |command| {
+        [
+            ("CNI_COMMAND", command),
+            ("CNI_CONTAINERID", "plan-veth"),
+            ("CNI_NETNS", netns.as_str()),
+            ("CNI_IFNAME", "eth0"),
+        ]
+    };
+    // DEL deletes the container's end: the node's goes with it.
+    let conf = r#"{"cniVersion":"1.0.0","name":"plannet","type":"bridge","bridge":"plbr0",
+        "ipam":{"type":"host-local","subnet":"10.78.0.0/24"}}"#;
+    let plan = plan_json(&l, &node, &env("DEL"), conf);
+    let changes = plan["changes"].to_string();
+    assert!(changes.contains("- link node vplan0"), "{changes}");
+    // A MAC change shows as one.
+    let conf = serde_json::json!({"cniVersion":"1.0.0","name":"plannet","type":"tuning",
+        "mac":"0a:58:0a:4e:00:09","prevResult":{"cniVersion":"1.0.0","interfaces":[{"name":"eth0","sandbox":netns}]}})
+    .to_string();
+    let plan = plan_json(&l, &node, &env("ADD"), &conf);
+    assert_eq!(plan["exitCode"], 0, "{plan}");
+    let changes: Vec<String> = serde_json::from_value(plan["changes"].clone()).unwrap();
+    assert!(
+        changes
+            .iter()
+            .any(|c| c.starts_with("+ link container") && c.contains("0a:58:0a:4e:00:09")),
+        "{changes:?}"
+    );
+    assert!(
+        changes
+            .iter()
+            .any(|c| c.starts_with("+ file /var/lib/wasm-cni/attachments/plannet/")),
+        "{changes:?}"
+    );
+    // Nothing happened to the real interface.
+    let shown = Command::new("ip")
+        .args(["-n", &container.0, "link", "show", "eth0"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&shown.stdout).contains("0a:58:0a:4e:00:09"));
+}
+
+#[test]
+fn inspect_does_not_follow_a_link_to_any_file() {
+    let l = Layout::new();
+    let t = l.dir.path();
+    std::fs::write(t.join("secret"), "TOPS-SECRET").unwrap();
+    std::os::unix::fs::symlink(t.join("secret"), t.join("look.wasm")).unwrap();
+    let out = l
+        .command(&["inspect", t.join("look.wasm").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = l.scrub(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("is not a .wasm file"), "{text}");
+    assert!(!text.contains("0x54") && !text.contains("sha256"), "{text}");
 }

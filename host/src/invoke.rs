@@ -36,6 +36,9 @@ pub fn invoke(argv0: &str, vars: &HashMap<String, String>, stdin: &[u8]) -> Outp
 /// one.
 pub fn invoke_on(argv0: &str, vars: &HashMap<String, String>, stdin: &[u8], node: &Node) -> Output {
     let mut cni_version = LATEST;
+    if node.simulated().is_some() {
+        crate::log::without_files();
+    }
     match run(argv0, vars, stdin, &mut cni_version, node) {
         Ok(stdout) => {
             crate::audit::finish(0, "");
@@ -225,7 +228,21 @@ fn run(
         let _ = runtime.load(ty, ipam, deadlines.ipam().into_std());
     }
     match paths {
-        Some(paths) => confine(&paths, &policy, &call, module.role, vars)?,
+        Some(mut paths) => {
+            // The network's attachment states, for a module that keeps one:
+            // made by ADD, used by the others when it is there.
+            if module.uses_attachment_state {
+                let dir = runtime.attachment_states(&call.conf.name);
+                let dir = dir.root.join(&dir.below);
+                if command == Command::Add {
+                    paths.to_create.push((dir.clone(), 0o700));
+                }
+                if command == Command::Add || dir.is_dir() {
+                    paths.read_write.push(dir);
+                }
+            }
+            confine(&paths, &policy, &call, module.role, vars)?
+        }
         // The simulated node's lock directory (its store directories are
         // made by the store, as it needs them).
         None => std::fs::create_dir_all(&lock_dir)

@@ -35,6 +35,19 @@ const MAX_RECORD: usize = 4 << 10;
 const FILE_BUDGET: usize = 1 << 20;
 
 static LOGGER: OnceLock<Mutex<Logger>> = OnceLock::new();
+/// No log file, whatever the environment or a config says (a simulated
+/// node's process writes no file of the real one's).
+static NO_FILES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// From now on this process logs to stderr only.
+pub fn without_files() {
+    NO_FILES.store(true, std::sync::atomic::Ordering::Relaxed);
+    logger().file = None;
+}
+
+fn files_allowed() -> bool {
+    !NO_FILES.load(std::sync::atomic::Ordering::Relaxed)
+}
 static START: OnceLock<std::time::Instant> = OnceLock::new();
 
 /// Mark the start of the process: log lines say how long after it they
@@ -50,13 +63,15 @@ fn logger() -> std::sync::MutexGuard<'static, Logger> {
                 .ok()
                 .and_then(|l| parse_level(&l))
                 .unwrap_or(Level::Warn);
-            let file = std::env::var_os("WASM_CNI_LOG_FILE").and_then(|p| {
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(p)
-                    .ok()
-            });
+            let file = std::env::var_os("WASM_CNI_LOG_FILE")
+                .filter(|_| files_allowed())
+                .and_then(|p| {
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(p)
+                        .ok()
+                });
             Mutex::new(Logger {
                 level,
                 file,
@@ -87,7 +102,7 @@ pub fn configure(level: Option<Level>, file: Option<std::fs::File>) {
     if let Some(level) = level {
         l.level = level;
     }
-    if file.is_some() {
+    if file.is_some() && files_allowed() {
         l.file = file;
     }
 }

@@ -10,9 +10,11 @@
 //! it could not read, a native IPAM plugin it does not run) instead of a
 //! guess.
 //!
-//! Nothing on the node changes: the simulation has the kernel, a temporary
-//! directory has the files, the compiled-module cache is only read, and no
-//! program is started.
+//! Nothing on the node changes: the simulation has the kernel, a private
+//! temporary directory has the files, the compiled-module cache is only
+//! read, no log file is written, and the only program started is `nft`
+//! (`WASM_CNI_NFT`), to list wasm-cni's rules (`nft -j list chain`); no
+//! plugin is executed.
 
 use crate::kernel::sim::seed;
 use crate::kernel::sim::{SimNode, Snapshot};
@@ -44,7 +46,12 @@ pub fn run(vars: &HashMap<String, String>, args: &[String], stdin: &[u8]) -> (St
             false,
         );
     }
-    let files = match tempfile::Builder::new().prefix("wasm-cni-plan").tempdir() {
+    // Private: the store's copy may hold what only its directory guarded.
+    let files = match tempfile::Builder::new()
+        .prefix("wasm-cni-plan")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+    {
         Ok(d) => d,
         Err(e) => {
             return (
@@ -64,7 +71,7 @@ pub fn run(vars: &HashMap<String, String>, args: &[String], stdin: &[u8]) -> (St
     };
     let mut notes = rt.block_on(seed::from_real(&sim, netns.map(Path::new)));
     drop(rt);
-    notes.extend(copy_files(vars, &conf, files.path()));
+    notes.extend(copy_store(vars, &conf, files.path()));
     let before = sim.snapshot();
     let store_before = store_entries(files.path());
 
@@ -75,6 +82,7 @@ pub fn run(vars: &HashMap<String, String>, args: &[String], stdin: &[u8]) -> (St
         kernel: sim.clone(),
         root: files.path().to_path_buf(),
         read_only_cache: true,
+        own_config_files: false,
     });
     let out = crate::invoke::invoke_on(argv0, vars, stdin, &node);
     let line = crate::audit::take_recorded().unwrap_or(Value::Null);
@@ -115,59 +123,49 @@ pub fn run(vars: &HashMap<String, String>, args: &[String], stdin: &[u8]) -> (St
     (text(&plan), true)
 }
 
-/// The network's IPAM store and its `resolvConf`, copied into the
-/// simulated node's files; notes on what could not be.
-fn copy_files(vars: &HashMap<String, String>, conf: &Value, root: &Path) -> Vec<String> {
-    let mut notes = Vec::new();
+/// The network's IPAM store, copied into the simulated node's files (as
+/// the store walks it: no link followed, regular files only); a note if
+/// it could not be read. A `resolvConf` is not copied: the plan reads it
+/// where it is, as a call does.
+fn copy_store(vars: &HashMap<String, String>, conf: &Value, root: &Path) -> Vec<String> {
     let Ok(policy) = Policy::load(vars.get("WASM_CNI_POLICY").map(String::as_str)) else {
         // The call itself reports a broken policy.
-        return notes;
+        return Vec::new();
     };
-    let ipam = &conf["ipam"];
+    let data_dir = conf["ipam"]["dataDir"].as_str().map(Path::new);
     let name = conf["name"].as_str().unwrap_or_default();
-    if let Ok(loc) = policy.store_location(ipam["dataDir"].as_str().map(Path::new), name) {
-        let from = loc.root.join(&loc.below);
-        let to = root.join(from.strip_prefix("/").unwrap_or(&from));
-        if let Err(e) = seed::copy_files(&from, &to) {
-            notes.push(format!(
-                "the IPAM store {} could not be read ({e}): an empty one is assumed",
-                from.display()
-            ));
-        }
+    let Ok(loc) = policy.store_location(data_dir, name) else {
+        return Vec::new();
+    };
+    let to = root.join(loc.root.strip_prefix("/").unwrap_or(&loc.root));
+    match seed::copy_store(&loc.root, &loc.below, &to) {
+        Ok(_) => Vec::new(),
+        Err(e) => vec![format!(
+            "the IPAM store {:?} could not be read ({e}): an empty one is assumed",
+            loc.root.join(&loc.below)
+        )],
     }
-    if let Some(file) = ipam["resolvConf"].as_str() {
-        let allowed = policy
-            .resolv_conf_dirs
-            .iter()
-            .any(|d| Path::new(file).starts_with(d));
-        let to = root.join(file.trim_start_matches('/'));
-        let copied = allowed
-            && to
-                .parent()
-                .is_some_and(|p| std::fs::create_dir_all(p).is_ok())
-            && std::fs::copy(file, &to).is_ok();
-        if allowed && !copied {
-            notes.push(format!("resolvConf {file} could not be read"));
-        }
-    }
-    notes
 }
 
-/// Every entry of every IPAM store under the simulated node's files.
+/// Every file under the simulated node's files (IPAM stores, attachment
+/// states) but locks.
 fn store_entries(root: &Path) -> BTreeSet<String> {
+    let locks = root.join(
+        crate::runtime::DEFAULT_LOCK_DIR
+            .strip_prefix('/')
+            .unwrap_or_default(),
+    );
     let mut out = BTreeSet::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
         for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let p = e.path();
             match e.file_type() {
-                Ok(t) if t.is_dir() => stack.push(p),
+                Ok(t) if t.is_dir() && p != locks => stack.push(p),
                 Ok(t) if t.is_file() && e.file_name() != "lock" => {
                     let rel = p.strip_prefix(root).unwrap_or(&p).display().to_string();
-                    if rel.starts_with("var/lib/cni") || rel.starts_with("run/cni") {
-                        let v = std::fs::read_to_string(&p).unwrap_or_default();
-                        out.insert(format!("file /{rel} = {v:?}"));
-                    }
+                    let v = std::fs::read_to_string(&p).unwrap_or_default();
+                    out.insert(format!("file /{rel} = {v:?}"));
                 }
                 _ => {}
             }
@@ -186,16 +184,24 @@ fn flatten(s: &Snapshot) -> BTreeSet<String> {
     );
     for (ns, v) in spaces {
         for l in &v.links {
-            let mut t = format!("link {ns} {} kind={} mtu={}", l.name, l.kind, l.mtu);
-            if l.up {
-                t += " up";
-            }
-            if let Some(m) = &l.master {
-                t += &format!(" master={m}");
-            }
-            out.insert(t);
-            for a in &l.addresses {
-                out.insert(format!("address {ns} {} {a}", l.name));
+            // Every setting of the link, the index aside (it is the
+            // simulation's).
+            let mut fields = serde_json::to_value(l).unwrap_or_default();
+            let addresses = fields
+                .as_object_mut()
+                .and_then(|o| {
+                    o.remove("index");
+                    o.remove("name");
+                    o.remove("addresses")
+                })
+                .unwrap_or_default();
+            out.insert(format!("link {ns} {} {fields}", l.name));
+            for a in addresses.as_array().into_iter().flatten() {
+                out.insert(format!(
+                    "address {ns} {} {}",
+                    l.name,
+                    a.as_str().unwrap_or_default()
+                ));
             }
         }
         for r in &v.routes {

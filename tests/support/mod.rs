@@ -79,10 +79,19 @@ pub fn install() -> &'static Install {
         std::fs::create_dir_all(&bin).unwrap();
         std::fs::create_dir_all(&wasm).unwrap();
         std::fs::copy(host_binary(), bin.join("wasm-cni")).unwrap();
-        for m in ["bridge", "host-local"].iter().chain(TEST_GUESTS) {
+        for m in ["bridge", "host-local", "static", "tuning"]
+            .iter()
+            .chain(TEST_GUESTS)
+        {
+            // A package is named like its module, but `static`.
+            let krate = if *m == "static" {
+                "static_ipam".to_string()
+            } else {
+                m.replace('-', "_")
+            };
             let src = target_dir()
                 .join("wasm32-wasip2/release")
-                .join(format!("{}.wasm", m.replace('-', "_")));
+                .join(format!("{krate}.wasm"));
             if src.is_file() {
                 std::fs::copy(&src, wasm.join(format!("{m}.wasm"))).unwrap();
                 std::os::unix::fs::symlink("wasm-cni", bin.join(m)).unwrap();
@@ -181,6 +190,7 @@ pub fn kit_plugins() -> wasm_cni_testkit::Plugins {
         .module("bridge", module("bridge"))
         .module("host-local", module("host-local"))
         .module("static", module("static-ipam"))
+        .module("tuning", module("tuning"))
 }
 
 /// Run this test binary again as `nobody` (when root), every test but

@@ -132,6 +132,11 @@ impl Sandbox {
     }
 
     /// The compiled-module cache (default location).
+    /// The sandbox's private /var/lib.
+    pub fn state_root(&self) -> PathBuf {
+        self.varlib.path().to_path_buf()
+    }
+
     pub fn cache_dir(&self) -> PathBuf {
         self.varlib.path().join("wasm-cni/cache")
     }

@@ -56,8 +56,8 @@ pub use bindings::wasm_cni::plugin0_1_0::{
     address, firewall, ipam, link, log as logging, netns, route, store, sysctl, types,
 };
 pub use bindings::wasm_cni::plugin0_2_0::{
-    attachments, bridge_port, ipam_lifecycle, lifecycle, reference_cleanup, resolv_conf,
-    spoof_check,
+    attachment_state, attachments, bridge_port, ipam_lifecycle, lifecycle, link_tuning,
+    reference_cleanup, resolv_conf, spoof_check,
 };
 pub use error::{CapResultExt, codes};
 pub use lifecycle::{Attachment, GcRequest, StatusRequest};

@@ -7,10 +7,12 @@
 //! rollback can read it whatever became of the store.
 
 pub mod address;
+pub mod attachment_state;
 pub mod bridge_port;
 pub mod firewall;
 pub mod ipam;
 pub mod link;
+pub mod link_tuning;
 pub mod log;
 pub mod netns;
 pub mod resolv_conf;
@@ -74,6 +76,7 @@ macro_rules! convert_cap_errors {
 
 convert_cap_errors!(
     netns::NetCtx,
+    attachment_state::AttachmentStateCtx,
     firewall::FirewallCtx,
     ipam::IpamCtx,
     store::StoreCtx,

@@ -51,7 +51,7 @@ impl resolv_conf::Host for ResolvConfCtx {
             ));
         }
         let (dir, rest) = self.locate(&path)?;
-        let dir = self.node.path(&dir);
+        let dir = self.node.config_dir(&dir);
         let read =
             tokio::task::spawn_blocking(move || crate::kernel::resolv_conf::read(&dir, &rest))
                 .await

@@ -60,7 +60,7 @@ pub enum Phase {
 }
 
 impl Phase {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Phase::Add => "ADD",
             Phase::Del => "DEL",
@@ -99,6 +99,10 @@ pub enum LinkOp {
     Mtu,
     Mac,
     Promiscuous,
+    /// All-multicast reception.
+    AllMulti,
+    /// The transmit queue's length.
+    TxQLen,
     Hairpin,
     /// Enslave to (or release from) a bridge.
     SetMaster,

@@ -7,6 +7,8 @@ use crate::kernel::link::OperState;
 
 fn link(index: u32, name: &str, kind: &str, alias: Option<&str>) -> LinkState {
     LinkState {
+        allmulti: false,
+        txqlen: 1000,
         index,
         name: name.into(),
         kind: kind.into(),

@@ -37,6 +37,10 @@ pub struct LinkState {
     pub mtu: u32,
     pub up: bool,
     pub promiscuous: bool,
+    /// IFF_ALLMULTI: all multicast frames are received.
+    pub allmulti: bool,
+    /// The transmit queue's length (IFLA_TXQLEN).
+    pub txqlen: u32,
     pub oper: OperState,
     pub master: Option<u32>,
     /// For a bridge port: its STP state.
@@ -72,6 +76,8 @@ impl LinkState {
             mtu: 0,
             up: msg.header.flags.contains(LinkFlags::Up),
             promiscuous: msg.header.flags.contains(LinkFlags::Promisc),
+            allmulti: msg.header.flags.contains(LinkFlags::Allmulti),
+            txqlen: 0,
             oper: OperState::Unknown,
             master: None,
             port_forwarding: None,
@@ -87,6 +93,7 @@ impl LinkState {
                 LinkAttribute::IfAlias(a) => s.alias = Some(a),
                 LinkAttribute::Address(a) => s.mac = a,
                 LinkAttribute::Mtu(m) => s.mtu = m,
+                LinkAttribute::TxQueueLen(q) => s.txqlen = q,
                 LinkAttribute::Controller(m) => s.master = Some(m),
                 LinkAttribute::Link(p) => s.peer = Some(p),
                 LinkAttribute::LinkNetNsId(_) => s.peer_elsewhere = true,
@@ -145,6 +152,10 @@ pub enum LinkChange {
     Mtu(u32),
     Mac(Vec<u8>),
     Promiscuous(bool),
+    /// IFF_ALLMULTI.
+    AllMulti(bool),
+    /// The transmit queue's length.
+    TxQLen(u32),
     Alias(String),
     /// Rename (the link must be down).
     Name(String),
@@ -274,6 +285,8 @@ impl Netlink {
             LinkChange::Mtu(mtu) => b.mtu(mtu).build(),
             LinkChange::Mac(mac) => b.address(mac).build(),
             LinkChange::Promiscuous(on) => b.promiscuous(on).build(),
+            LinkChange::AllMulti(on) => b.allmulticast(on).build(),
+            LinkChange::TxQLen(len) => b.txqueuelen(len).build(),
             LinkChange::Alias(alias) => b.alias(alias).build(),
             LinkChange::Name(name) => b.name(name).build(),
             // What `ip link set dev X type bridge_slave hairpin on` sends.

@@ -409,7 +409,7 @@ impl CompileLock {
 
 /// The module's bytes, refusing a file larger than `max` before reading it
 /// (and reading no more than that if it grows meanwhile).
-fn read_capped(module: &Path, max: u64) -> Result<Vec<u8>, String> {
+pub(crate) fn read_capped(module: &Path, max: u64) -> Result<Vec<u8>, String> {
     use std::io::Read;
     let f = fs::File::open(module).map_err(|e| format!("cannot read {}: {e}", module.display()))?;
     let too_big = |n: u64| {

@@ -113,7 +113,15 @@ fn names(bytes: &[u8]) -> Result<(Vec<String>, Vec<String>), String> {
     let mut depth = 0usize;
     let mut component = false;
     for payload in Parser::new(0).parse_all(bytes) {
-        match payload.map_err(|e| format!("not a wasm component: {e}"))? {
+        // The parser's words may quote the file's bytes: not printed (a
+        // link may lead to any file the caller can read).
+        let payload = payload.map_err(|e| {
+            format!(
+                "not a wasm component (invalid at byte offset {})",
+                e.offset()
+            )
+        })?;
+        match payload {
             Payload::Version { encoding, .. } if depth == 0 => {
                 component = encoding == wasmparser::Encoding::Component;
             }
@@ -144,7 +152,19 @@ pub fn inspect(
     policy: &Policy,
     cache_dir: &Path,
 ) -> Result<Inspection, String> {
-    let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    // The file itself, after every link: a `.wasm` regular file (a link
+    // named `x.wasm` does not make any file a module), read up to the
+    // node's limit.
+    let real = std::fs::canonicalize(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let regular = std::fs::metadata(&real).is_ok_and(|m| m.is_file());
+    if !regular || real.extension().is_none_or(|x| x != "wasm") {
+        return Err(format!(
+            "{} is not a .wasm file (it leads to {})",
+            file.display(),
+            real.display()
+        ));
+    }
+    let bytes = super::cache::read_capped(&real, policy.max_module_bytes)?;
     let sha256: String = Sha256::digest(&bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -168,13 +188,6 @@ pub fn inspect(
     if let Some(missing) = imports.iter().find(|i| reaches(i) == NOT_PROVIDED) {
         unusable = Some(format!(
             "it imports {missing}, which this host does not provide"
-        ));
-    }
-    if bytes.len() as u64 > policy.max_module_bytes {
-        unusable = Some(format!(
-            "{} bytes, over the node policy's maxModuleBytes ({})",
-            bytes.len(),
-            policy.max_module_bytes
         ));
     }
     let cache = EngineKind::ALL

@@ -10,13 +10,15 @@
 use super::state::{InterfaceState, IpamState};
 use crate::caps::resolv_conf::ResolvConfCtx;
 use crate::caps::{
-    firewall::FirewallCtx, ipam::IpamCtx, log::LogCtx, netns::NetCtx, store::StoreCtx,
+    attachment_state::AttachmentStateCtx, firewall::FirewallCtx, ipam::IpamCtx, log::LogCtx,
+    netns::NetCtx, store::StoreCtx,
 };
 use crate::contract::wasm_cni::plugin::{
     address, firewall, ipam, link, log, netns, route, store, sysctl, types,
 };
 use crate::contract::wasm_cni::plugin_v2::{
-    attachments, bridge_port, ipam_lifecycle, reference_cleanup, resolv_conf, spoof_check,
+    attachment_state, attachments, bridge_port, ipam_lifecycle, link_tuning, reference_cleanup,
+    resolv_conf, spoof_check,
 };
 use wasmtime::Engine;
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -54,7 +56,9 @@ impl Contract {
 }
 
 /// The interfaces only the interface-plugin world grants.
-const INTERFACE_ONLY: [&str; 12] = [
+const INTERFACE_ONLY: [&str; 14] = [
+    "link-tuning",
+    "attachment-state",
     "netns",
     "link",
     "address",
@@ -145,7 +149,8 @@ fn add_wasi<T: WasiView + IoView + 'static>(l: &mut Linker<T>) -> wasmtime::Resu
 
 /// The interface-plugin world: netns, link, address, route, sysctl,
 /// firewall, ipam, log; from 0.2.0 also ipam-lifecycle, attachments,
-/// reference-cleanup, spoof-check and bridge-port.
+/// reference-cleanup, spoof-check, bridge-port, link-tuning and
+/// attachment-state.
 pub fn interface_linker(
     engine: &Engine,
     contract: Contract,
@@ -167,6 +172,10 @@ pub fn interface_linker(
         reference_cleanup::add_to_linker::<_, HasSelf<FirewallCtx>>(&mut l, |s| &mut s.firewall)?;
         spoof_check::add_to_linker::<_, HasSelf<FirewallCtx>>(&mut l, |s| &mut s.firewall)?;
         bridge_port::add_to_linker::<_, HasSelf<NetCtx>>(&mut l, |s| &mut s.net)?;
+        link_tuning::add_to_linker::<_, HasSelf<NetCtx>>(&mut l, |s| &mut s.net)?;
+        attachment_state::add_to_linker::<_, HasSelf<AttachmentStateCtx>>(&mut l, |s| {
+            &mut s.attachment_state
+        })?;
     }
     Ok(l)
 }

@@ -15,6 +15,7 @@ pub mod precompile;
 pub mod resolve;
 pub mod state;
 
+use crate::caps::attachment_state::{self, AttachmentStateCtx, RemoveWhich};
 use crate::caps::netns::ContainerNs;
 use crate::caps::store::Written;
 use crate::caps::{
@@ -83,6 +84,9 @@ pub struct Module {
     pub contract: Contract,
     /// The sha256 (hex) of the module file.
     pub digest: String,
+    /// It imports `attachment-state`: the call may need the network's
+    /// directory of attachment states (`invoke` grants it).
+    pub uses_attachment_state: bool,
 }
 
 /// How long a CNI call may take, and when its parts must give up, so each
@@ -237,6 +241,10 @@ impl Runtime {
             self.engine_kind.as_str(),
             loaded.outcome
         ));
+        let uses_attachment_state = component
+            .component_type()
+            .imports(&self.engine)
+            .any(|(n, _)| n.starts_with("wasm-cni:plugin/attachment-state@"));
         Ok(Module {
             name: module_name,
             path,
@@ -244,6 +252,7 @@ impl Runtime {
             role,
             contract,
             digest: loaded.digest,
+            uses_attachment_state,
         })
     }
 
@@ -364,6 +373,9 @@ impl Runtime {
         };
         let owner =
             crate::kernel::nft::owner_comment(network, &call.env.container_id, &call.env.ifname);
+        let states = self.attachment_states(network);
+        let state_file = attachment_state::file_name(&call.env.container_id, &call.env.ifname);
+        let prior_state = attachment_state::Prior::default();
         let state = InterfaceState::new(
             net,
             FirewallCtx::new(
@@ -374,6 +386,13 @@ impl Runtime {
             ),
             IpamCtx::new(self.clone(), call.clone(), shared.clone()),
             LogCtx::new(&module.name, &self.limits),
+            AttachmentStateCtx::new(
+                states.clone(),
+                (&call.env.container_id, &call.env.ifname),
+                phase(command),
+                &self.limits,
+                prior_state.clone(),
+            ),
             StoreLimiter::new(&self.limits),
         );
         let mut store = self.store(state, &self.limits, |s| &mut s.limits)?;
@@ -424,6 +443,24 @@ impl Runtime {
                 Err(_) => crate::log::error(&e),
             }
         }
+        // An attachment's state goes with it (after a DEL), or with its
+        // validity (GC).
+        let gone = match command {
+            Command::Del if outcome.is_ok() => Some(RemoveWhich::One(state_file.clone())),
+            Command::Gc if outcome.is_ok() => Some(RemoveWhich::AllBut(
+                call.conf
+                    .valid_attachments
+                    .iter()
+                    .map(|a| attachment_state::file_name(&a.container_id, &a.ifname))
+                    .collect(),
+            )),
+            _ => None,
+        };
+        if let Some(which) = gone.filter(|_| module.uses_attachment_state)
+            && let Err(e) = attachment_state::retain(&states, which).await
+        {
+            outcome = Err(CniError::plugin(e));
+        }
         // A spoof check names its port by index: an ADD must not answer
         // with the port gone (deleted by the guest after the check), or the
         // rule would wait for whatever link takes the index next.
@@ -440,7 +477,9 @@ impl Runtime {
         }
         match outcome {
             Err(e) if command == Command::Add => {
-                let failures = Rollback {
+                let state_undone =
+                    attachment_state::rollback(&states, &state_file, prior_state).await;
+                let mut failures = Rollback {
                     kernel: &*kernel,
                     owner: &owner,
                     ipam_del: Some(Box::pin(async {
@@ -456,10 +495,20 @@ impl Runtime {
                 }
                 .run(shared.take_journal())
                 .await;
+                failures.extend(state_undone.err());
                 Err(with_rollback_failures(e, failures))
             }
             outcome => outcome,
         }
+    }
+
+    /// Where the network's attachments keep their state, on this call's
+    /// node.
+    pub fn attachment_states(&self, network: &str) -> StoreLocation {
+        attachment_state::location(
+            &self.node.path(Path::new(attachment_state::STATE_ROOT)),
+            network,
+        )
     }
 
     /// The network's lock, shared. Busy past the wait: code 11. Unusable

@@ -30,6 +30,10 @@ pub struct Simulated {
     /// The real node's compiled-module cache is read, never written
     /// (`wasm-cni plan`); else it is used as by a call.
     pub read_only_cache: bool,
+    /// Whether the node's configuration files (a `resolvConf`) are
+    /// beneath `root` too (a test's node), or the real node's, read as a
+    /// call reads them (`wasm-cni plan`: nothing is copied).
+    pub own_config_files: bool,
 }
 
 impl Simulated {
@@ -60,6 +64,15 @@ impl Node {
         match self {
             Node::Real => p.to_path_buf(),
             Node::Simulated(s) => s.path(p),
+        }
+    }
+
+    /// A directory of the node's configuration files (read only) as the
+    /// call reaches it.
+    pub fn config_dir(&self, p: &Path) -> PathBuf {
+        match self {
+            Node::Simulated(s) if s.own_config_files => s.path(p),
+            _ => p.to_path_buf(),
         }
     }
 }

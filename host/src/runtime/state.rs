@@ -3,8 +3,8 @@
 //! `runtime::linker`); an IPAM store has no network state at all.
 
 use crate::caps::{
-    firewall::FirewallCtx, ipam::IpamCtx, log::LogCtx, netns::NetCtx, resolv_conf::ResolvConfCtx,
-    store::StoreCtx,
+    attachment_state::AttachmentStateCtx, firewall::FirewallCtx, ipam::IpamCtx, log::LogCtx,
+    netns::NetCtx, resolv_conf::ResolvConfCtx, store::StoreCtx,
 };
 use crate::limits::StoreLimiter;
 use wasmtime::component::ResourceTable;
@@ -49,6 +49,7 @@ pub struct InterfaceState {
     pub firewall: FirewallCtx,
     pub ipam: IpamCtx,
     pub log: LogCtx,
+    pub attachment_state: AttachmentStateCtx,
 }
 
 impl InterfaceState {
@@ -57,6 +58,7 @@ impl InterfaceState {
         firewall: FirewallCtx,
         ipam: IpamCtx,
         log: LogCtx,
+        attachment_state: AttachmentStateCtx,
         limits: StoreLimiter,
     ) -> Self {
         let output = MemoryOutputPipe::new(OUTPUT_CAPACITY);
@@ -69,6 +71,7 @@ impl InterfaceState {
             firewall,
             ipam,
             log,
+            attachment_state,
         }
     }
 }

@@ -269,6 +269,8 @@ pub fn prior_of(change: &LinkChange, link: &crate::kernel::link::LinkState) -> O
         LinkChange::Mtu(_) => LinkChange::Mtu(link.mtu),
         LinkChange::Mac(_) => LinkChange::Mac(link.mac.clone()),
         LinkChange::Promiscuous(_) => LinkChange::Promiscuous(link.promiscuous),
+        LinkChange::AllMulti(_) => LinkChange::AllMulti(link.allmulti),
+        LinkChange::TxQLen(_) => LinkChange::TxQLen(link.txqlen),
         LinkChange::Master(_) => LinkChange::Master(link.master),
         LinkChange::Alias(_) => LinkChange::Alias(link.alias.clone().unwrap_or_default()),
         LinkChange::Name(_) => LinkChange::Name(link.name.clone()),

@@ -276,6 +276,30 @@ pub async fn run(k: &dyn Kernel) -> Report {
             "ok",
         );
     }
+    let c0_state = k.link_get_index(Ns::Container, c0).await;
+    r.check(
+        "a new veth's queue and multicast",
+        c0_state.map(|l| (l.txqlen, l.allmulti)).ok(),
+        Some((1000, false)),
+    );
+    for (change, what) in [
+        (LinkChange::TxQLen(500), "a shorter queue"),
+        (LinkChange::AllMulti(true), "all multicast"),
+    ] {
+        r.check(
+            what,
+            variant(&k.link_set(Ns::Container, c0, change).await),
+            "ok",
+        );
+    }
+    r.check(
+        "both changed",
+        k.link_get_index(Ns::Container, c0)
+            .await
+            .map(|l| (l.txqlen, l.allmulti))
+            .ok(),
+        Some((500, true)),
+    );
     r.check(
         "hairpin on the port",
         variant(&k.link_set(Ns::Host, v0, LinkChange::Hairpin(true)).await),
@@ -421,6 +445,18 @@ pub async fn run(k: &dyn Kernel) -> Report {
     );
     r.check(
         "read back",
+        k.sysctl_read(Ns::Container, &notify).await.ok(),
+        Some("1".to_string()),
+    );
+    for bad in ["yes", "7x"] {
+        r.check(
+            "a value that is not a number",
+            variant(&k.sysctl_write(Ns::Container, &notify, bad).await),
+            "invalid",
+        );
+    }
+    r.check(
+        "left as it was",
         k.sysctl_read(Ns::Container, &notify).await.ok(),
         Some("1".to_string()),
     );

@@ -66,6 +66,7 @@ impl Node {
             kernel: self.sim.clone(),
             root: self.files.path().to_path_buf(),
             read_only_cache: false,
+            own_config_files: true,
         })
     }
 

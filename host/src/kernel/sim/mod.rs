@@ -82,6 +82,8 @@ struct State {
     /// Containers' namespaces, by the path a runtime names them with
     /// (`CNI_NETNS`).
     containers: BTreeMap<String, Namespace>,
+    /// Paths that name the node's own namespace.
+    node_paths: BTreeSet<String>,
     rules: Vec<Rule>,
     tables: BTreeSet<(u8, &'static str)>,
     next_index: u32,
@@ -161,6 +163,11 @@ impl SimNode {
             .containers
             .entry(netns.to_string())
             .or_insert_with(Namespace::fresh);
+    }
+
+    /// `netns` is the node's own namespace (as `/proc/self/ns/net` is).
+    pub fn container_is_the_node(&self, netns: &str) {
+        self.lock().node_paths.insert(netns.to_string());
     }
 
     /// The container namespace at `netns` is gone (a DEL after the runtime
@@ -334,18 +341,19 @@ impl State {
         )
     }
 
-    /// The node's namespace (`None`) or the container's at a path.
+    /// The node's namespace (`None`, or a path that names it) or the
+    /// container's at a path.
     fn named(&self, netns: Option<&str>) -> io::Result<&Namespace> {
         match netns {
-            None => Ok(&self.host),
-            Some(p) => self.containers.get(p).ok_or_else(gone),
+            Some(p) if !self.node_paths.contains(p) => self.containers.get(p).ok_or_else(gone),
+            _ => Ok(&self.host),
         }
     }
 
     fn named_mut(&mut self, netns: Option<&str>) -> io::Result<&mut Namespace> {
         match netns {
-            None => Ok(&mut self.host),
-            Some(p) => self.containers.get_mut(p).ok_or_else(gone),
+            Some(p) if !self.node_paths.contains(p) => self.containers.get_mut(p).ok_or_else(gone),
+            _ => Ok(&mut self.host),
         }
     }
 
@@ -403,7 +411,7 @@ impl Kernel for SimKernel {
                     "this request has no CNI_NETNS",
                 ));
             };
-            v.s.containers.get(p).map(drop).ok_or_else(gone)
+            v.s.named(Some(p)).map(drop)
         });
         Box::pin(async move {
             r.await?;
@@ -419,6 +427,9 @@ impl Kernel for SimKernel {
                 let open = self.open.load(Ordering::Relaxed);
                 let s = self.node.lock();
                 let p = self.netns.as_deref()?;
+                if s.node_paths.contains(p) {
+                    return open.then_some((0, 0));
+                }
                 // Its position among the containers: distinct per path.
                 let i = s.containers.keys().position(|k| k == p)?;
                 open.then_some((0, i as u64 + 1))
@@ -672,8 +683,9 @@ impl Kernel for SimKernel {
 
     fn sysctl_write<'a>(&'a self, ns: Ns, key: &'a SysctlKey, value: &'a str) -> KFuture<'a, ()> {
         self.answer(|s| {
-            // It must exist to be written.
-            s.sysctl(ns, key)?;
+            // It must exist to be written, and take a value of its kind.
+            let now = s.sysctl(ns, key)?;
+            netns::check_sysctl_value(&now, value)?;
             s.ns_mut(ns)?.sysctl_write(key, value)
         })
     }

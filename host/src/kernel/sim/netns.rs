@@ -204,6 +204,8 @@ impl Namespace {
                 self.get_mut(index)?.state.mac = mac;
             }
             LinkChange::Promiscuous(on) => self.get_mut(index)?.state.promiscuous = on,
+            LinkChange::AllMulti(on) => self.get_mut(index)?.state.allmulti = on,
+            LinkChange::TxQLen(len) => self.get_mut(index)?.state.txqlen = len,
             LinkChange::Alias(a) => {
                 self.get_mut(index)?.state.alias = Some(a).filter(|a| !a.is_empty());
             }
@@ -519,6 +521,25 @@ impl Namespace {
     }
 }
 
+/// Whether `value` is of the kind the kernel takes where `now` is: a
+/// parameter that holds integers (most of `net`) takes as many integers
+/// (`"1"`, `"32768\t60999"`), nothing else (`EINVAL`, as the kernel's
+/// `proc_dointvec` answers `yes` or `7x`). Ranges are not modelled.
+pub fn check_sysctl_value(now: &str, value: &str) -> io::Result<()> {
+    let ints = |s: &str| -> Option<usize> {
+        let fields: Vec<&str> = s.split_whitespace().collect();
+        (!fields.is_empty() && fields.iter().all(|f| f.parse::<i64>().is_ok()))
+            .then_some(fields.len())
+    };
+    match ints(now) {
+        Some(n) if ints(value) != Some(n) => Err(errno(
+            Errno::INVAL,
+            format!("{value:?} is not {n} integer(s)"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The link a `net/ipv{4,6}/conf/<link>/<param>` key names.
 fn conf_link_of(key: &str) -> Option<&str> {
     let parts: Vec<&str> = key.split('/').collect();
@@ -550,6 +571,9 @@ pub fn link_state(index: u32, name: &str, kind: &str, mac: Vec<u8>, mtu: u32) ->
         mtu,
         up: false,
         promiscuous: false,
+        allmulti: false,
+        // The kernel's default (`lo`, bridges and veths alike).
+        txqlen: 1000,
         oper: OperState::Down,
         master: None,
         port_forwarding: None,

@@ -17,19 +17,23 @@ use std::time::{Duration, Instant};
 const NFT_TIME: Duration = Duration::from_secs(5);
 
 /// One namespace as `real` has it, its indices moved up by `shift` (a
-/// container's indices are its own, and may be the node's too).
-async fn read(real: &Linux, ns: Ns, shift: u32) -> std::io::Result<Namespace> {
+/// container's indices are its own, and may be the node's too), and its
+/// veths whose peer is in another namespace: (index here, the peer's index
+/// there).
+async fn read(real: &Linux, ns: Ns, shift: u32) -> std::io::Result<(Namespace, Vec<(u32, u32)>)> {
     let mut out = Namespace::default();
+    let mut elsewhere = Vec::new();
     let at = |i: u32| i + shift;
     for mut l in real.link_list(ns).await? {
         l.index = at(l.index);
         l.master = l.master.map(at);
-        // A peer elsewhere has the other namespace's index: unknown here.
-        l.peer = if l.peer_elsewhere {
-            None
-        } else {
-            l.peer.map(at)
-        };
+        // A peer elsewhere has the other namespace's index: paired later.
+        if l.peer_elsewhere
+            && let Some(p) = l.peer.take()
+        {
+            elsewhere.push((l.index, p));
+        }
+        l.peer = l.peer.map(at);
         out.links.insert(
             l.index,
             SimLink {
@@ -54,7 +58,32 @@ async fn read(real: &Linux, ns: Ns, shift: u32) -> std::io::Result<Namespace> {
             r
         })
         .collect();
-    Ok(out)
+    Ok((out, elsewhere))
+}
+
+/// Pair the veths of the node and of the container whose peers are each
+/// other (the container's indices shifted by `shift`).
+fn pair(
+    host: &mut Namespace,
+    host_ends: &[(u32, u32)],
+    container: &mut Namespace,
+    container_ends: &[(u32, u32)],
+    shift: u32,
+) {
+    for &(h, p) in host_ends {
+        let Some(&(c, _)) = container_ends
+            .iter()
+            .find(|&&(c, q)| c - shift == p && q == h)
+        else {
+            continue;
+        };
+        if let Some(l) = host.links.get_mut(&h) {
+            l.state.peer = Some(c);
+        }
+        if let Some(l) = container.links.get_mut(&c) {
+            l.state.peer = Some(h);
+        }
+    }
 }
 
 /// Seed `sim` from this node; `netns` is the call's `CNI_NETNS`. What
@@ -68,23 +97,38 @@ pub async fn from_real(sim: &SimNode, netns: Option<&Path>) -> Vec<String> {
             return notes;
         }
     };
-    match read(&real, Ns::Host, 0).await {
-        Ok(host) => sim.seed_namespace(None, host),
-        Err(e) => notes.push(format!("the node's links could not be read: {e}")),
-    }
+    let (mut host, host_ends) = match read(&real, Ns::Host, 0).await {
+        Ok(h) => h,
+        Err(e) => {
+            notes.push(format!("the node's links could not be read: {e}"));
+            (Namespace::fresh(), Vec::new())
+        }
+    };
+    let shift = host.links.keys().max().copied().unwrap_or(0) + 1;
     sim.set_sysctl_source(SysctlSource(Box::new(|key| {
         std::fs::read_to_string(Path::new("/proc/sys").join(key))
             .ok()
             .map(|v| v.trim_end_matches('\n').to_string())
     })));
-    if let Some(path) = netns {
+    let own = |p: &Path| {
+        let here = crate::kernel::netns::Netns::current().map(|n| n.id());
+        let there = crate::kernel::netns::Netns::open(p).map(|n| n.id());
+        matches!((here, there), (Ok(a), Ok(b)) if a == b)
+    };
+    if let Some(path) = netns.filter(|p| own(p)) {
+        // The call refuses it (code 8): so must the plan.
+        sim.container_is_the_node(&path.to_string_lossy());
+    } else if let Some(path) = netns {
         let name = path.to_string_lossy().into_owned();
         let read_container = async {
             real.open_container().await?;
-            read(&real, Ns::Container, sim.next_index()).await
+            read(&real, Ns::Container, shift).await
         };
         match read_container.await {
-            Ok(ns) => sim.seed_namespace(Some(&name), ns),
+            Ok((mut ns, ends)) => {
+                pair(&mut host, &host_ends, &mut ns, &ends, shift);
+                sim.seed_namespace(Some(&name), ns);
+            }
             Err(e) => {
                 notes.push(format!(
                     "the container namespace {name} could not be read ({e}): an empty one is assumed"
@@ -94,6 +138,7 @@ pub async fn from_real(sim: &SimNode, netns: Option<&Path>) -> Vec<String> {
             }
         }
     }
+    sim.seed_namespace(None, host);
     let deadline = Instant::now() + NFT_TIME;
     let spoof = crate::kernel::nft::chain_rules(
         nftables::types::NfFamily::Bridge,
@@ -128,24 +173,25 @@ pub async fn from_real(sim: &SimNode, netns: Option<&Path>) -> Vec<String> {
     notes
 }
 
-/// Copy a directory's regular files (not links, not subdirectories) to
-/// `to`, read only on the node's side; how many.
-pub fn copy_files(from: &Path, to: &Path) -> std::io::Result<usize> {
-    let mut n = 0;
-    let entries = match std::fs::read_dir(from) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e),
+/// Copy the store `root`/`below` of the real node to `to` (its files, as
+/// the store reads them: the walk follows no link, only regular files are
+/// read); how many. None there: nothing copied.
+pub fn copy_store(root: &Path, below: &Path, to: &Path) -> std::io::Result<usize> {
+    use crate::kernel::store::StoreDir;
+    let Some(from) = StoreDir::open(root, below, false)? else {
+        return Ok(0);
     };
+    let names: BTreeMap<String, ()> = from.names()?.into_iter().map(|n| (n, ())).collect();
     std::fs::create_dir_all(to)?;
-    let files: BTreeMap<_, _> = entries
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .map(|e| (e.file_name(), e.path()))
-        .collect();
-    for (name, path) in files {
-        std::fs::copy(&path, to.join(name))?;
-        n += 1;
+    let Some(into) = StoreDir::open(to, below, true)? else {
+        return Ok(0);
+    };
+    let mut n = 0;
+    for name in names.keys() {
+        if let Some(bytes) = from.read(name)? {
+            into.replace(name, &bytes)?;
+            n += 1;
+        }
     }
     Ok(n)
 }

@@ -40,6 +40,9 @@ pub struct LinkView {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub promiscuous: bool,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub allmulti: bool,
+    pub txqlen: u32,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub hairpin: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alias: Option<String>,
@@ -65,11 +68,8 @@ impl NsView {
     }
 }
 
-pub fn mac(m: &[u8]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+fn mac(m: &[u8]) -> String {
+    crate::contract::convert::mac_to_string(m)
 }
 
 fn ns_view(state: &State, ns: &Namespace) -> NsView {
@@ -107,6 +107,8 @@ fn ns_view(state: &State, ns: &Namespace) -> NsView {
                     .map(|(_, a)| a.to_string())
                     .collect(),
                 promiscuous: s.promiscuous,
+                allmulti: s.allmulti,
+                txqlen: s.txqlen,
                 hairpin: l.hairpin,
                 alias: s.alias.clone(),
                 vlans: l
