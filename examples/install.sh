@@ -11,16 +11,16 @@
 # DESTDIR (default /) prefixes every path, for packaging or for a private
 # test root. The modules are then precompiled into the cache
 # (DESTDIR/var/lib/wasm-cni/cache) for both engines. MODULE defaults to
-# bridge, host-local and static; list others (e.g. loopback) to install
-# them instead. Build first:
+# bridge and host-local; list others (static, tuning, loopback) to install
+# them too. Build first:
 #   cargo build --release -p wasm-cni
-#   cargo build --release --target wasm32-wasip2 -p bridge -p host-local -p static-ipam
+#   cargo build --release --target wasm32-wasip2 -p bridge -p host-local
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dest=${1:-/}
 shift || true
 modules=("$@")
-[ "${#modules[@]}" -gt 0 ] || modules=(bridge host-local static)
+[ "${#modules[@]}" -gt 0 ] || modules=(bridge host-local)
 
 bin="$dest/opt/cni/bin"
 wasm="$dest/opt/cni/wasm"

@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
 echo "== build" >&2
 cargo build --release --locked -p wasm-cni
-cargo build --release --locked --target wasm32-wasip2 -p bridge -p host-local -p static-ipam
+cargo build --release --locked --target wasm32-wasip2 -p bridge -p host-local
 root="$PWD/target/example"
 rm -rf "$root"
 ./examples/install.sh "$root"
