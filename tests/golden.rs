@@ -437,3 +437,20 @@ fn inspect_does_not_follow_a_link_to_any_file() {
     assert!(text.contains("is not a .wasm file"), "{text}");
     assert!(!text.contains("0x54") && !text.contains("sha256"), "{text}");
 }
+
+#[test]
+fn inspect_knows_every_interface_the_built_in_plugins_import() {
+    let l = Layout::new();
+    for (name, krate) in [
+        ("bridge", "bridge"),
+        ("host-local", "host-local"),
+        ("static", "static-ipam"),
+        ("tuning", "tuning"),
+    ] {
+        with_module(&l, name, krate);
+        let out = l.command(&["inspect", name, "--json"]).output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(v.get("unusable").is_none(), "{name}: {v}");
+        assert!(v["role"].is_string(), "{name}: {v}");
+    }
+}

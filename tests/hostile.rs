@@ -717,8 +717,8 @@ fn an_ipam_type_that_is_wasm_cni_itself_is_refused() {
     let before = NodeState::take(&sb);
     // wasm-cni by its name, or through a link that has no module behind
     // it: each level would read the same config and delegate again.
-    let tuning = wasm_cni_tests::install().bin.join("tuning");
-    let _ = std::os::unix::fs::symlink("wasm-cni", &tuning);
+    let sbr = wasm_cni_tests::install().bin.join("sbr");
+    let _ = std::os::unix::fs::symlink("wasm-cni", &sbr);
     let cfg = |ty: &str| {
         conf(
             "rec",
@@ -728,7 +728,7 @@ fn an_ipam_type_that_is_wasm_cni_itself_is_refused() {
     };
     // Not a native IPAM plugin the node allows: refused, and a DEL has
     // nothing to release.
-    for ty in ["wasm-cni", "tuning", "ptp"] {
+    for ty in ["wasm-cni", "sbr", "ptp"] {
         let e = sb
             .cni("bridge", "ADD", "c1", Some(&c1), "eth0", &cfg(ty))
             .err(7);
@@ -744,8 +744,8 @@ fn an_ipam_type_that_is_wasm_cni_itself_is_refused() {
         before.assert_unchanged(&NodeState::take(&sb), ty);
     }
     // Even if the node's root lists it by mistake.
-    sb.use_policy(json!({"version": 1, "ipamPlugins": ["wasm-cni", "tuning"]}));
-    for ty in ["wasm-cni", "tuning"] {
+    sb.use_policy(json!({"version": 1, "ipamPlugins": ["wasm-cni", "sbr"]}));
+    for ty in ["wasm-cni", "sbr"] {
         for command in ["ADD", "DEL"] {
             let start = Instant::now();
             let e = sb

@@ -168,3 +168,89 @@ fn gc_removes_the_state_of_attachments_that_are_gone() {
 fn runs_as_an_ordinary_user() {
     kit_tests_pass_as_nobody("runs_as_an_ordinary_user");
 }
+
+#[test]
+fn a_failed_add_after_the_guest_is_undone_by_the_host() {
+    let (plugins, node) = (kit_plugins(), node());
+    let before = node.snapshot();
+    // The guest succeeds; the host then cannot print a 0.2.0 result
+    // without an address, and the ADD fails: the host puts the interface
+    // back as it was and keeps no state.
+    let c = json!({"cniVersion":"0.2.0","name":"tn","type":"tuning","mtu":1280,
+        "mac":"0a:58:0a:01:00:07","prevResult":{"cniVersion":"0.2.0"}})
+    .to_string();
+    let out = plugins.add(&node, &c);
+    assert!(!out.is_ok(), "{}", out.stdout);
+    assert_eq!(node.snapshot(), before);
+    assert!(states(&node).is_empty());
+}
+
+#[test]
+fn two_tunings_in_a_chain_keep_apart_and_del_restores_everything() {
+    let (plugins, node) = (kit_plugins(), node());
+    let first = conf(json!({"mtu":1280}));
+    let second = conf(json!({"sysctl":{"net.ipv4.conf.IFNAME.arp_notify":"1"}}));
+    plugins.add(&node, &first).ok();
+    plugins.add(&node, &second).ok();
+    // IFNAME stands for the interface.
+    assert_eq!(
+        node.sysctl(Ns::Container, "net/ipv4/conf/eth0/arp_notify")
+            .as_deref(),
+        Some("1")
+    );
+    // The state is the module's, and a sysctl-only instance keeps none.
+    let files = states(&node);
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0].ends_with(".tuning"), "{files:?}");
+    // DEL in reverse order.
+    plugins.del(&node, &second).ok();
+    plugins.del(&node, &first).ok();
+    assert_eq!(eth0(&node).mtu, 1500);
+    assert!(states(&node).is_empty());
+}
+
+#[test]
+fn gc_without_valid_attachments_named_removes_no_state() {
+    let (plugins, node) = (kit_plugins(), node());
+    let c = conf(json!({"mtu":1400}));
+    plugins.add(&node, &c).ok();
+    let mut gc: Value = serde_json::from_str(&c).unwrap();
+    gc["cniVersion"] = json!("1.1.0");
+    plugins.call(&node, "GC").run(&gc.to_string()).ok();
+    assert_eq!(
+        states(&node).len(),
+        1,
+        "a config without the key removed a state"
+    );
+}
+
+#[test]
+fn del_succeeds_whatever_it_cannot_restore() {
+    let (plugins, node) = (kit_plugins(), node());
+    let c = conf(json!({"mtu":1400}));
+    plugins.add(&node, &c).ok();
+    let file = node
+        .path("/var/lib/wasm-cni/attachments/tn")
+        .join(&states(&node)[0]);
+    std::fs::write(&file, "not json").unwrap();
+    assert_eq!(plugins.del(&node, &c).ok(), Value::Null);
+    assert!(states(&node).is_empty());
+}
+
+#[test]
+fn check_compares_promiscuous_mode_either_way_and_results_match_by_name() {
+    let (plugins, node) = (kit_plugins(), node());
+    let mut c: Value = serde_json::from_str(&conf(json!({"mac":"0a:58:0a:01:00:08"}))).unwrap();
+    c["prevResult"]["interfaces"][0]["sandbox"] = json!("/some/other/path");
+    let r = plugins.add(&node, &c.to_string()).ok();
+    assert_eq!(r["interfaces"][0]["mac"], "0a:58:0a:01:00:08");
+    node.sim()
+        .with(Some(wasm_cni_testkit::NETNS), |n| {
+            let i = n.by_name("eth0").unwrap().state.index;
+            n.change(i, wasm_cni::kernel::link::LinkChange::Promiscuous(true))
+        })
+        .unwrap()
+        .unwrap();
+    let (_, msg) = plugins.check(&node, &c.to_string()).err();
+    assert!(msg.contains("promiscuous"), "{msg}");
+}

@@ -232,12 +232,20 @@ fn run(
             // The network's attachment states, for a module that keeps one:
             // made by ADD, used by the others when it is there.
             if module.uses_attachment_state {
-                let dir = runtime.attachment_states(&call.conf.name);
-                let dir = dir.root.join(&dir.below);
+                let loc = runtime.attachment_states(&call.conf.name);
+                let dir = loc.root.join(&loc.below);
+                // Made as the store walks (no link followed below the
+                // root); an existing one counts only as a directory, not
+                // a link to one.
                 if command == Command::Add {
-                    paths.to_create.push((dir.clone(), 0o700));
+                    crate::kernel::store::StoreDir::make(&loc.root, &loc.below).map_err(|e| {
+                        CniError::new(
+                            code::IO_FAILURE,
+                            format!("cannot create {}: {e}", dir.display()),
+                        )
+                    })?;
                 }
-                if command == Command::Add || dir.is_dir() {
+                if std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
                     paths.read_write.push(dir);
                 }
             }

@@ -134,17 +134,31 @@ fn copy_store(vars: &HashMap<String, String>, conf: &Value, root: &Path) -> Vec<
     };
     let data_dir = conf["ipam"]["dataDir"].as_str().map(Path::new);
     let name = conf["name"].as_str().unwrap_or_default();
-    let Ok(loc) = policy.store_location(data_dir, name) else {
-        return Vec::new();
-    };
-    let to = root.join(loc.root.strip_prefix("/").unwrap_or(&loc.root));
-    match seed::copy_store(&loc.root, &loc.below, &to) {
-        Ok(_) => Vec::new(),
-        Err(e) => vec![format!(
-            "the IPAM store {:?} could not be read ({e}): an empty one is assumed",
-            loc.root.join(&loc.below)
-        )],
+    let mut notes = Vec::new();
+    // The network's IPAM store, and its attachments' states (what a DEL
+    // would put back).
+    let states = crate::caps::attachment_state::location(
+        Path::new(crate::caps::attachment_state::STATE_ROOT),
+        name,
+    );
+    let stores = [
+        ("IPAM store", policy.store_location(data_dir, name).ok()),
+        ("attachments' state", Some(states)),
+    ];
+    for (what, loc) in stores {
+        let Some(loc) = loc.filter(|_| crate::cni::config::validate_network_name(name).is_ok())
+        else {
+            continue;
+        };
+        let to = root.join(loc.root.strip_prefix("/").unwrap_or(&loc.root));
+        if let Err(e) = seed::copy_store(&loc.root, &loc.below, &to) {
+            notes.push(format!(
+                "the {what} {:?} could not be read ({e}): an empty one is assumed",
+                loc.root.join(&loc.below)
+            ));
+        }
     }
+    notes
 }
 
 /// Every file under the simulated node's files (IPAM stores, attachment

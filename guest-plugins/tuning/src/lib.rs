@@ -103,6 +103,11 @@ fn load(req: &Request) -> Result<Conf, CniError> {
     if !c.mac.is_empty() {
         c.mac = normalized_mac(&c.mac)?;
     }
+    // `IFNAME` in a key stands for the interface, as in the reference.
+    c.sysctl = std::mem::take(&mut c.sysctl)
+        .into_iter()
+        .map(|(k, v)| (k.replace("IFNAME", &req.ifname), v))
+        .collect();
     for key in c.sysctl.keys() {
         let net = key.starts_with("net.") || key.starts_with("net/");
         if !net {
@@ -129,13 +134,34 @@ fn normalized_mac(mac: &str) -> Result<String, CniError> {
 
 type Ns = netns::Namespace;
 
-/// Apply one setting, noting what it replaced.
-fn apply(c: &Conf, ns: &Ns, ifname: &str, undo: &mut Restore) -> Result<(), CniError> {
-    let now = link_tuning::settings_of(ns, ifname).context(format!("interface {ifname}"))?;
-    if c.mtu != 0 {
-        link::set_mtu(ns, ifname, c.mtu).context(format!("set MTU {} on {ifname}", c.mtu))?;
-        undo.mtu = Some(now.mtu);
-    }
+/// What applying `c` would replace: the record DEL needs, kept before
+/// anything changes (as the reference writes its backup first). `None`
+/// when `c` changes no setting of the link.
+fn to_restore(c: &Conf, now: &link_tuning::Settings) -> Option<Restore> {
+    let r = Restore {
+        mac: (!c.mac.is_empty()).then(|| now.mac.clone()),
+        mtu: (c.mtu != 0).then_some(now.mtu),
+        promisc: c.promisc.then_some(now.promiscuous),
+        allmulti: c.allmulti.map(|_| now.allmulti),
+        tx_q_len: c.tx_q_len.map(|_| now.txqlen),
+    };
+    let any = r.mac.is_some()
+        || r.mtu.is_some()
+        || r.promisc.is_some()
+        || r.allmulti.is_some()
+        || r.tx_q_len.is_some();
+    any.then_some(r)
+}
+
+/// Apply the settings, in the reference's order (MAC, promiscuous, MTU,
+/// all-multicast, queue), noting in `undo` what was changed so far.
+fn apply(
+    c: &Conf,
+    ns: &Ns,
+    ifname: &str,
+    now: &link_tuning::Settings,
+    undo: &mut Restore,
+) -> Result<(), CniError> {
     if !c.mac.is_empty() {
         link::set_mac(ns, ifname, &c.mac).context(format!("set MAC {} on {ifname}", c.mac))?;
         undo.mac = Some(now.mac.clone());
@@ -143,6 +169,10 @@ fn apply(c: &Conf, ns: &Ns, ifname: &str, undo: &mut Restore) -> Result<(), CniE
     if c.promisc {
         link::set_promiscuous(ns, ifname, true).context(format!("set {ifname} promiscuous"))?;
         undo.promisc = Some(now.promiscuous);
+    }
+    if c.mtu != 0 {
+        link::set_mtu(ns, ifname, c.mtu).context(format!("set MTU {} on {ifname}", c.mtu))?;
+        undo.mtu = Some(now.mtu);
     }
     if let Some(on) = c.allmulti {
         link_tuning::set_allmulti(ns, ifname, on).context(format!("set allmulti on {ifname}"))?;
@@ -200,53 +230,62 @@ impl Plugin for Tuning {
             ));
         };
         let ns = netns::container().context("open the container namespace")?;
+        let ifname = &req.ifname;
+        let now = link_tuning::settings_of(&ns, ifname).context(format!("interface {ifname}"))?;
+        // The record first: whatever happens next, DEL can put back.
+        if let Some(record) = to_restore(&c, &now) {
+            let kept = serde_json::to_string(&record).expect("serializable");
+            attachment_state::put(RESTORE_KEY, &kept).context("keep the settings to restore")?;
+        }
         for (key, value) in &c.sysctl {
             sysctl::set(&ns, key, value).context(format!("set sysctl {key}"))?;
         }
         let mut undo = Restore::default();
-        if let Err(e) = apply(&c, &ns, &req.ifname, &mut undo) {
+        if let Err(e) = apply(&c, &ns, ifname, &now, &mut undo) {
             // What was changed before the failure goes back first.
-            return Err(match put_back(&ns, &req.ifname, &undo) {
+            return Err(match put_back(&ns, ifname, &undo) {
                 Ok(()) => e,
                 Err(more) => CniError::failed(format!("{}; {}", e.msg, more.msg)),
             });
         }
-        let kept = serde_json::to_string(&undo).expect("serializable");
-        if let Err(e) = attachment_state::put(RESTORE_KEY, &kept) {
-            let _ = put_back(&ns, &req.ifname, &undo);
-            return Err(e.context("keep the settings to restore"));
-        }
         if !c.mac.is_empty() {
-            for i in result.interfaces.iter_mut() {
-                if i.name == req.ifname && i.sandbox == req.netns {
-                    i.mac = Some(c.mac.clone());
-                }
+            // As the reference: the result's interface of that name.
+            for i in result.interfaces.iter_mut().filter(|i| i.name == *ifname) {
+                i.mac = Some(c.mac.clone());
             }
         }
         Ok(result)
     }
 
+    /// Put back what ADD replaced, as far as it can: like the reference,
+    /// DEL succeeds whatever it could not restore (a chain's DEL stops at
+    /// the first error, and the plugins before this one must still
+    /// release what they hold); what failed is logged.
     fn del(req: Request) -> Result<(), CniError> {
-        let kept = attachment_state::get(RESTORE_KEY).context("read the settings to restore")?;
-        let Some(kept) = kept else {
-            return Ok(());
+        let kept = match attachment_state::get(RESTORE_KEY) {
+            Ok(Some(k)) => k,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                wasm_cni_sdk::warn!("tuning DEL: the settings to restore: {}", e.describe());
+                return Ok(());
+            }
         };
-        let undo: Restore = serde_json::from_str(&kept)
-            .map_err(|e| CniError::failed(format!("the settings to restore: {e}")))?;
-        match netns::container() {
-            Ok(ns) => match put_back(&ns, &req.ifname, &undo) {
-                Ok(()) => {}
-                // The interface went with the container: nothing to restore.
-                Err(_) if link::get(&ns, &req.ifname).is_err_and(|e| e.is_not_found()) => {}
-                Err(e) => return Err(e),
+        match serde_json::from_str::<Restore>(&kept) {
+            Err(e) => wasm_cni_sdk::warn!("tuning DEL: the settings to restore: {e}"),
+            Ok(undo) => match netns::container() {
+                Ok(ns) => {
+                    if let Err(e) = put_back(&ns, &req.ifname, &undo) {
+                        wasm_cni_sdk::warn!("tuning DEL: {}", e.msg);
+                    }
+                }
+                // The namespace is gone, and the interface with it.
+                Err(e) => wasm_cni_sdk::debug!("tuning DEL: {}", e.describe()),
             },
-            // The namespace is gone, and the interface with it.
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e.context("open the container namespace")),
         }
-        attachment_state::delete(RESTORE_KEY)
-            .map(drop)
-            .context("forget the settings to restore")
+        if let Err(e) = attachment_state::delete(RESTORE_KEY) {
+            wasm_cni_sdk::warn!("tuning DEL: forget the settings: {}", e.describe());
+        }
+        Ok(())
     }
 
     fn check(req: Request) -> Result<(), CniError> {
@@ -278,8 +317,12 @@ impl Plugin for Tuning {
         if c.mtu != 0 && now.mtu != c.mtu {
             return mismatch("MTU", now.mtu.to_string(), c.mtu.to_string());
         }
-        if c.promisc && !now.promiscuous {
-            return mismatch("promiscuous", "off".into(), "on".into());
+        if now.promiscuous != c.promisc {
+            return mismatch(
+                "promiscuous",
+                now.promiscuous.to_string(),
+                c.promisc.to_string(),
+            );
         }
         if let Some(on) = c.allmulti
             && now.allmulti != on

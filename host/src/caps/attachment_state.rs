@@ -2,16 +2,19 @@
 //! attachment's own, kept between its ADD and its DEL (`tuning` keeps the
 //! settings it replaced, to put them back).
 //!
-//! One JSON object per attachment, in the file named by the sha256 of its
-//! container ID and interface, in `/var/lib/wasm-cni/attachments/<network>`
+//! One JSON object per attachment and module (two plugins of a chain keep
+//! apart), in the file `<sha256 of container ID and interface>.<module>`,
+//! in `/var/lib/wasm-cni/attachments/<network>`
 //! (wasm-cni's own state, where no config may point a store, beside the
 //! network locks; GC removes what reboots leave): the same
 //! directory walk and descriptor-relative, link-refusing file operations
 //! as the IPAM store (`kernel::store`). The grant: ADD writes; CHECK reads;
-//! DEL reads and deletes; GC and STATUS see nothing. The host removes an
-//! attachment's state after its successful DEL, removes the state of
-//! attachments a GC does not name valid, and puts back what a failed ADD
-//! wrote (`Prior`).
+//! DEL reads and deletes; GC and STATUS see nothing. The host removes a
+//! module's state of an attachment after its successful DEL, removes the
+//! state of attachments a GC names not valid (only when the runtime named
+//! the valid ones: a config without the key removes nothing), puts back
+//! what a failed ADD wrote (`Written`), and removes a network's directory
+//! once it is empty.
 
 use super::{CapError, CapResult};
 use crate::contract::wasm_cni::plugin_v2::attachment_state;
@@ -30,10 +33,23 @@ pub const STATE_ROOT: &str = "/var/lib/wasm-cni/attachments";
 const MAX_KEYS: usize = 16;
 const MAX_KEY: usize = 64;
 const MAX_VALUE: usize = 4096;
+/// The largest file, as written (JSON escapes make a value longer).
+const MAX_FILE: usize = 16 << 10;
 
-/// What the state file held before this call first wrote it (`None`
-/// inside: there was none), to put back if the ADD fails.
-pub type Prior = Arc<Mutex<Option<Option<Vec<u8>>>>>;
+/// What this call wrote to the state, shared with the host so a failed
+/// ADD can be undone whatever became of the guest.
+#[derive(Default)]
+pub struct Written {
+    /// What the file held before this call first wrote it (`None` inside:
+    /// there was none).
+    prior: Mutex<Option<Option<Vec<u8>>>>,
+    /// Held by every file write and by the rollback; true once rolled
+    /// back: a write still running when the guest was stopped (at the
+    /// deadline) then cannot land after the rollback.
+    io: Mutex<bool>,
+}
+
+pub type Prior = Arc<Written>;
 
 /// The directory of a network's attachment states, under `root` (the
 /// node's `STATE_ROOT`, or a simulated node's).
@@ -44,13 +60,18 @@ pub fn location(root: &Path, network: &str) -> StoreLocation {
     }
 }
 
-/// The state file's name: the attachment, hashed (any container ID and
-/// interface name make one plain path component).
-pub fn file_name(container_id: &str, ifname: &str) -> String {
+/// An attachment, hashed: any container ID and interface name make one
+/// plain path component.
+pub fn attachment_tag(container_id: &str, ifname: &str) -> String {
     Sha256::digest(format!("{container_id}\0{ifname}"))
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// The state file of `module` for an attachment.
+pub fn file_name(container_id: &str, ifname: &str, module: &str) -> String {
+    format!("{}.{module}", attachment_tag(container_id, ifname))
 }
 
 pub struct AttachmentStateCtx {
@@ -78,14 +99,14 @@ fn check_key(key: &str) -> CapResult<()> {
 impl AttachmentStateCtx {
     pub fn new(
         location: StoreLocation,
-        attachment: (&str, &str),
+        file: String,
         phase: Phase,
         limits: &Arc<CallLimits>,
         prior: Prior,
     ) -> Self {
         AttachmentStateCtx {
             location,
-            file: file_name(attachment.0, attachment.1),
+            file,
             phase,
             limits: limits.clone(),
             prior,
@@ -123,9 +144,19 @@ impl AttachmentStateCtx {
     /// before this call's first write.
     async fn write(&self, before: Option<Vec<u8>>, map: BTreeMap<String, String>) -> CapResult<()> {
         if !self.limits.store_write() {
-            return Err(CapError::denied("a call writes at most so many entries"));
+            return Err(CapError::denied(format!(
+                "a call writes at most {} entries",
+                crate::limits::MAX_STORE_WRITES
+            )));
+        }
+        let bytes = serde_json::to_vec(&map).expect("a map of strings");
+        if bytes.len() > MAX_FILE {
+            return Err(CapError::invalid(format!(
+                "an attachment's state is at most {MAX_FILE} bytes as written"
+            )));
         }
         self.prior
+            .prior
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get_or_insert(before);
@@ -133,14 +164,20 @@ impl AttachmentStateCtx {
             .dir(self.phase == Phase::Add)
             .await?
             .ok_or_else(|| CapError::not_found("the attachment has no state"))?;
-        let file = self.file.clone();
-        let done = if map.is_empty() {
-            blocking(move || dir.remove(&file).map(drop)).await
-        } else {
-            let bytes = serde_json::to_vec(&map).expect("a map of strings");
-            blocking(move || dir.replace(&file, &bytes)).await
-        };
-        done.map_err(|e| CapError::io("write the attachment's state", e))
+        let (file, written) = (self.file.clone(), self.prior.clone());
+        blocking(move || {
+            let rolled_back = written.io.lock().unwrap_or_else(|e| e.into_inner());
+            if *rolled_back {
+                return Err(std::io::Error::other("the call was rolled back"));
+            }
+            if map.is_empty() {
+                dir.remove(&file).map(drop)
+            } else {
+                dir.replace(&file, &bytes)
+            }
+        })
+        .await
+        .map_err(|e| CapError::io("write the attachment's state", e))
     }
 }
 
@@ -196,12 +233,20 @@ impl attachment_state::Host for AttachmentStateCtx {
 }
 
 /// Put back an attachment's state as it was before a failed ADD.
-pub async fn rollback(location: &StoreLocation, file: &str, prior: Prior) -> Result<(), String> {
-    let Some(before) = prior.lock().unwrap_or_else(|e| e.into_inner()).take() else {
-        return Ok(());
-    };
+pub async fn rollback(location: &StoreLocation, file: &str, written: Prior) -> Result<(), String> {
     let (loc, file) = (location.clone(), file.to_string());
     blocking(move || {
+        // No write of the call's lands after this one.
+        let mut rolled_back = written.io.lock().unwrap_or_else(|e| e.into_inner());
+        *rolled_back = true;
+        let Some(before) = written
+            .prior
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return Ok(());
+        };
         let Some(dir) = StoreDir::open(&loc.root, &loc.below, false)? else {
             return Ok(());
         };
@@ -214,8 +259,8 @@ pub async fn rollback(location: &StoreLocation, file: &str, prior: Prior) -> Res
     .map_err(|e| format!("put back the attachment's state: {e}"))
 }
 
-/// Remove the states of a network's attachments but `keep` (file names):
-/// DEL (keep none but others') and GC. How many went.
+/// Remove states of a network's attachments (`remove`), then its
+/// directory if nothing is left in it. How many went.
 pub async fn retain(location: &StoreLocation, remove: RemoveWhich) -> Result<usize, String> {
     let loc = location.clone();
     blocking(move || {
@@ -224,13 +269,20 @@ pub async fn retain(location: &StoreLocation, remove: RemoveWhich) -> Result<usi
         };
         let mut n = 0;
         for name in dir.names()? {
+            let attachment = name.split('.').next().unwrap_or_default();
             let goes = match &remove {
                 RemoveWhich::One(f) => name == *f,
-                RemoveWhich::AllBut(keep) => !keep.contains(&name),
+                RemoveWhich::AllBut(keep) => !keep.iter().any(|k| k == attachment),
+                RemoveWhich::Nothing => false,
             };
             if goes && dir.remove(&name)? {
                 n += 1;
             }
+        }
+        // A network with no state left keeps no directory (a directory is
+        // removed only when empty; a link there was refused by the walk).
+        if dir.is_empty()? {
+            let _ = std::fs::remove_dir(loc.root.join(&loc.below));
         }
         Ok(n)
     })
@@ -240,8 +292,10 @@ pub async fn retain(location: &StoreLocation, remove: RemoveWhich) -> Result<usi
 
 /// Which states [`retain`] removes.
 pub enum RemoveWhich {
-    /// This attachment's (after its DEL).
+    /// One module's of one attachment (after its DEL).
     One(String),
-    /// Every one not named (GC: the valid attachments' files).
+    /// Every attachment's but these (GC: the valid attachments' tags).
     AllBut(Vec<String>),
+    /// None (the directory goes if it is empty).
+    Nothing,
 }

@@ -14,7 +14,7 @@ use crate::contract::wasm_cni::plugin::link::{self, LinkInfo, VethPair};
 use crate::grant::{LinkOp, Standing};
 use crate::kernel::Ns;
 use crate::kernel::link::{LinkChange, LinkState, OperState, check_name};
-use crate::undo::Change;
+use crate::undo::{Change, ContainerChange};
 use std::time::Duration;
 use wasmtime::component::Resource;
 
@@ -110,6 +110,20 @@ impl NetCtx {
     ) -> CapResult<()> {
         let ns = self.kind(&ns)?;
         let st = self.granted(ns, &name, op).await?;
+        let made_here = self.shared.lock().grant.created(ns, st.index);
+        if ns == Ns::Container
+            && !made_here
+            && let Some(prior) = crate::undo::rollback::prior_of(&change, &st)
+        {
+            self.shared
+                .lock()
+                .journal
+                .container_changes
+                .push(ContainerChange::Link {
+                    index: st.index,
+                    prior,
+                });
+        }
         if ns == Ns::Host
             && matches!(
                 self.standing(ns, &st).await?,

@@ -3,16 +3,13 @@
 //! grant is `link`'s: anything in the container; on the node, links this
 //! call created (and the settings a granted bridge allows: none of these).
 
+use super::CapResult;
 use super::netns::NetCtx;
-use super::{CapError, CapResult};
 use crate::contract::NamespaceHandle;
 use crate::contract::wasm_cni::plugin_v2::link_tuning::{self, Settings};
 use crate::grant::LinkOp;
 use crate::kernel::link::LinkChange;
 use wasmtime::component::Resource;
-
-/// The longest queue the kernel takes (an `int`).
-const MAX_TXQLEN: u32 = i32::MAX as u32;
 
 impl link_tuning::Host for NetCtx {
     async fn settings_of(
@@ -47,11 +44,6 @@ impl link_tuning::Host for NetCtx {
         name: String,
         len: u32,
     ) -> CapResult<()> {
-        if len > MAX_TXQLEN {
-            return Err(CapError::invalid(format!(
-                "txqlen {len}: at most {MAX_TXQLEN}"
-            )));
-        }
         self.change_link(ns, name, LinkOp::TxQLen, LinkChange::TxQLen(len))
             .await
     }

@@ -7,7 +7,7 @@ use crate::contract::wasm_cni::plugin::sysctl;
 use crate::grant::{HostLink, Standing};
 use crate::kernel::Ns;
 use crate::kernel::sysctl::SysctlKey;
-use crate::undo::Change;
+use crate::undo::{Change, ContainerChange};
 use wasmtime::component::Resource;
 
 fn key(k: &str) -> CapResult<SysctlKey> {
@@ -54,6 +54,20 @@ impl sysctl::Host for NetCtx {
             .lock()
             .grant
             .write_sysctl(ns, &key, &value, host_link)?;
+        // In the container, what it was, to put back if the ADD fails (a
+        // key that cannot be read cannot be written either).
+        if ns == Ns::Container
+            && let Ok(prior) = self.kernel.sysctl_read(ns, &key).await
+        {
+            self.shared
+                .lock()
+                .journal
+                .container_changes
+                .push(ContainerChange::Sysctl {
+                    key: key.clone(),
+                    prior,
+                });
+        }
         if let (Some(l), Some(Standing::GrantedBridge)) = (&link, standing) {
             let prior = self
                 .kernel

@@ -22,6 +22,8 @@ pub struct NetConf {
     /// GC's `cni.dev/valid-attachments` (or the older
     /// `cni.dev/attachments`); empty when absent: none is valid.
     pub valid_attachments: Vec<Attachment>,
+    /// The runtime named the valid attachments (the key was there).
+    pub valid_attachments_named: bool,
     /// `logLevel` and `logFile`, as Multus and Calico take them.
     pub log_level: Option<String>,
     pub log_file: Option<String>,
@@ -120,6 +122,7 @@ impl NetConf {
             },
         };
         let valid_attachments = valid_attachments(&obj)?;
+        let valid_attachments_named = VALID_ATTACHMENTS.iter().any(|k| obj.contains_key(*k));
         let log_level = string_field(&obj, "logLevel")?.filter(|l| !l.is_empty());
         let log_file = string_field(&obj, "logFile")?.filter(|l| !l.is_empty());
         // What guests and delegated plugins get is the document as read
@@ -136,6 +139,7 @@ impl NetConf {
             ipam,
             prev_result,
             valid_attachments,
+            valid_attachments_named,
             log_level,
             log_file,
             raw,

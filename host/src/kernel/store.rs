@@ -228,6 +228,17 @@ impl StoreDir {
         }
     }
 
+    /// Whether the directory holds nothing at all.
+    pub fn is_empty(&self) -> io::Result<bool> {
+        for ent in Dir::read_from(&self.fd)? {
+            let name = ent?.file_name().to_bytes().to_vec();
+            if name != b"." && name != b".." {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// The names of the regular files in the directory.
     pub fn names(&self) -> io::Result<Vec<String>> {
         let mut out = Vec::new();

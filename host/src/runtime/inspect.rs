@@ -70,6 +70,10 @@ fn reaches(name: &str) -> &'static str {
         Some("bridge-port") => "VLANs and port flags of its own ports",
         Some("attachments") => "the valid attachments a GC names",
         Some("reference-cleanup") => "what the reference bridge left for this attachment",
+        Some("link-tuning") => {
+            "all-multicast and queue length: the container's links, its own on the node"
+        }
+        Some("attachment-state") => "a small store of this attachment's own, from ADD to DEL",
         Some("ipam") | Some("ipam-lifecycle") => "the IPAM plugin the config names",
         Some("store") => "this network's IPAM store",
         Some("resolv-conf") => "DNS settings of a resolv.conf the policy allows",

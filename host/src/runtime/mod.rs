@@ -374,7 +374,8 @@ impl Runtime {
         let owner =
             crate::kernel::nft::owner_comment(network, &call.env.container_id, &call.env.ifname);
         let states = self.attachment_states(network);
-        let state_file = attachment_state::file_name(&call.env.container_id, &call.env.ifname);
+        let state_file =
+            attachment_state::file_name(&call.env.container_id, &call.env.ifname, &module.name);
         let prior_state = attachment_state::Prior::default();
         let state = InterfaceState::new(
             net,
@@ -388,7 +389,7 @@ impl Runtime {
             LogCtx::new(&module.name, &self.limits),
             AttachmentStateCtx::new(
                 states.clone(),
-                (&call.env.container_id, &call.env.ifname),
+                state_file.clone(),
                 phase(command),
                 &self.limits,
                 prior_state.clone(),
@@ -445,19 +446,27 @@ impl Runtime {
         }
         // An attachment's state goes with it (after a DEL), or with its
         // validity (GC).
+        // A GC only when the runtime named the valid attachments: a config
+        // without the key (any config may take the network's name) removes
+        // nothing. Whatever the command, an empty directory goes.
         let gone = match command {
-            Command::Del if outcome.is_ok() => Some(RemoveWhich::One(state_file.clone())),
-            Command::Gc if outcome.is_ok() => Some(RemoveWhich::AllBut(
-                call.conf
-                    .valid_attachments
-                    .iter()
-                    .map(|a| attachment_state::file_name(&a.container_id, &a.ifname))
-                    .collect(),
-            )),
-            _ => None,
+            Command::Del if outcome.is_ok() => RemoveWhich::One(state_file.clone()),
+            Command::Gc if outcome.is_ok() && call.conf.valid_attachments_named => {
+                RemoveWhich::AllBut(
+                    call.conf
+                        .valid_attachments
+                        .iter()
+                        .map(|a| attachment_state::attachment_tag(&a.container_id, &a.ifname))
+                        .collect(),
+                )
+            }
+            _ => RemoveWhich::Nothing,
         };
-        if let Some(which) = gone.filter(|_| module.uses_attachment_state)
-            && let Err(e) = attachment_state::retain(&states, which).await
+        // (Under Landlock an empty directory stays: removing it needs a
+        // right on its parent, which a call is not given. It is one empty
+        // directory per network, as an IPAM store's is.)
+        if module.uses_attachment_state
+            && let Err(e) = attachment_state::retain(&states, gone).await
         {
             outcome = Err(CniError::plugin(e));
         }
@@ -477,8 +486,13 @@ impl Runtime {
         }
         match outcome {
             Err(e) if command == Command::Add => {
-                let state_undone =
+                let mut state_undone =
                     attachment_state::rollback(&states, &state_file, prior_state).await;
+                if state_undone.is_ok() && module.uses_attachment_state {
+                    state_undone = attachment_state::retain(&states, RemoveWhich::Nothing)
+                        .await
+                        .map(drop);
+                }
                 let mut failures = Rollback {
                     kernel: &*kernel,
                     owner: &owner,

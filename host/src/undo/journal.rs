@@ -27,6 +27,13 @@ pub enum LinkRecord {
     },
 }
 
+/// A change in the container to something that was there before the call.
+#[derive(Debug, Clone)]
+pub enum ContainerChange {
+    Link { index: u32, prior: LinkChange },
+    Sysctl { key: SysctlKey, prior: String },
+}
+
 /// A change to a node link that existed before the call.
 #[derive(Debug, Clone)]
 pub enum Change {
@@ -85,6 +92,10 @@ impl Change {
 pub struct Journal {
     pub links: Vec<LinkRecord>,
     pub changes: Vec<Change>,
+    /// Settings of container links this call did not create (a chained
+    /// plugin's `tuning`), and container sysctls, as they were: put back,
+    /// newest first, if the ADD fails. Nothing there is shared.
+    pub container_changes: Vec<ContainerChange>,
     /// IPAM ADD was started (it may have reserved an address even when it
     /// failed or was stopped): undo with IPAM DEL.
     pub ipam_started: bool,

@@ -5,6 +5,6 @@ pub mod journal;
 pub mod lock;
 pub mod rollback;
 
-pub use journal::{Change, Journal};
+pub use journal::{Change, ContainerChange, Journal};
 pub use lock::NetworkLock;
 pub use rollback::Rollback;

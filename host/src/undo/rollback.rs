@@ -95,6 +95,29 @@ impl Rollback<'_> {
             }
         }
 
+        // The container's settings this call changed on what it did not
+        // create, newest first (a link or key gone since has nothing to
+        // put back).
+        for c in journal.container_changes.iter().rev() {
+            let (r, what) = match c {
+                super::ContainerChange::Link { index, prior } => (
+                    self.kernel
+                        .link_set(Ns::Container, *index, prior.clone())
+                        .await,
+                    format!("put back {prior:?} on container link {index}"),
+                ),
+                super::ContainerChange::Sysctl { key, prior } => (
+                    self.kernel.sysctl_write(Ns::Container, key, prior).await,
+                    format!("put back container sysctl {key} = {prior:?}"),
+                ),
+            };
+            match r {
+                Ok(()) => done(what),
+                Err(e) if not_found(&e) => done(format!("{what}: gone")),
+                Err(e) => fail(format!("{what}: {e}")),
+            }
+        }
+
         // Links, newest first; bridges after their ports, and VLAN gateway
         // interfaces (with their peers) under the lock too.
         let mut bridges = Vec::new();
