@@ -194,3 +194,21 @@ fn status_is_ready_until_the_range_is_full() {
 fn runs_as_an_ordinary_user() {
     kit_tests_pass_as_nobody("runs_as_an_ordinary_user");
 }
+
+#[test]
+fn a_port_may_not_lower_a_bridge_others_use() {
+    let (plugins, node) = (kit_plugins(), Node::new());
+    plugins.add(&node, &v1(json!({}))).ok();
+    node.add_container("/run/netns/small");
+    let before = node.snapshot();
+    let small = v1(json!({"mtu": 576}));
+    let (code, msg) = plugins
+        .call(&node, "ADD")
+        .container_id("small")
+        .netns("/run/netns/small")
+        .run(&small)
+        .err();
+    assert!(code != 0 && msg.contains("MTU 576"), "{code} {msg}");
+    assert_eq!(node.snapshot(), before);
+    assert_eq!(node.host().link("kbr0").unwrap().mtu, 1500);
+}

@@ -142,6 +142,29 @@ impl NetCtx {
             .map_err(|e| refused(format!("{op:?} on link {name} in the {ns}"), e))
     }
 
+    /// A bridge this call did not make (other pods' gateway) follows the
+    /// smallest MTU of its ports: a port below its MTU would lower it for
+    /// every attachment on it (the kernel's auto-adjust), so none is let
+    /// in or lowered below it.
+    async fn keeps_bridge_mtu(
+        &self,
+        ns: Ns,
+        port: &str,
+        port_mtu: u32,
+        bridge: &LinkState,
+    ) -> CapResult<()> {
+        if ns != Ns::Host || bridge.kind != "bridge" || port_mtu >= bridge.mtu {
+            return Ok(());
+        }
+        if self.standing(ns, bridge).await? == Standing::Own {
+            return Ok(());
+        }
+        Err(CapError::denied(format!(
+            "{port} with MTU {port_mtu} on bridge {} (MTU {}): the bridge would take the lower MTU for every attachment on it",
+            bridge.name, bridge.mtu
+        )))
+    }
+
     /// Rename a link this call made under a temporary name.
     async fn rename(&mut self, ns: Ns, index: u32, name: &str) -> CapResult<()> {
         self.kernel
@@ -344,6 +367,9 @@ impl link::Host for NetCtx {
             .lock()
             .grant
             .set_master(ns, port_link, master_link)?;
+        if let Some(m) = &master {
+            self.keeps_bridge_mtu(ns, &name, port.mtu, m).await?;
+        }
         self.kernel
             .link_set(ns, port.index, LinkChange::Master(master.map(|m| m.index)))
             .await
@@ -366,6 +392,16 @@ impl link::Host for NetCtx {
         name: String,
         mtu: u32,
     ) -> CapResult<()> {
+        let kind = self.kind(&ns)?;
+        let port = self.state(kind, &name).await?;
+        if let Some(m) = port.master {
+            let master = self
+                .kernel
+                .link_get_index(kind, m)
+                .await
+                .map_err(|e| CapError::io(format!("the master of {name}"), e))?;
+            self.keeps_bridge_mtu(kind, &name, mtu, &master).await?;
+        }
         self.change_link(ns, name, LinkOp::Mtu, LinkChange::Mtu(mtu))
             .await
     }
