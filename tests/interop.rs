@@ -277,10 +277,12 @@ fn wasm_static_gives_the_references_results() {
     let Some(reference) = reference_plugins() else {
         return;
     };
+    // In a sandbox: the host makes the network's store directory (and
+    // its cache) as for any IPAM call, in the sandbox's private /var/lib.
+    let sb = Sandbox::new("staticcmp");
     let call = |bin: &Path, conf: &str, args: &str| {
-        let mut c = std::process::Command::new(bin);
-        c.env_clear()
-            .env("CNI_COMMAND", "ADD")
+        let mut c = sb.command(&[bin.to_str().unwrap()]);
+        c.env("CNI_COMMAND", "ADD")
             .env("CNI_CONTAINERID", "static-cmp")
             .env("CNI_NETNS", "/var/run/netns/static-cmp")
             .env("CNI_IFNAME", "eth0")

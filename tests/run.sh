@@ -19,6 +19,8 @@ cargo build --release --locked --target wasm32-wasip2 \
 
 echo "== test" >&2
 export CNITOOL="$PWD/target/cnitool/cnitool"
+# The test kit's compiled modules: in the target directory, not the home.
+export WASM_CNI_TESTKIT_CACHE="$PWD/target/testkit-cache"
 # State paths of the machine the tests must not touch (they use private
 # ones): whatever of them appears during the run is a test's leftover.
 watched=(/var/lib/wasm-cni /var/lib/cni /run/cni /etc/wasm-cni)

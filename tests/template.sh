@@ -32,8 +32,12 @@ exe=$(cargo test --offline --release --no-run --message-format=json 2>/dev/null 
 [ -x "$exe" ] || { echo "template: no test binary found" >&2; exit 1; }
 echo "== template: its tests as nobody" >&2
 cd /
+# nobody's compiled-module cache, removed with the copy.
+mkdir "$work/nobody-cache" && chown nobody "$work/nobody-cache"
+chmod 755 "$work"
 out=$(setpriv --reuid=nobody --regid=nogroup --clear-groups -- \
-  env WASM_CNI_KIT_AS_NOBODY=1 CARGO_TARGET_DIR="$CARGO_TARGET_DIR" TMPDIR=/tmp "$exe" 2>&1) || {
+  env WASM_CNI_KIT_AS_NOBODY=1 CARGO_TARGET_DIR="$CARGO_TARGET_DIR" TMPDIR=/tmp \
+  WASM_CNI_TESTKIT_CACHE="$work/nobody-cache" "$exe" 2>&1) || {
   echo "$out" >&2
   exit 1
 }

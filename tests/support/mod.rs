@@ -208,11 +208,26 @@ pub fn kit_tests_pass_as_nobody(this_test: &str) {
         return;
     }
     let exe = std::env::current_exe().unwrap();
+    // nobody's compiled-module cache: a directory of its own, removed after.
+    let cache = tempfile::tempdir().unwrap();
+    let nobody = std::process::Command::new("id")
+        .args(["-u", "nobody"])
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<u32>()
+                .ok()
+        })
+        .unwrap_or(65534);
+    std::os::unix::fs::chown(cache.path(), Some(nobody), None).unwrap();
     let out = std::process::Command::new("setpriv")
         .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
         .arg(&exe)
         .args(["--test-threads=2"])
         .env("WASM_CNI_KIT_AS_NOBODY", "1")
+        .env("WASM_CNI_TESTKIT_CACHE", cache.path())
         .env("TMPDIR", "/tmp")
         .output()
         .expect("setpriv");

@@ -23,12 +23,30 @@ impl Default for Node {
     }
 }
 
-/// Where compiled modules are kept between tests: this user's, private.
+/// Where compiled modules are kept between tests, private to this user:
+/// `WASM_CNI_TESTKIT_CACHE`, else `$XDG_CACHE_HOME/wasm-cni-testkit` or
+/// `~/.cache/wasm-cni-testkit`, else a directory in the temporary one.
+/// (A directory that is not this user's is not used: modules are then
+/// compiled on every call, slower but the same.)
 pub(crate) fn cache_dir() -> PathBuf {
-    let uid = rustix::process::geteuid().as_raw();
-    let dir = std::env::temp_dir().join(format!("wasm-cni-testkit-{uid}"));
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let dir = var("WASM_CNI_TESTKIT_CACHE")
+        .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("wasm-cni-testkit")))
+        .or_else(|| var("HOME").map(|h| h.join(".cache/wasm-cni-testkit")))
+        .filter(|d| d.is_absolute())
+        .unwrap_or_else(|| {
+            let uid = rustix::process::geteuid().as_raw();
+            std::env::temp_dir().join(format!("wasm-cni-testkit-{uid}"))
+        });
     use std::os::unix::fs::DirBuilderExt;
-    let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+    let _ = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir);
     dir
 }
 
