@@ -210,5 +210,4 @@ fn a_port_may_not_lower_a_bridge_others_use() {
         .err();
     assert!(code != 0 && msg.contains("MTU 576"), "{code} {msg}");
     assert_eq!(node.snapshot(), before);
-    assert_eq!(node.host().link("kbr0").unwrap().mtu, 1500);
 }

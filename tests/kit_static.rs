@@ -35,7 +35,7 @@ fn add_returns_the_configured_addresses_routes_and_dns() {
     assert_eq!(r["dns"]["domain"], "example.test");
     // Stateless: the node and its files are as they were.
     assert_eq!(node.snapshot(), before);
-    assert!(!node.path_exists("/var/lib/cni/networks/st"));
+    assert!(node.store("st").is_empty());
     assert_eq!(
         plugins.del(&node, &conf("1.0.0", json!({}))).ok(),
         Value::Null

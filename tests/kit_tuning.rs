@@ -107,10 +107,10 @@ fn check_notices_a_changed_setting() {
 fn a_failed_add_puts_back_what_it_changed_and_keeps_no_state() {
     let (plugins, node) = (kit_plugins(), node());
     let before = node.snapshot();
-    // The MTU goes first and works; the MAC is refused by the kernel.
-    let c = conf(json!({"mtu":1400,"mac":"01:00:5e:00:00:01"}));
+    // The MAC goes first and works; the MTU is refused by the kernel.
+    let c = conf(json!({"mac":"0a:58:0a:01:00:06","mtu":70000}));
     let (code, msg) = plugins.add(&node, &c).err();
-    assert!(code != 0 && msg.contains("MAC"), "{code} {msg}");
+    assert!(code != 0 && msg.contains("MTU 70000"), "{code} {msg}");
     assert_eq!(node.snapshot(), before);
     assert!(states(&node).is_empty());
 }
@@ -179,8 +179,11 @@ fn a_failed_add_after_the_guest_is_undone_by_the_host() {
     let c = json!({"cniVersion":"0.2.0","name":"tn","type":"tuning","mtu":1280,
         "mac":"0a:58:0a:01:00:07","prevResult":{"cniVersion":"0.2.0"}})
     .to_string();
-    let out = plugins.add(&node, &c);
-    assert!(!out.is_ok(), "{}", out.stdout);
+    let (_, msg) = plugins.add(&node, &c).err();
+    assert!(
+        msg.contains("cannot convert"),
+        "the guest was to succeed: {msg}"
+    );
     assert_eq!(node.snapshot(), before);
     assert!(states(&node).is_empty());
 }
@@ -198,7 +201,9 @@ fn two_tunings_in_a_chain_keep_apart_and_del_restores_everything() {
             .as_deref(),
         Some("1")
     );
-    // The state is the module's, and a sysctl-only instance keeps none.
+    // The state is the module's, and a sysctl-only instance keeps none
+    // (two instances that both change settings share one record, as the
+    // reference's share one backup file).
     let files = states(&node);
     assert_eq!(files.len(), 1, "{files:?}");
     assert!(files[0].ends_with(".tuning"), "{files:?}");

@@ -70,3 +70,16 @@ fn tuning_changes_the_interface_and_del_puts_it_back() {
     assert_eq!(std::fs::read_dir(&states).unwrap().count(), 0);
     sb.cni("bridge", "DEL", "c1", Some(&c1), "eth0", &conf).ok();
 }
+
+#[test]
+fn a_refused_namespace_leaves_no_state_directory() {
+    let Some(sb) = Sandbox::for_test("tuning_refused_netns") else {
+        return;
+    };
+    let conf = chained(&json!({"cniVersion":"1.0.0","interfaces":[{"name":"eth0"}]}));
+    // The node's own namespace as the container's: code 8, before anything.
+    let own = std::path::Path::new("/proc/self/ns/net");
+    sb.cni("tuning", "ADD", "c1", Some(own), "eth0", &conf)
+        .err(8);
+    assert!(!sb.state_root().join("wasm-cni/attachments").exists());
+}

@@ -20,8 +20,8 @@ fn inspect(name: &str) -> (Role, Contract, Vec<String>) {
         .map(|(n, _)| n.to_string())
         .collect();
     eprintln!("{name} imports {names:?}");
-    let (role, contract) = classify(&engine, &c).unwrap();
-    (role, contract, names)
+    let c = classify(&engine, &c).unwrap();
+    (c.role, c.contract, names)
 }
 
 #[test]

@@ -189,7 +189,6 @@ fn run(
 
     let policy = Arc::new(policy);
     let engine_kind = crate::runtime::engine::choose(policy.engine);
-    let lock_dir = node.path(Path::new(DEFAULT_LOCK_DIR));
     let runtime = Runtime::new(
         modules,
         policy.clone(),
@@ -229,32 +228,19 @@ fn run(
     }
     match paths {
         Some(mut paths) => {
-            // The network's attachment states, for a module that keeps one:
-            // made by ADD, used by the others when it is there.
-            if module.uses_attachment_state {
-                let loc = runtime.attachment_states(&call.conf.name);
-                let dir = loc.root.join(&loc.below);
-                // Made as the store walks (no link followed below the
-                // root); an existing one counts only as a directory, not
-                // a link to one.
-                if command == Command::Add {
-                    crate::kernel::store::StoreDir::make(&loc.root, &loc.below).map_err(|e| {
-                        CniError::new(
-                            code::IO_FAILURE,
-                            format!("cannot create {}: {e}", dir.display()),
-                        )
-                    })?;
-                }
-                if std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
-                    paths.read_write.push(dir);
-                }
-            }
-            confine(&paths, &policy, &call, module.role, vars)?
+            let states = module
+                .uses_attachment_state
+                .then(|| runtime.attachment_states(&call.conf.name));
+            confine(&mut paths, &policy, &call, module.role, states, vars)?
         }
         // The simulated node's lock directory (its store directories are
         // made by the store, as it needs them).
-        None => std::fs::create_dir_all(&lock_dir)
-            .map_err(|e| CniError::host(format!("cannot create {}: {e}", lock_dir.display())))?,
+        None => std::fs::create_dir_all(runtime.lock_dir()).map_err(|e| {
+            CniError::host(format!(
+                "cannot create {}: {e}",
+                runtime.lock_dir().display()
+            ))
+        })?,
     }
 
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -287,10 +273,11 @@ fn run(
 /// interface plugin cannot use (rather than after the call has made its
 /// directories).
 fn confine(
-    paths: &Paths,
+    paths: &mut Paths,
     policy: &Policy,
     call: &Call,
     role: crate::runtime::linker::Role,
+    states: Option<crate::policy::StoreLocation>,
     vars: &HashMap<String, String>,
 ) -> Result<(), CniError> {
     let command = call.env.command;
@@ -309,6 +296,23 @@ fn confine(
         }
     }
     create_dirs(paths, policy, call)?;
+    // The network's attachment states, for a module that keeps one: made
+    // by ADD as the store walks (no link followed below the root), used by
+    // the other commands when it is there (a directory, not a link to one).
+    if let Some(loc) = states {
+        let dir = loc.root.join(&loc.below);
+        if command == Command::Add {
+            crate::kernel::store::StoreDir::make(&loc.root, &loc.below).map_err(|e| {
+                CniError::new(
+                    code::IO_FAILURE,
+                    format!("cannot create {}: {e}", dir.display()),
+                )
+            })?;
+        }
+        if std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+            paths.read_write.push(dir);
+        }
+    }
     crate::fs_access::restrict(paths, Stage::Running).map_err(CniError::host)?;
     // Programs are started by a thread born before the filter, so they do
     // not inherit it (see `seccomp`).

@@ -28,6 +28,8 @@ use std::sync::Arc;
 /// Run the command; what to print, and whether a plan was made (whatever
 /// the planned call's own outcome).
 pub fn run(vars: &HashMap<String, String>, args: &[String], stdin: &[u8]) -> (String, bool) {
+    // Before anything logs (seeding does): no log file of the node's.
+    crate::log::without_files();
     let json_out = args.iter().any(|a| a == "--json");
     if let Some(bad) = args.iter().find(|a| *a != "--json") {
         return (

@@ -131,12 +131,12 @@ impl Sandbox {
         self.varlib.path().join("cni/networks").join(network)
     }
 
-    /// The compiled-module cache (default location).
     /// The sandbox's private /var/lib.
     pub fn state_root(&self) -> PathBuf {
         self.varlib.path().to_path_buf()
     }
 
+    /// The compiled-module cache (default location).
     pub fn cache_dir(&self) -> PathBuf {
         self.varlib.path().join("wasm-cni/cache")
     }

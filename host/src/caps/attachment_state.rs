@@ -273,7 +273,6 @@ pub async fn retain(location: &StoreLocation, remove: RemoveWhich) -> Result<usi
             let goes = match &remove {
                 RemoveWhich::One(f) => name == *f,
                 RemoveWhich::AllBut(keep) => !keep.iter().any(|k| k == attachment),
-                RemoveWhich::Nothing => false,
             };
             if goes && dir.remove(&name)? {
                 n += 1;
@@ -281,6 +280,9 @@ pub async fn retain(location: &StoreLocation, remove: RemoveWhich) -> Result<usi
         }
         // A network with no state left keeps no directory (a directory is
         // removed only when empty; a link there was refused by the walk).
+        // Under Landlock it stays: removing it needs a right on its parent
+        // that a call is not given (one empty directory per network, as an
+        // IPAM store's).
         if dir.is_empty()? {
             let _ = std::fs::remove_dir(loc.root.join(&loc.below));
         }
@@ -296,6 +298,4 @@ pub enum RemoveWhich {
     One(String),
     /// Every attachment's but these (GC: the valid attachments' tags).
     AllBut(Vec<String>),
-    /// None (the directory goes if it is empty).
-    Nothing,
 }

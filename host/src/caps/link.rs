@@ -11,7 +11,7 @@ use super::{CapError, CapResult};
 use crate::contract::NamespaceHandle;
 use crate::contract::convert::{mac_from_string, mac_to_string};
 use crate::contract::wasm_cni::plugin::link::{self, LinkInfo, VethPair};
-use crate::grant::{LinkOp, Standing};
+use crate::grant::{LinkOp, Phase, Standing};
 use crate::kernel::Ns;
 use crate::kernel::link::{LinkChange, LinkState, OperState, check_name};
 use crate::undo::{Change, ContainerChange};
@@ -110,9 +110,12 @@ impl NetCtx {
     ) -> CapResult<()> {
         let ns = self.kind(&ns)?;
         let st = self.granted(ns, &name, op).await?;
-        let made_here = self.shared.lock().grant.created(ns, st.index);
+        let restorable = {
+            let s = self.shared.lock();
+            s.grant.phase() == Phase::Add && !s.grant.created(ns, st.index)
+        };
         if ns == Ns::Container
-            && !made_here
+            && restorable
             && let Some(prior) = crate::undo::rollback::prior_of(&change, &st)
         {
             self.shared
@@ -170,7 +173,9 @@ impl NetCtx {
         self.kernel
             .link_set(ns, index, LinkChange::Name(name.to_string()))
             .await
-            .map_err(|e| CapError::io(format!("link {name} in the {ns}"), e))
+            .map_err(|e| CapError::io(format!("link {name} in the {ns}"), e))?;
+        self.shared.lock().journal.renamed(ns, index, name);
+        Ok(())
     }
 
     /// Delete a link this call made, and forget it.
@@ -393,8 +398,9 @@ impl link::Host for NetCtx {
         mtu: u32,
     ) -> CapResult<()> {
         let kind = self.kind(&ns)?;
-        let port = self.state(kind, &name).await?;
-        if let Some(m) = port.master {
+        if kind == Ns::Host
+            && let Some(m) = self.state(kind, &name).await?.master
+        {
             let master = self
                 .kernel
                 .link_get_index(kind, m)

@@ -4,7 +4,7 @@ use super::netns::NetCtx;
 use super::{CapError, CapResult};
 use crate::contract::NamespaceHandle;
 use crate::contract::wasm_cni::plugin::sysctl;
-use crate::grant::{HostLink, Standing};
+use crate::grant::{HostLink, Phase, Standing};
 use crate::kernel::Ns;
 use crate::kernel::sysctl::SysctlKey;
 use crate::undo::{Change, ContainerChange};
@@ -54,11 +54,18 @@ impl sysctl::Host for NetCtx {
             .lock()
             .grant
             .write_sysctl(ns, &key, &value, host_link)?;
-        // In the container, what it was, to put back if the ADD fails (a
-        // key that cannot be read cannot be written either).
-        if ns == Ns::Container
-            && let Ok(prior) = self.kernel.sysctl_read(ns, &key).await
-        {
+        // In the container, during an ADD, what it was, to put back if
+        // the ADD fails (a key that cannot be read cannot be written
+        // either); not for a link this call made, which a failed ADD
+        // deletes anyway (one read less per key `bridge` sets).
+        let keep_prior = ns == Ns::Container && {
+            let s = self.shared.lock();
+            s.grant.phase() == Phase::Add
+                && !key
+                    .conf_link()
+                    .is_some_and(|dev| s.journal.made_in_container(dev))
+        };
+        if keep_prior && let Ok(prior) = self.kernel.sysctl_read(ns, &key).await {
             self.shared
                 .lock()
                 .journal

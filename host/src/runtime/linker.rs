@@ -80,11 +80,27 @@ const IPAM_ONLY: [&str; 2] = ["store", "resolv-conf"];
 /// network capability an interface plugin, both is an error. A module that
 /// needs neither gets the IPAM world, the smaller grant. Its contract
 /// version, from its `plugin` export.
-pub fn classify(engine: &Engine, component: &Component) -> Result<(Role, Contract), String> {
+pub fn classify(engine: &Engine, component: &Component) -> Result<Classified, String> {
     let ty = component.component_type();
     let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
     let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
-    classify_names(&imports, &exports)
+    let (role, contract) = classify_names(&imports, &exports)?;
+    Ok(Classified {
+        role,
+        contract,
+        uses_attachment_state: imports
+            .iter()
+            .any(|n| n.starts_with("wasm-cni:plugin/attachment-state@")),
+    })
+}
+
+/// What a module's imports and exports say of it.
+pub struct Classified {
+    pub role: Role,
+    pub contract: Contract,
+    /// It keeps an attachment state (the call needs the network's
+    /// directory of them).
+    pub uses_attachment_state: bool,
 }
 
 /// [`classify`], from the names a component imports and exports (what

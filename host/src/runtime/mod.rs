@@ -232,7 +232,11 @@ impl Runtime {
                 ))
             })?;
         let (component, loaded) = compiled.map_err(CniError::module)?;
-        let (role, contract) = linker::classify(&self.engine, &component)
+        let linker::Classified {
+            role,
+            contract,
+            uses_attachment_state,
+        } = linker::classify(&self.engine, &component)
             .map_err(|e| CniError::module(format!("{}: {e}", path.display())))?;
         crate::log::debug(&format!(
             "module {name}: {} ({role:?}, contract {}, {} engine, cache {:?})",
@@ -241,10 +245,6 @@ impl Runtime {
             self.engine_kind.as_str(),
             loaded.outcome
         ));
-        let uses_attachment_state = component
-            .component_type()
-            .imports(&self.engine)
-            .any(|(n, _)| n.starts_with("wasm-cni:plugin/attachment-state@"));
         Ok(Module {
             name: module_name,
             path,
@@ -276,9 +276,9 @@ impl Runtime {
         let _ = self.loading.set(loading);
     }
 
-    /// The node the call runs against.
-    pub fn node(&self) -> &node::Node {
-        &self.node
+    /// Where the network locks are, on this call's node.
+    pub fn lock_dir(&self) -> &Path {
+        &self.lock_dir
     }
 
     /// Where this call finds modules.
@@ -445,27 +445,23 @@ impl Runtime {
             }
         }
         // An attachment's state goes with it (after a DEL), or with its
-        // validity (GC).
-        // A GC only when the runtime named the valid attachments: a config
-        // without the key (any config may take the network's name) removes
-        // nothing. Whatever the command, an empty directory goes.
+        // validity (GC: only when the runtime named the valid attachments;
+        // a config without the key, and any config may take the network's
+        // name, removes nothing).
         let gone = match command {
-            Command::Del if outcome.is_ok() => RemoveWhich::One(state_file.clone()),
+            Command::Del if outcome.is_ok() => Some(RemoveWhich::One(state_file.clone())),
             Command::Gc if outcome.is_ok() && call.conf.valid_attachments_named => {
-                RemoveWhich::AllBut(
+                Some(RemoveWhich::AllBut(
                     call.conf
                         .valid_attachments
                         .iter()
                         .map(|a| attachment_state::attachment_tag(&a.container_id, &a.ifname))
                         .collect(),
-                )
+                ))
             }
-            _ => RemoveWhich::Nothing,
+            _ => None,
         };
-        // (Under Landlock an empty directory stays: removing it needs a
-        // right on its parent, which a call is not given. It is one empty
-        // directory per network, as an IPAM store's is.)
-        if module.uses_attachment_state
+        if let Some(gone) = gone.filter(|_| module.uses_attachment_state)
             && let Err(e) = attachment_state::retain(&states, gone).await
         {
             outcome = Err(CniError::plugin(e));
@@ -486,13 +482,11 @@ impl Runtime {
         }
         match outcome {
             Err(e) if command == Command::Add => {
-                let mut state_undone =
-                    attachment_state::rollback(&states, &state_file, prior_state).await;
-                if state_undone.is_ok() && module.uses_attachment_state {
-                    state_undone = attachment_state::retain(&states, RemoveWhich::Nothing)
-                        .await
-                        .map(drop);
-                }
+                let state_undone = if module.uses_attachment_state {
+                    attachment_state::rollback(&states, &state_file, prior_state).await
+                } else {
+                    Ok(())
+                };
                 let mut failures = Rollback {
                     kernel: &*kernel,
                     owner: &owner,

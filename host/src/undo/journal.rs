@@ -148,6 +148,13 @@ impl FirewallJob {
 }
 
 impl Journal {
+    /// This call created the container link `name`.
+    pub fn made_in_container(&self, name: &str) -> bool {
+        self.links.iter().any(
+            |l| matches!(l, LinkRecord::Created { ns: Ns::Container, name: n, .. } if n == name),
+        )
+    }
+
     /// A link is about to be made under `name` (unique to this call).
     pub fn creating(&mut self, ns: Ns, name: &str) {
         self.links.push(LinkRecord::Creating {
@@ -171,6 +178,22 @@ impl Journal {
                 name: name.to_string(),
                 bridge,
             };
+        }
+    }
+
+    /// A link this call made has its final name now.
+    pub fn renamed(&mut self, ns: Ns, index: u32, to: &str) {
+        for l in self.links.iter_mut() {
+            if let LinkRecord::Created {
+                ns: n,
+                index: i,
+                name,
+                ..
+            } = l
+                && (*n, *i) == (ns, index)
+            {
+                *name = to.to_string();
+            }
         }
     }
 

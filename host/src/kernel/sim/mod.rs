@@ -6,8 +6,8 @@
 //! `wasm-cni plan` run on it; it needs no privilege and changes nothing.
 //!
 //! What it does not model is said where it matters: no STP (a port
-//! forwards once up), no IPv6 link-local addresses or DAD, no `local`
-//! table, no iptables (the reference plugins' leftovers are none).
+//! forwards once up), no DAD, no `local` table, no bridge MTU following
+//! its ports, no iptables (the reference plugins' leftovers are none).
 //!
 //! Parts of a node that could not be read when it was seeded (`plan`
 //! without privileges) are [`Unknown`]: calls that reach them still answer,
@@ -247,11 +247,6 @@ impl SimNode {
                 s.containers.insert(p.to_string(), ns);
             }
         }
-    }
-
-    /// The first index not in use.
-    pub fn next_index(&self) -> u32 {
-        self.lock().next_index
     }
 
     /// Read the node's namespace's sysctls from `source` when nothing in
