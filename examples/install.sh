@@ -11,7 +11,7 @@
 # DESTDIR (default /) prefixes every path, for packaging or for a private
 # test root. The modules are then precompiled into the cache
 # (DESTDIR/var/lib/wasm-cni/cache) for both engines. MODULE defaults to
-# bridge and host-local; list others (static, tuning, loopback) to install
+# bridge and host-local; list others (static, tuning, portmap, loopback) to install
 # them too. Build first:
 #   cargo build --release -p wasm-cni
 #   cargo build --release --target wasm32-wasip2 -p bridge -p host-local

@@ -5,6 +5,7 @@
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use wasm_cni_tests::sandbox::run_with_stdin;
+use wasm_cni_tests::traffic::{TcpServer, tcp_line, udp_receive, udp_send, udp_socket};
 use wasm_cni_tests::{
     CLASSIC, CniOutput, Sandbox, cnitool, install, reference_plugins, root_or_skip,
 };
@@ -48,6 +49,19 @@ impl Libcni {
     }
 
     fn run(&self, sb: &Sandbox, op: &str, net: &str, netns: &Path) -> CniOutput {
+        self.run_with_capabilities(sb, op, net, netns, "")
+    }
+
+    /// With the runtime's capability arguments (`CAP_ARGS`, as cnitool
+    /// takes them: `{"portMappings": [...]}`).
+    fn run_with_capabilities(
+        &self,
+        sb: &Sandbox,
+        op: &str,
+        net: &str,
+        netns: &Path,
+        capabilities: &str,
+    ) -> CniOutput {
         let mut c = sb.command(&[
             self.tool.to_str().unwrap(),
             op,
@@ -57,9 +71,34 @@ impl Libcni {
         c.env("NETCONFPATH", self.conf_dir.path())
             .env("CNI_PATH", &self.cni_path)
             .env("WASM_CNI_MODULE_PATH", &install().wasm)
-            .env("WASM_CNI_POLICY", &install().policy);
+            .env("WASM_CNI_POLICY", &install().policy)
+            .env("CAP_ARGS", capabilities);
         run_with_stdin(c, "")
     }
+}
+
+/// A result with what differs by design between two networks masked:
+/// names and MACs of node links, addresses, sandbox paths (and the
+/// container's MAC when `container_mac`: random unless a plugin sets it).
+fn shape(r: &Value, container_mac: bool) -> Value {
+    let mut r = r.clone();
+    for i in r["interfaces"].as_array_mut().unwrap() {
+        if i["name"] != "eth0" {
+            i["name"] = json!("*");
+            i["mac"] = json!("*");
+        }
+        if container_mac {
+            i["mac"] = json!("*");
+        }
+        if i.get("sandbox").is_some() {
+            i["sandbox"] = json!("*");
+        }
+    }
+    for ip in r["ips"].as_array_mut().unwrap() {
+        ip["address"] = json!("*");
+        ip["gateway"] = json!("*");
+    }
+    r
 }
 
 #[track_caller]
@@ -221,24 +260,7 @@ fn wasm_tuning_is_a_drop_in_for_the_reference() {
     let b: Value = serde_json::from_str(&ok(theirs.run(&sb, "add", "ref", &c2)).stdout).unwrap();
     // The same result, but for what differs by design (names, addresses,
     // the host veth's random MAC, the sandbox path).
-    let shape = |r: &Value| {
-        let mut r = r.clone();
-        for i in r["interfaces"].as_array_mut().unwrap() {
-            if i["name"] != "eth0" {
-                i["name"] = json!("*");
-                i["mac"] = json!("*");
-            }
-            if i.get("sandbox").is_some() {
-                i["sandbox"] = json!("*");
-            }
-        }
-        for ip in r["ips"].as_array_mut().unwrap() {
-            ip["address"] = json!("*");
-            ip["gateway"] = json!("*");
-        }
-        r
-    };
-    assert_eq!(shape(&a), shape(&b));
+    assert_eq!(shape(&a, false), shape(&b, false));
     assert_eq!(a["interfaces"][2]["mac"], "0a:58:0a:22:00:09");
     let settings = |ns: &str| {
         let l = sb.link(ns, "eth0").unwrap();
@@ -309,4 +331,110 @@ fn wasm_static_gives_the_references_results() {
             assert_eq!(ours, theirs, "cniVersion {version}, CNI_ARGS {args:?}");
         }
     }
+}
+
+/// The conflist nearly every network uses, `bridge` -> `portmap` ->
+/// `tuning`, through libcni with the `portMappings` capability: a host
+/// port reaches a server in the container from the node and from another
+/// pod (hairpin); a UDP flow that began before the mapping is cleared
+/// from conntrack, so it reaches the container too; the result is the
+/// reference portmap's; DEL leaves no rule of the attachment.
+#[test]
+fn portmap_forwards_host_ports_through_libcni() {
+    if !root_or_skip("portmap_forwards_host_ports_through_libcni") {
+        return;
+    }
+    let list = |name: &str, br: &str, subnet: &str| {
+        json!({
+            "cniVersion": "1.0.0", "name": name,
+            "plugins": [
+                {"type": "bridge", "bridge": br, "isGateway": true, "ipMasq": true,
+                 "ipam": {"type": "host-local", "subnet": subnet}},
+                {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true},
+                {"type": "tuning", "mtu": 1400}
+            ]
+        })
+        .to_string()
+    };
+    let Some(ours) = Libcni::new(&[("10-ours.conflist", &list("pmours", "pmbr0", "10.36.0.0/24"))])
+    else {
+        return;
+    };
+    let links = tempfile::tempdir().unwrap();
+    let theirs = Libcni::new(&[("10-ref.conflist", &list("pmref", "pmbr1", "10.37.0.0/24"))])
+        .unwrap()
+        .with_reference(&["portmap"], &links);
+    let mut sb = Sandbox::new("portmap");
+    let (c1, c2, c3) = (sb.container("c1"), sb.container("c2"), sb.container("c3"));
+    let node = sb.ns_path("host");
+    let ports = |host: u16| {
+        json!({"portMappings": [
+            {"hostPort": host, "containerPort": 80, "protocol": "tcp"},
+            {"hostPort": host + 1, "containerPort": 53, "protocol": "udp"}
+        ]})
+        .to_string()
+    };
+    // A pod without host ports first (portmap passes its result on).
+    ok(ours.run_with_capabilities(&sb, "add", "pmours", &c2, "{}"));
+    // A UDP flow to the host port before it is mapped: conntrack keeps
+    // it, unforwarded (nothing listens on the node).
+    let gateway: std::net::IpAddr = "10.36.0.1".parse().unwrap();
+    let client = udp_socket(&node, 41000);
+    udp_send(&client, (gateway, 18081).into(), "early");
+    let _web = TcpServer::start(&c1, 80, "hello");
+    let dns = udp_socket(&c1, 53);
+
+    let out = ok(ours.run_with_capabilities(&sb, "add", "pmours", &c1, &ports(18080)));
+    let a: Value = serde_json::from_str(&out.stdout).unwrap();
+    let c1_ip = a["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        tcp_line(&node, (gateway, 18080).into()).as_deref(),
+        Some("hello from 10.36.0.1"),
+        "from the node, as the node's connection reaches the pod"
+    );
+    let from_c2 = tcp_line(&c2, (gateway, 18080).into());
+    assert_eq!(
+        from_c2.as_deref(),
+        Some("hello from 10.36.0.1"),
+        "hairpin from another pod: masqueraded, so the answer comes back through the node"
+    );
+    udp_send(&client, (gateway, 18081).into(), "late");
+    assert_eq!(
+        udp_receive(&dns).as_deref(),
+        Some("late"),
+        "the flow that began before the mapping reaches the pod (its stale entry was cleared)"
+    );
+    ok(ours.run_with_capabilities(&sb, "check", "pmours", &c1, &ports(18080)));
+
+    // The reference's portmap, the same way: the same result.
+    let b: Value = serde_json::from_str(
+        &ok(theirs.run_with_capabilities(&sb, "add", "pmref", &c3, &ports(18090))).stdout,
+    )
+    .unwrap();
+    assert_eq!(shape(&a, true), shape(&b, true));
+    ok(theirs.run_with_capabilities(&sb, "del", "pmref", &c3, &ports(18090)));
+
+    // DEL: no rule, chain or map element of the attachment is left; the
+    // other pod's masquerade is.
+    ok(ours.run_with_capabilities(&sb, "del", "pmours", &c1, &ports(18080)));
+    let table = || {
+        let out = sb.run_in("host", &["nft", "list", "table", "inet", "wasm-cni"]);
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let rules = table();
+    assert!(!rules.contains(&c1_ip) && !rules.contains("pm-"), "{rules}");
+    assert!(
+        !rules.contains("18080") && !rules.contains("18081"),
+        "{rules}"
+    );
+    assert!(tcp_line(&node, (gateway, 18080).into()).is_none());
+    assert_eq!(rules.matches("comment").count(), 1, "{rules}");
+    ok(ours.run_with_capabilities(&sb, "del", "pmours", &c2, "{}"));
+    assert_eq!(table().matches("comment").count(), 0, "{}", table());
 }

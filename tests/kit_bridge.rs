@@ -211,3 +211,18 @@ fn a_port_may_not_lower_a_bridge_others_use() {
     assert!(code != 0 && msg.contains("MTU 576"), "{code} {msg}");
     assert_eq!(node.snapshot(), before);
 }
+
+#[test]
+fn an_early_error_answers_in_the_configs_version() {
+    let (plugins, node) = (kit_plugins(), Node::new());
+    let conf = v1(json!({"cniVersion":"1.0.0"}));
+    // The environment is refused before the config is read in full.
+    let out = plugins.call(&node, "ADD").ifname("bad name").run(&conf);
+    assert_eq!(out.json()["cniVersion"], "1.0.0", "{:?}", out.json());
+    // So is a prevResult that does not decode.
+    let mut bad: Value = serde_json::from_str(&conf).unwrap();
+    bad["prevResult"] = json!({"ips":[{"address":"not an address"}]});
+    let out = plugins.add(&node, &bad.to_string());
+    assert_eq!(out.json()["cniVersion"], "1.0.0", "{:?}", out.json());
+    assert!(!out.is_ok());
+}

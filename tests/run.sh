@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 echo "== build: host (release) and guests (wasm32-wasip2)" >&2
 cargo build --release --locked -p wasm-cni
 cargo build --release --locked --target wasm32-wasip2 \
-  -p bridge -p host-local -p static-ipam -p tuning -p misbehave -p greedy -p hostile-ipam -p contract-0-1-0 -p loopback
+  -p bridge -p host-local -p static-ipam -p tuning -p portmap -p misbehave -p greedy -p hostile-ipam -p contract-0-1-0 -p loopback
 
 echo "== test" >&2
 export CNITOOL="$PWD/target/cnitool/cnitool"

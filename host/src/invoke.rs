@@ -69,6 +69,12 @@ fn run(
     node: &Node,
 ) -> Result<String, CniError> {
     let real = node.simulated().is_none();
+    // An error before the config is read in full (the environment, a
+    // `prevResult` that does not decode) still answers in the version the
+    // config asks for, when it names one we speak.
+    if let Some(v) = version::requested(stdin) {
+        *cni_version = v.as_str();
+    }
     let env = CniEnv::from_vars(vars)?;
     // A copy of wasm-cni run as an IPAM plugin by wasm-cni (the inode check
     // in `delegate` catches the installed binary): the same config would
@@ -231,7 +237,16 @@ fn run(
             let states = module
                 .uses_attachment_state
                 .then(|| runtime.attachment_states(&call.conf.name));
-            confine(&mut paths, &policy, &call, module.role, states, vars)?
+            let netfilter = module.forwards_ports && command == Command::Add;
+            confine(
+                &mut paths,
+                &policy,
+                &call,
+                module.role,
+                states,
+                netfilter,
+                vars,
+            )?
         }
         // The simulated node's lock directory (its store directories are
         // made by the store, as it needs them).
@@ -278,6 +293,7 @@ fn confine(
     call: &Call,
     role: crate::runtime::linker::Role,
     states: Option<crate::policy::StoreLocation>,
+    netfilter: bool,
     vars: &HashMap<String, String>,
 ) -> Result<(), CniError> {
     let command = call.env.command;
@@ -312,6 +328,14 @@ fn confine(
         if std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
             paths.read_write.push(dir);
         }
+    }
+    // A call that forwards host ports (an ADD of a module that imports
+    // `port-mapping`) reads the node's listening sockets now, before
+    // Landlock, and gets its one conntrack socket (the seccomp filter
+    // allows rtnetlink sockets only); no other call either.
+    if netfilter {
+        crate::kernel::listeners::snapshot_now();
+        crate::kernel::conntrack::open_now();
     }
     crate::fs_access::restrict(paths, Stage::Running).map_err(CniError::host)?;
     // Programs are started by a thread born before the filter, so they do

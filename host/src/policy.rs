@@ -17,6 +17,8 @@
 //!   "allowModulesOutsideModuleDirs": false,
 //!   "storeRoots": ["/var/lib/cni/networks", "/run/cni/networks"],
 //!   "sharedBridges": {"br-lan": ["lan", "storage"]},
+//!   "localhostHostPorts": false,
+//!   "hostPorts": ["1-65535"],
 //!   "gatewaySubnets": ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"],
 //!   "ipamPlugins": ["host-local", "static", "dhcp"],
 //!   "resolvConfDirs": ["/etc", "/run"],
@@ -38,6 +40,20 @@ use crate::trust;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
+
+/// `"8080"` or `"30000-32767"`, within 1-65535.
+fn port_range(s: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("\"hostPorts\": {s:?} is not a port or a range of ports (1-65535)");
+    let (lo, hi) = s.split_once('-').unwrap_or((s, s));
+    let (lo, hi) = (
+        lo.trim().parse::<u16>().map_err(|_| bad())?,
+        hi.trim().parse::<u16>().map_err(|_| bad())?,
+    );
+    if lo == 0 || lo > hi {
+        return Err(bad());
+    }
+    Ok((lo, hi))
+}
 
 pub const DEFAULT_POLICY_PATH: &str = "/etc/wasm-cni/policy.json";
 /// Where IPAM state may live: host-local's default, and its tmpfs twin.
@@ -78,6 +94,10 @@ struct PolicyFile {
     shared_bridges: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     gateway_subnets: Option<Vec<String>>,
+    #[serde(default)]
+    localhost_host_ports: bool,
+    #[serde(default)]
+    host_ports: Option<Vec<String>>,
     #[serde(default)]
     ipam_plugins: Option<Vec<String>>,
     #[serde(default)]
@@ -163,6 +183,16 @@ pub struct Policy {
     pub shared_bridges: BTreeMap<String, Vec<String>>,
     /// Where gateway addresses on node links may lie (`grant::address`).
     pub gateway_subnets: Vec<ipnetwork::IpNetwork>,
+    /// Host ports may be on the node's 127.0.0.0/8 (`portmap`'s `hostIP`
+    /// 127.0.0.1, and mappings without one reach from there too). That
+    /// needs `route_localnet` on the link to the pod, which lets packets
+    /// for 127.0.0.0/8 in from it: wasm-cni then also drops them
+    /// (`kernel::hostport`'s guard), as kube-proxy does. Off by default.
+    pub localhost_host_ports: bool,
+    /// The host ports a config may forward (`portmap`): ranges, inclusive.
+    /// All by default, as the reference; a node whose services must not
+    /// be taken over when they are down lists what pods may have.
+    pub host_ports: Vec<(u16, u16)>,
     /// Native plugins (from `CNI_PATH`) a config may name in `ipam.type`:
     /// they run unsandboxed, as root. Wasm IPAM modules need no listing.
     pub ipam_plugins: Vec<String>,
@@ -197,6 +227,8 @@ impl Default for Policy {
                 .iter()
                 .map(|s| s.parse().expect("a valid subnet"))
                 .collect(),
+            localhost_host_ports: false,
+            host_ports: vec![(1, u16::MAX)],
             ipam_plugins: DEFAULT_IPAM_PLUGINS.iter().map(|s| s.to_string()).collect(),
             max_module_bytes: DEFAULT_MAX_MODULE_BYTES,
             resolv_conf_dirs: DEFAULT_RESOLV_CONF_DIRS.iter().map(PathBuf::from).collect(),
@@ -304,6 +336,13 @@ impl Policy {
                 return Err(format!("\"sharedBridges\": {bridge:?} lists no network"));
             }
         }
+        let host_ports = match &f.host_ports {
+            None => Policy::default().host_ports,
+            Some(list) => list
+                .iter()
+                .map(|r| port_range(r))
+                .collect::<Result<Vec<_>, _>>()?,
+        };
         let gateway_subnets = match f.gateway_subnets {
             None => Policy::default().gateway_subnets,
             Some(subnets) => subnets
@@ -413,6 +452,8 @@ impl Policy {
             store_roots,
             shared_bridges: f.shared_bridges,
             gateway_subnets,
+            localhost_host_ports: f.localhost_host_ports,
+            host_ports,
             ipam_plugins,
             max_module_bytes,
             resolv_conf_dirs,
@@ -562,10 +603,13 @@ mod tests {
         let p = write_policy(
             tmp.path(),
             r#"{"version":1,"moduleDirs":["/opt/x"],"allowModulesOutsideModuleDirs":true,
-                "storeRoots":["/srv/ipam"],"sharedBridges":{"br-lan":["lan"]},"maxModuleBytes":1000}"#,
+                "storeRoots":["/srv/ipam"],"sharedBridges":{"br-lan":["lan"]},"maxModuleBytes":1000,
+                "localhostHostPorts":true,"hostPorts":["80","30000-32767"]}"#,
             0o644,
         );
         let pol = load(&p).unwrap();
+        assert!(pol.localhost_host_ports);
+        assert_eq!(pol.host_ports, [(80, 80), (30000, 32767)]);
         assert_eq!(pol.module_dirs, Some(vec![PathBuf::from("/opt/x")]));
         assert!(pol.allow_modules_outside_module_dirs);
         assert_eq!(pol.store_roots, [PathBuf::from("/srv/ipam")]);
@@ -646,6 +690,13 @@ mod tests {
                 0o644,
                 "gatewaySubnets",
             ),
+            (r#"{"version":1,"hostPorts":["0-80"]}"#, 0o644, "hostPorts"),
+            (
+                r#"{"version":1,"hostPorts":["9000-8000"]}"#,
+                0o644,
+                "hostPorts",
+            ),
+            (r#"{"version":1,"hostPorts":["http"]}"#, 0o644, "hostPorts"),
             (
                 r#"{"version":1,"storeRoots":["rel"]}"#,
                 0o644,

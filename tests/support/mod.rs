@@ -3,6 +3,7 @@
 
 pub mod node;
 pub mod sandbox;
+pub mod traffic;
 
 pub use node::NodeState;
 pub use sandbox::{CniOutput, Sandbox};
@@ -79,7 +80,7 @@ pub fn install() -> &'static Install {
         std::fs::create_dir_all(&bin).unwrap();
         std::fs::create_dir_all(&wasm).unwrap();
         std::fs::copy(host_binary(), bin.join("wasm-cni")).unwrap();
-        for m in ["bridge", "host-local", "static", "tuning"]
+        for m in ["bridge", "host-local", "static", "tuning", "portmap"]
             .iter()
             .chain(TEST_GUESTS)
         {
@@ -191,6 +192,7 @@ pub fn kit_plugins() -> wasm_cni_testkit::Plugins {
         .module("host-local", module("host-local"))
         .module("static", module("static-ipam"))
         .module("tuning", module("tuning"))
+        .module("portmap", module("portmap"))
 }
 
 /// Run this test binary again as `nobody` (when root), every test but

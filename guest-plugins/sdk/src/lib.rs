@@ -57,7 +57,7 @@ pub use bindings::wasm_cni::plugin0_1_0::{
 };
 pub use bindings::wasm_cni::plugin0_2_0::{
     attachment_state, attachments, bridge_port, ipam_lifecycle, lifecycle, link_tuning,
-    reference_cleanup, resolv_conf, spoof_check,
+    port_mapping, reference_cleanup, resolv_conf, spoof_check,
 };
 pub use error::{CapResultExt, codes};
 pub use lifecycle::{Attachment, GcRequest, StatusRequest};

@@ -144,8 +144,13 @@ impl FirewallCtx {
         self.deadline
     }
 
+    /// The request's interface (`CNI_IFNAME`).
+    pub(crate) fn ifname(&self) -> &str {
+        &self.attachment.1
+    }
+
     /// What a job needs: the node, the rules' mark, the deadline.
-    fn parts(&self) -> (Arc<dyn Kernel>, String, Instant) {
+    pub(crate) fn parts(&self) -> (Arc<dyn Kernel>, String, Instant) {
         (self.kernel.clone(), self.owner.clone(), self.deadline)
     }
 }

@@ -15,6 +15,7 @@ pub mod link;
 pub mod link_tuning;
 pub mod log;
 pub mod netns;
+pub mod port_mapping;
 pub mod resolv_conf;
 pub mod route;
 pub mod spoof_check;

@@ -104,6 +104,12 @@ impl NetConf {
         };
         let prev_result = match obj.get("prevResult") {
             None | Some(Value::Null) => None,
+            // A result is an object: serde would read an array as one
+            // with its fields in order (`[]`: an empty result).
+            Some(v) if !v.is_object() && !tolerant => {
+                return Err(CniError::decode("prevResult: not a JSON object"));
+            }
+            Some(v) if !v.is_object() => None,
             Some(v) => match CniResult::from_json(v) {
                 Ok(r) => Some(r),
                 // DEL must remove what ADD made, whatever the cached
@@ -375,6 +381,11 @@ mod tests {
             ),
             (
                 r#"{"cniVersion":"1.0.0","name":"n","prevResult":{"ips":[{"address":"x"}]}}"#,
+                code::DECODE_FAILURE,
+                "prevResult",
+            ),
+            (
+                r#"{"cniVersion":"1.0.0","name":"n","prevResult":[]}"#,
                 code::DECODE_FAILURE,
                 "prevResult",
             ),

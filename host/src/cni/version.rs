@@ -10,6 +10,18 @@ pub const SUPPORTED: [&str; 7] = [
 ];
 pub const LATEST: &str = "1.1.0";
 
+/// The supported version a config on stdin names, if it is JSON that
+/// names one.
+pub fn requested(stdin: &[u8]) -> Option<CniVersion> {
+    #[derive(Deserialize)]
+    struct Named<'a> {
+        #[serde(rename = "cniVersion", borrow)]
+        cni_version: Option<std::borrow::Cow<'a, str>>,
+    }
+    let named: Named = serde_json::from_slice(stdin).ok()?;
+    CniVersion::parse(&named.cni_version?)
+}
+
 /// A supported version, ordered, so "does this version have CHECK" is `>=`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum CniVersion {

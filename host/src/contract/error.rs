@@ -52,6 +52,7 @@ impl CapError {
             Some(Errno::INVAL | Errno::RANGE) => CapError::invalid(msg),
             Some(Errno::AGAIN | Errno::BUSY) => CapError::busy(msg),
             _ if e.kind() == io::ErrorKind::NotFound => CapError::not_found(msg),
+            _ if e.kind() == io::ErrorKind::AlreadyExists => CapError::exists(msg),
             _ if e.kind() == io::ErrorKind::TimedOut => CapError::busy(msg),
             _ => CapError::other(msg),
         }

@@ -32,6 +32,7 @@
 //! always allowed.
 
 pub mod address;
+pub mod host_port;
 pub mod sysctl;
 
 use crate::caps::CapError;
@@ -148,6 +149,12 @@ pub struct Grant {
     assigned: Vec<AssignedIp>,
     /// Addresses this call masqueraded already.
     masqueraded: Vec<IpNetwork>,
+    /// The node policy allows host ports on 127.0.0.0/8.
+    localhost_host_ports: bool,
+    /// The host ports the node policy allows (`hostPorts`).
+    host_port_ranges: Vec<(u16, u16)>,
+    /// This call mapped host ports already (once per call).
+    ports_mapped: bool,
 }
 
 fn denied(what: impl fmt::Display) -> CapError {
@@ -169,7 +176,23 @@ impl Grant {
             created: HashSet::new(),
             assigned: Vec::new(),
             masqueraded: Vec::new(),
+            localhost_host_ports: false,
+            host_port_ranges: vec![(1, u16::MAX)],
+            ports_mapped: false,
         }
+    }
+
+    /// The host ports the node policy allows (`hostPorts`).
+    pub fn allow_host_ports(mut self, ranges: Vec<(u16, u16)>) -> Self {
+        self.host_port_ranges = ranges;
+        self
+    }
+
+    /// Host ports on the node's loopback addresses, as the node policy
+    /// says (`localhostHostPorts`).
+    pub fn allow_localhost_host_ports(mut self, allowed: bool) -> Self {
+        self.localhost_host_ports = allowed;
+        self
     }
 
     pub fn network(&self) -> &str {

@@ -558,3 +558,225 @@ fn status_only_reads_and_asks_ipam() {
     assert!(is_denied(st.unmasquerade()));
     assert!(is_denied(st.create_link(Ns::Container, "veth", 0)));
 }
+
+mod host_ports {
+    use super::*;
+    use crate::grant::host_port::{MAX_HOST_PORTS, Node, Via};
+    use crate::kernel::hostport::{HostPort, Protocol};
+
+    fn web(host_ip: Option<&str>, container: &str) -> HostPort {
+        HostPort {
+            host_ip: host_ip.map(|s| s.parse().unwrap()),
+            host_port: 8080,
+            protocol: Protocol::Tcp,
+            container: container.parse().unwrap(),
+            container_port: 80,
+        }
+    }
+
+    /// A pod with 10.244.0.5/16 and fd00::5/64 behind the network's bridge.
+    fn node() -> Node {
+        let via = Via::Link("mybr".to_string(), Standing::GrantedBridge);
+        Node {
+            container_addrs: vec![
+                "10.244.0.5/16".parse().unwrap(),
+                "fd00::5/64".parse().unwrap(),
+            ],
+            routes: vec![
+                ("10.244.0.5".parse().unwrap(), via.clone()),
+                ("fd00::5".parse().unwrap(), via),
+            ],
+            local_host_ips: vec!["10.244.0.1".parse().unwrap(), "192.0.2.1".parse().unwrap()],
+            listeners: vec![],
+        }
+    }
+
+    fn is_invalid(r: Result<impl Sized, CapError>) -> bool {
+        matches!(
+            r.err().and_then(|e| e.guest().cloned()),
+            Some(WitError::Invalid(_))
+        )
+    }
+
+    #[test]
+    fn only_during_add_and_once() {
+        for phase in [Phase::Del, Phase::Check, Phase::Gc, Phase::Status] {
+            assert!(is_denied(grant(phase).may_map_host_ports()), "{phase:?}");
+        }
+        let mut g = add_grant();
+        let m = [web(None, "10.244.0.5/16")];
+        assert_eq!(
+            g.map_host_ports(&m, &node(), 13).unwrap(),
+            (m.to_vec(), false)
+        );
+        assert!(is_denied(g.map_host_ports(&m, &node(), 13)), "twice");
+    }
+
+    #[test]
+    fn only_to_the_containers_own_addresses_with_their_prefixes() {
+        for other in [
+            "10.244.0.6/16",
+            "10.244.0.5/0",
+            "10.244.0.5/32",
+            "fd00::6/64",
+        ] {
+            let mut g = add_grant();
+            assert!(
+                is_denied(g.map_host_ports(&[web(None, other)], &node(), 13)),
+                "{other}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_to_a_pods_address_behind_a_link_of_the_network() {
+        // The container's interface may hold any address (its IPAM is the
+        // config's): loopback, link-local, the node's own, another
+        // network's pod, one the node routes out of its uplink.
+        let granted = || Via::Link("mybr".into(), Standing::GrantedBridge);
+        let cases = [
+            ("127.0.0.1/8", granted()),
+            ("169.254.0.5/16", granted()),
+            ("fe80::5/64", granted()),
+            ("0.1.2.3/8", granted()),
+            ("240.0.0.5/4", granted()),
+            ("10.244.255.255/16", Via::Node),
+            (
+                "10.90.0.3/24",
+                Via::Link("otherbr".into(), Standing::Foreign),
+            ),
+            ("8.8.8.8/32", Via::Nowhere),
+        ];
+        for (addr, via) in cases {
+            let net: IpNetwork = addr.parse().unwrap();
+            let facts = Node {
+                container_addrs: vec![net],
+                routes: vec![(net.ip(), via)],
+                ..node()
+            };
+            let mut g = add_grant();
+            assert!(
+                is_denied(g.map_host_ports(&[web(None, addr)], &facts, 13)),
+                "{addr}"
+            );
+        }
+    }
+
+    #[test]
+    fn not_a_port_the_node_serves_nor_one_the_policy_leaves_out() {
+        let serving = |addr: &str| Node {
+            listeners: vec![(Protocol::Tcp, addr.parse().unwrap(), 8080)],
+            ..node()
+        };
+        let any = [web(None, "10.244.0.5/16")];
+        for addr in ["0.0.0.0", "::", "192.0.2.1"] {
+            assert!(
+                is_denied(add_grant().map_host_ports(&any, &serving(addr), 13)),
+                "{addr}"
+            );
+        }
+        // On loopback only: a mapping that leaves loopback out is fine, as
+        // is one for another node address.
+        assert!(
+            add_grant()
+                .map_host_ports(&any, &serving("127.0.0.1"), 13)
+                .is_ok()
+        );
+        let other = [web(Some("10.244.0.1"), "10.244.0.5/16")];
+        assert!(
+            add_grant()
+                .map_host_ports(&other, &serving("192.0.2.1"), 13)
+                .is_ok()
+        );
+        let udp = [HostPort {
+            protocol: Protocol::Udp,
+            ..any[0].clone()
+        }];
+        assert!(
+            add_grant()
+                .map_host_ports(&udp, &serving("0.0.0.0"), 13)
+                .is_ok()
+        );
+        let narrow = || add_grant().allow_host_ports(vec![(30000, 32767)]);
+        assert!(is_denied(narrow().map_host_ports(&any, &node(), 13)));
+        let inside = [HostPort {
+            host_port: 30080,
+            ..any[0].clone()
+        }];
+        assert!(narrow().map_host_ports(&inside, &node(), 13).is_ok());
+    }
+
+    #[test]
+    fn a_host_address_is_the_nodes_and_one_port_goes_one_place() {
+        let elsewhere = [web(Some("10.93.0.10"), "10.244.0.5/16")];
+        assert!(is_denied(add_grant().map_host_ports(
+            &elsewhere,
+            &node(),
+            13
+        )));
+        let own = [web(Some("192.0.2.1"), "10.244.0.5/16")];
+        assert!(add_grant().map_host_ports(&own, &node(), 13).is_ok());
+        let two = [
+            web(None, "10.244.0.5/16"),
+            HostPort {
+                container_port: 81,
+                ..web(None, "10.244.0.5/16")
+            },
+        ];
+        assert!(is_invalid(add_grant().map_host_ports(&two, &node(), 13)));
+        // One port on two node addresses, or in two families, is fine.
+        let spread = [
+            web(Some("192.0.2.1"), "10.244.0.5/16"),
+            web(Some("10.244.0.1"), "10.244.0.5/16"),
+            web(None, "fd00::5/64"),
+        ];
+        assert!(add_grant().map_host_ports(&spread, &node(), 13).is_ok());
+    }
+
+    #[test]
+    fn loopback_only_by_policy_and_never_ipv6() {
+        let lo = [web(Some("127.0.0.1"), "10.244.0.5/16")];
+        assert!(is_denied(add_grant().map_host_ports(&lo, &node(), 13)));
+        let mut allowed = add_grant().allow_localhost_host_ports(true);
+        assert!(allowed.map_host_ports(&lo, &node(), 13).unwrap().1);
+        // With the policy, a mapping for any address takes loopback too.
+        let mut any = add_grant().allow_localhost_host_ports(true);
+        let m = [web(None, "10.244.0.5/16")];
+        assert!(any.map_host_ports(&m, &node(), 13).unwrap().1);
+        let mut g = add_grant().allow_localhost_host_ports(true);
+        let m = [web(Some("::1"), "fd00::5/64")];
+        assert!(is_denied(g.map_host_ports(&m, &node(), 13)));
+        let mut g = add_grant().allow_localhost_host_ports(true);
+        let m = [web(Some("::ffff:127.0.0.1"), "fd00::5/64")];
+        assert!(is_invalid(g.map_host_ports(&m, &node(), 13)));
+    }
+
+    #[test]
+    fn malformed_mappings_are_invalid() {
+        let zero = HostPort {
+            host_port: 0,
+            ..web(None, "10.244.0.5/16")
+        };
+        let families = web(Some("192.0.2.1"), "fd00::5/64");
+        let multicast = web(Some("224.0.0.1"), "10.244.0.5/16");
+        for bad in [vec![zero], vec![families], vec![multicast]] {
+            assert!(
+                is_invalid(add_grant().map_host_ports(&bad, &node(), 13)),
+                "{bad:?}"
+            );
+        }
+        let many = vec![web(None, "10.244.0.5/16"); MAX_HOST_PORTS + 1];
+        assert!(is_invalid(add_grant().map_host_ports(&many, &node(), 13)));
+        assert!(is_invalid(add_grant().map_host_ports(&[], &node(), 32)));
+        // The same mapping twice is one.
+        let twice = vec![web(None, "10.244.0.5/16"); 2];
+        assert_eq!(
+            add_grant()
+                .map_host_ports(&twice, &node(), 13)
+                .unwrap()
+                .0
+                .len(),
+            1
+        );
+    }
+}

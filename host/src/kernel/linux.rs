@@ -3,14 +3,16 @@
 //! blocking step (a sysctl file, an `nft` process) runs off the async
 //! runtime's thread, so the call's deadline can always fire.
 
+use super::hostport::{self, Forward, HostPort};
 use super::link::{LinkChange, LinkState, OperState, PortVlan, VethEnd};
 use super::netlink::{GROUP_LINK, Netlink};
 use super::netns::{Netns, blocking};
 use super::route::RouteSpec;
 use super::sysctl::{self, SysctlKey};
-use super::{KFuture, Kernel, LinkAddress, Ns, Table, nft, spoof_check};
+use super::{KFuture, Kernel, LinkAddress, Ns, Table, conntrack, nft, spoof_check};
 use ipnetwork::IpNetwork;
 use std::io;
+use std::net::IpAddr;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -230,6 +232,10 @@ impl Kernel for Linux {
         Box::pin(async move { self.netlink(ns).await?.route_list(table).await })
     }
 
+    fn route_to(&self, ns: Ns, dst: IpAddr) -> KFuture<'_, Option<super::route::RouteTo>> {
+        Box::pin(async move { self.netlink(ns).await?.route_to(dst).await })
+    }
+
     fn route_add<'a>(&'a self, ns: Ns, route: &'a RouteSpec) -> KFuture<'a, ()> {
         Box::pin(async move { self.netlink(ns).await?.route_add(route).await })
     }
@@ -256,6 +262,41 @@ impl Kernel for Linux {
         Box::pin(blocking(move || {
             nft::masquerade(&owner, &addrs, deadline, locks.as_deref())
         }))
+    }
+
+    fn map_ports<'a>(
+        &'a self,
+        owner: &'a str,
+        fwd: &'a Forward,
+        deadline: Instant,
+    ) -> KFuture<'a, bool> {
+        let (owner, fwd, locks) = (owner.to_string(), fwd.clone(), self.locks.clone());
+        Box::pin(blocking(move || {
+            hostport::map(&owner, &fwd, deadline, locks.as_deref())
+        }))
+    }
+
+    fn mapped_ports<'a>(&'a self, owner: &'a str, deadline: Instant) -> KFuture<'a, Vec<HostPort>> {
+        let owner = owner.to_string();
+        Box::pin(blocking(move || hostport::mapped(&owner, deadline)))
+    }
+
+    fn unmap_ports<'a>(&'a self, owner: &'a str, deadline: Instant) -> KFuture<'a, usize> {
+        let owner = owner.to_string();
+        Box::pin(blocking(move || hostport::unmap(&owner, true, deadline)))
+    }
+
+    fn loopback_ports(&self, deadline: Instant) -> KFuture<'_, Vec<(String, IpAddr)>> {
+        Box::pin(blocking(move || hostport::loopback_ports(deadline)))
+    }
+
+    fn clear_udp_conntrack<'a>(&'a self, targets: &'a [(IpAddr, u16)]) -> KFuture<'a, usize> {
+        let targets = targets.to_vec();
+        Box::pin(blocking(move || conntrack::clear_udp(&targets)))
+    }
+
+    fn listeners(&self) -> KFuture<'_, Vec<super::listeners::Listener>> {
+        Box::pin(blocking(|| Ok(super::listeners::listening())))
     }
 
     fn masquerade_rules(&self, deadline: Instant) -> KFuture<'_, Vec<(String, IpNetwork)>> {

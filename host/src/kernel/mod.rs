@@ -8,9 +8,12 @@
 //! are changed by index, so what a grant checked is what changes.
 
 pub mod addr;
+pub mod conntrack;
 pub mod exec;
+pub mod hostport;
 pub mod link;
 pub mod linux;
+pub mod listeners;
 pub mod netlink;
 pub mod netns;
 pub mod nft;
@@ -24,11 +27,13 @@ pub mod store;
 pub mod sysctl;
 
 use futures::future::BoxFuture;
+use hostport::{Forward, HostPort};
 use ipnetwork::IpNetwork;
 use link::{LinkChange, LinkState, PortVlan};
 use route::RouteSpec;
 use std::fmt;
 use std::io;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 use sysctl::SysctlKey;
 
@@ -96,6 +101,9 @@ pub trait Kernel: Send + Sync {
 
     /// Unicast routes in `table`, or in every table.
     fn route_list(&self, ns: Ns, table: Option<u32>) -> KFuture<'_, Vec<RouteSpec>>;
+    /// The route the namespace would take to `dst` (`ip route get`);
+    /// `None`: unreachable.
+    fn route_to(&self, ns: Ns, dst: IpAddr) -> KFuture<'_, Option<route::RouteTo>>;
     fn route_add<'a>(&'a self, ns: Ns, route: &'a RouteSpec) -> KFuture<'a, ()>;
     fn route_del<'a>(&'a self, ns: Ns, route: &'a RouteSpec) -> KFuture<'a, ()>;
 
@@ -123,7 +131,8 @@ pub trait Kernel: Send + Sync {
         mac: &'a str,
         deadline: Instant,
     ) -> KFuture<'a, bool>;
-    /// Remove the rules marked `owner`; how many there were.
+    /// Remove the rules marked `owner` (masquerade, spoof check, host
+    /// ports); how many there were.
     fn unmasquerade<'a>(&'a self, owner: &'a str, deadline: Instant) -> KFuture<'a, usize>;
     /// Remove every rule of `network` whose mark is not in `keep`; how many
     /// went.
@@ -142,6 +151,29 @@ pub trait Kernel: Send + Sync {
         ifname: &'a str,
         deadline: Instant,
     ) -> KFuture<'a, usize>;
+    /// Forward host ports to the container in rules marked `owner`; true
+    /// when this created wasm-cni's table's host-port part. A port another
+    /// attachment holds: `AlreadyExists`, and nothing changed.
+    fn map_ports<'a>(
+        &'a self,
+        owner: &'a str,
+        fwd: &'a Forward,
+        deadline: Instant,
+    ) -> KFuture<'a, bool>;
+    /// The host ports held by rules marked `owner`.
+    fn mapped_ports<'a>(&'a self, owner: &'a str, deadline: Instant) -> KFuture<'a, Vec<HostPort>>;
+    /// Remove only the host ports marked `owner` (a failed `portmap` ADD:
+    /// the attachment's other rules stay); how many there were.
+    fn unmap_ports<'a>(&'a self, owner: &'a str, deadline: Instant) -> KFuture<'a, usize>;
+    /// The attachments whose host ports take the node's loopback
+    /// addresses: (mark, container address).
+    fn loopback_ports(&self, deadline: Instant) -> KFuture<'_, Vec<(String, IpAddr)>>;
+    /// Delete the node's UDP conntrack entries to these (node address,
+    /// port) pairs; how many.
+    fn clear_udp_conntrack<'a>(&'a self, targets: &'a [(IpAddr, u16)]) -> KFuture<'a, usize>;
+    /// The sockets that serve in the node's namespace (TCP listening, UDP
+    /// bound): what a host port must not take over.
+    fn listeners(&self) -> KFuture<'_, Vec<listeners::Listener>>;
     /// Every masquerade rule in wasm-cni's table: (its mark, its address).
     fn masquerade_rules(&self, deadline: Instant) -> KFuture<'_, Vec<(String, IpNetwork)>>;
     /// The addresses masqueraded by rules marked `owner`.
@@ -151,7 +183,7 @@ pub trait Kernel: Send + Sync {
 /// wasm-cni's nftables tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Table {
-    /// `inet wasm-cni`: masquerade.
+    /// `inet wasm-cni`: masquerade and host ports.
     Masquerade,
     /// `bridge wasm-cni`: MAC spoof checks.
     SpoofCheck,

@@ -120,11 +120,15 @@ pub fn drop_table_if_unused(
     if lock.0.is_none() {
         return Ok(false);
     }
-    match listed_rules(family, TABLE, chain, deadline, |_| Some(()))? {
-        // Gone already, or someone's rule is in it.
-        None => return Ok(false),
-        Some(rules) if !rules.is_empty() => return Ok(false),
-        Some(_) => {}
+    // The inet table also holds host ports: its maps' elements and the
+    // attachments' chains count too.
+    let in_use = match family {
+        NfFamily::INet => super::hostport::table_in_use(deadline)?,
+        _ => listed_rules(family, TABLE, chain, deadline, |_| Some(()))?.map(|r| !r.is_empty()),
+    };
+    // Gone already, or someone's rule is in it.
+    if in_use != Some(false) {
+        return Ok(false);
     }
     let mut batch = Batch::new();
     batch.delete(NfListObject::Table(Table {
@@ -223,7 +227,11 @@ impl From<NftError> for io::Error {
 }
 
 /// Run `nft -j ARGS`, with `stdin` if given, killed at `deadline`.
-fn run_nft(args: &[&str], stdin: Option<&str>, deadline: Instant) -> Result<String, NftError> {
+pub(super) fn run_nft(
+    args: &[&str],
+    stdin: Option<&str>,
+    deadline: Instant,
+) -> Result<String, NftError> {
     let mut all = vec!["-j"];
     all.extend_from_slice(args);
     match super::exec::run(nft_program(), &all, stdin, deadline) {
@@ -339,13 +347,14 @@ pub fn masqueraded(comment: &str, deadline: Instant) -> io::Result<Vec<IpNetwork
         .collect())
 }
 
-/// Remove this attachment's rules (masquerade and spoof check); how many
-/// there were.
+/// Remove this attachment's rules (masquerade, spoof check, host ports);
+/// how many there were.
 pub fn remove(comment: &str, deadline: Instant) -> io::Result<usize> {
-    // The two tables side by side: every DEL does this, and each is an
-    // `nft` process or two.
+    // Side by side: every DEL does this, and each is an `nft` process or
+    // two. The host ports' removal leaves the postrouting rules to this one.
     std::thread::scope(|s| {
         let spoof = s.spawn(|| super::spoof_check::remove(comment, deadline));
+        let ports = s.spawn(|| super::hostport::unmap(comment, false, deadline));
         let handles: Vec<u32> = owned_rules(comment, deadline)?
             .into_iter()
             .map(|(handle, _)| handle)
@@ -354,7 +363,10 @@ pub fn remove(comment: &str, deadline: Instant) -> io::Result<usize> {
         let spoof = spoof
             .join()
             .map_err(|_| io::Error::other("removing spoof checks panicked"))??;
-        Ok(handles.len() + spoof)
+        let ports = ports
+            .join()
+            .map_err(|_| io::Error::other("removing host ports panicked"))??;
+        Ok(handles.len() + spoof + ports)
     })
 }
 
@@ -371,7 +383,8 @@ pub fn retain(network: &str, keep: &[String], deadline: Instant) -> io::Result<u
         .collect();
     delete_rules(NfFamily::INet, TABLE, CHAIN, &stale, deadline)?;
     let spoof = super::spoof_check::retain(&prefix, keep, deadline)?;
-    Ok(stale.len() + spoof)
+    let ports = super::hostport::retain(&prefix, keep, deadline)?;
+    Ok(stale.len() + spoof + ports)
 }
 
 fn family_name(family: NfFamily) -> io::Result<&'static str> {

@@ -10,6 +10,26 @@ use netlink_packet_route::route::{
 use std::io;
 use std::net::IpAddr;
 
+/// What the node's lookup of one destination says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteTo {
+    pub kind: RouteKind,
+    /// The link it leaves by.
+    pub oif: Option<u32>,
+}
+
+/// The kind of the route a lookup found: only `Unicast` leaves the node
+/// (`Local`, `Broadcast` and `Anycast` are the node's own addresses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteKind {
+    Unicast,
+    Local,
+    Broadcast,
+    Anycast,
+    /// Blackhole, unreachable, prohibit, ...
+    Other,
+}
+
 /// A route: unicast, or one that keeps traffic from going anywhere else
 /// (blackhole, unreachable, prohibit, throw).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,6 +186,46 @@ impl Netlink {
             );
         }
         Ok(out)
+    }
+
+    /// The route the node would take to `dst` (`ip route get`): the
+    /// kernel's own lookup, rules, metrics and all. `None`: unreachable.
+    pub async fn route_to(&self, dst: IpAddr) -> io::Result<Option<RouteTo>> {
+        let mut query = RouteMessage::default();
+        let (family, len, addr) = match dst {
+            IpAddr::V4(a) => (AddressFamily::Inet, 32, RouteAddress::Inet(a)),
+            IpAddr::V6(a) => (AddressFamily::Inet6, 128, RouteAddress::Inet6(a)),
+        };
+        query.header.address_family = family;
+        query.header.destination_prefix_length = len;
+        query.attributes.push(RouteAttribute::Destination(addr));
+        let answer: Result<Vec<RouteMessage>, io::Error> = self
+            .handle
+            .route()
+            .get(query)
+            .execute()
+            .try_collect()
+            .within()
+            .await;
+        let msgs = match answer {
+            Ok(m) => m,
+            Err(e) if e.raw_os_error() == Some(libc::ENETUNREACH) => return Ok(None),
+            Err(e) if e.raw_os_error() == Some(libc::EHOSTUNREACH) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(msgs.into_iter().next().map(|m| RouteTo {
+            kind: match m.header.kind {
+                RouteType::Unicast => RouteKind::Unicast,
+                RouteType::Local => RouteKind::Local,
+                RouteType::Broadcast => RouteKind::Broadcast,
+                RouteType::Anycast => RouteKind::Anycast,
+                _ => RouteKind::Other,
+            },
+            oif: m.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Oif(i) => Some(*i),
+                _ => None,
+            }),
+        }))
     }
 
     pub async fn route_add(&self, route: &RouteSpec) -> io::Result<()> {

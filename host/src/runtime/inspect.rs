@@ -67,6 +67,7 @@ fn reaches(name: &str) -> &'static str {
         Some("sysctl") => "net sysctls: the container's; the node's for its own links",
         Some("firewall") => "masquerade rules of this attachment",
         Some("spoof-check") => "MAC spoof-check rules of this attachment",
+        Some("port-mapping") => "host ports forwarded to this call's container",
         Some("bridge-port") => "VLANs and port flags of its own ports",
         Some("attachments") => "the valid attachments a GC names",
         Some("reference-cleanup") => "what the reference bridge left for this attachment",

@@ -17,8 +17,8 @@ use crate::contract::wasm_cni::plugin::{
     address, firewall, ipam, link, log, netns, route, store, sysctl, types,
 };
 use crate::contract::wasm_cni::plugin_v2::{
-    attachment_state, attachments, bridge_port, ipam_lifecycle, link_tuning, reference_cleanup,
-    resolv_conf, spoof_check,
+    attachment_state, attachments, bridge_port, ipam_lifecycle, link_tuning, port_mapping,
+    reference_cleanup, resolv_conf, spoof_check,
 };
 use wasmtime::Engine;
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -56,7 +56,8 @@ impl Contract {
 }
 
 /// The interfaces only the interface-plugin world grants.
-const INTERFACE_ONLY: [&str; 14] = [
+const INTERFACE_ONLY: [&str; 15] = [
+    "port-mapping",
     "link-tuning",
     "attachment-state",
     "netns",
@@ -91,6 +92,9 @@ pub fn classify(engine: &Engine, component: &Component) -> Result<Classified, St
         uses_attachment_state: imports
             .iter()
             .any(|n| n.starts_with("wasm-cni:plugin/attachment-state@")),
+        forwards_ports: imports
+            .iter()
+            .any(|n| n.starts_with("wasm-cni:plugin/port-mapping@")),
     })
 }
 
@@ -101,6 +105,8 @@ pub struct Classified {
     /// It keeps an attachment state (the call needs the network's
     /// directory of them).
     pub uses_attachment_state: bool,
+    /// It forwards host ports (an ADD needs a conntrack socket).
+    pub forwards_ports: bool,
 }
 
 /// [`classify`], from the names a component imports and exports (what
@@ -165,8 +171,8 @@ fn add_wasi<T: WasiView + IoView + 'static>(l: &mut Linker<T>) -> wasmtime::Resu
 
 /// The interface-plugin world: netns, link, address, route, sysctl,
 /// firewall, ipam, log; from 0.2.0 also ipam-lifecycle, attachments,
-/// reference-cleanup, spoof-check, bridge-port, link-tuning and
-/// attachment-state.
+/// reference-cleanup, spoof-check, bridge-port, link-tuning,
+/// attachment-state and port-mapping.
 pub fn interface_linker(
     engine: &Engine,
     contract: Contract,
@@ -187,6 +193,7 @@ pub fn interface_linker(
         attachments::add_to_linker::<_, HasSelf<FirewallCtx>>(&mut l, |s| &mut s.firewall)?;
         reference_cleanup::add_to_linker::<_, HasSelf<FirewallCtx>>(&mut l, |s| &mut s.firewall)?;
         spoof_check::add_to_linker::<_, HasSelf<FirewallCtx>>(&mut l, |s| &mut s.firewall)?;
+        port_mapping::add_to_linker::<_, HasSelf<FirewallCtx>>(&mut l, |s| &mut s.firewall)?;
         bridge_port::add_to_linker::<_, HasSelf<NetCtx>>(&mut l, |s| &mut s.net)?;
         link_tuning::add_to_linker::<_, HasSelf<NetCtx>>(&mut l, |s| &mut s.net)?;
         attachment_state::add_to_linker::<_, HasSelf<AttachmentStateCtx>>(&mut l, |s| {

@@ -87,6 +87,9 @@ pub struct Module {
     /// It imports `attachment-state`: the call may need the network's
     /// directory of attachment states (`invoke` grants it).
     pub uses_attachment_state: bool,
+    /// It imports `port-mapping`: an ADD may clear conntrack entries
+    /// (`invoke` opens the socket before the seccomp filter).
+    pub forwards_ports: bool,
 }
 
 /// How long a CNI call may take, and when its parts must give up, so each
@@ -236,6 +239,7 @@ impl Runtime {
             role,
             contract,
             uses_attachment_state,
+            forwards_ports,
         } = linker::classify(&self.engine, &component)
             .map_err(|e| CniError::module(format!("{}: {e}", path.display())))?;
         crate::log::debug(&format!(
@@ -253,6 +257,7 @@ impl Runtime {
             contract,
             digest: loaded.digest,
             uses_attachment_state,
+            forwards_ports,
         })
     }
 
@@ -324,12 +329,16 @@ impl Runtime {
             .filter(|b| self.policy.shares_bridge(b, network))
             .cloned()
             .collect();
-        let shared = Shared::new(Grant::new(
-            network,
-            phase(command),
-            shared_bridges,
-            self.policy.gateway_subnets.clone(),
-        ));
+        let shared = Shared::new(
+            Grant::new(
+                network,
+                phase(command),
+                shared_bridges,
+                self.policy.gateway_subnets.clone(),
+            )
+            .allow_localhost_host_ports(self.policy.localhost_host_ports)
+            .allow_host_ports(self.policy.host_ports.clone()),
+        );
         let kernel: Arc<dyn Kernel> = match self.node.simulated() {
             Some(sim) => sim.kernel(call.env.netns.as_deref()),
             None => Arc::new(
@@ -396,6 +405,19 @@ impl Runtime {
             ),
             StoreLimiter::new(&self.limits),
         );
+        // What of this attachment's host ports takes the node's loopback
+        // addresses: its DEL releases `route_localnet` where they were
+        // the last (only where the node policy allows them at all).
+        let loopback = if command == Command::Del && self.policy.localhost_host_ports {
+            crate::caps::port_mapping::loopback_targets(
+                &*kernel,
+                &owner,
+                self.deadlines.call().into_std(),
+            )
+            .await
+        } else {
+            Vec::new()
+        };
         let mut store = self.store(state, &self.limits, |s| &mut s.limits)?;
         let linker = get_linker(&self.interface_linkers[module.contract as usize], || {
             linker::interface_linker(&self.engine, module.contract)
@@ -439,6 +461,19 @@ impl Runtime {
                 .await
         {
             let e = format!("remove the rules of {owner:?}: {e}");
+            match outcome {
+                Ok(_) => outcome = Err(CniError::plugin(e)),
+                Err(_) => crate::log::error(&e),
+            }
+        }
+        if let Err(e) = crate::caps::port_mapping::release_route_localnet(
+            &*kernel,
+            &loopback,
+            std::time::Instant::now() + crate::undo::rollback::FIREWALL_TIME,
+        )
+        .await
+        {
+            let e = format!("release route_localnet: {e}");
             match outcome {
                 Ok(_) => outcome = Err(CniError::plugin(e)),
                 Err(_) => crate::log::error(&e),

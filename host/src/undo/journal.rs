@@ -108,6 +108,11 @@ pub struct Journal {
     /// (by index): once marked, a concurrent ADD of the network may adopt
     /// one, so a rollback deletes it only when nothing relies on it.
     pub vlan_gateways: Vec<(u32, u32)>,
+    /// This call forwarded host ports (and nothing else of the
+    /// attachment's rules, unless `rules_added`): a rollback removes only
+    /// them, since the attachment's other rules belong to an earlier
+    /// plugin of its chain.
+    pub ports_mapped: bool,
     /// Node ports (by index) this call put a spoof check on.
     pub spoof_checked: Vec<u32>,
     /// Its rules created these of wasm-cni's nftables tables.

@@ -71,9 +71,14 @@ impl Rollback<'_> {
         {
             crate::log::debug(&format!("rollback: the firewall change had failed: {e}"));
         }
-        if journal.rules_added {
+        if journal.rules_added || journal.ports_mapped {
             let deadline = std::time::Instant::now() + FIREWALL_TIME;
-            if let Err(e) = self.kernel.unmasquerade(self.owner, deadline).await {
+            let removed = if journal.rules_added {
+                self.kernel.unmasquerade(self.owner, deadline).await
+            } else {
+                self.kernel.unmap_ports(self.owner, deadline).await
+            };
+            if let Err(e) = removed {
                 fail(format!("remove the attachment's rules: {e}"));
             } else {
                 done("removed the attachment's firewall rules".into());

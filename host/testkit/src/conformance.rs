@@ -368,6 +368,35 @@ pub async fn run(k: &dyn Kernel) -> Report {
             .ok(),
         Some(true),
     );
+    // The namespace's own lookup (`ip route get`).
+    use wasm_cni::kernel::route::{RouteKind, RouteTo};
+    for (dst, want, what) in [
+        (
+            "10.99.0.2",
+            Some((RouteKind::Local, false)),
+            "its own address is local",
+        ),
+        (
+            "10.99.0.255",
+            Some((RouteKind::Broadcast, true)),
+            "its subnet's broadcast",
+        ),
+        (
+            "10.99.0.7",
+            Some((RouteKind::Unicast, true)),
+            "a neighbour, out of its link",
+        ),
+        ("10.200.0.1", None, "unreachable without a default route"),
+    ] {
+        r.check(
+            what,
+            k.route_to(Ns::Container, dst.parse().unwrap())
+                .await
+                .map(|to| to.map(|RouteTo { kind, oif }| (kind, oif == Some(c0))))
+                .ok(),
+            Some(want),
+        );
+    }
     let default = route("0.0.0.0", 0, Some("10.99.0.1"), c0);
     r.check(
         "a default route",
@@ -497,6 +526,7 @@ pub async fn run(k: &dyn Kernel) -> Report {
         k.masqueraded(&owner, far()).await.ok(),
         Some(vec![addr]),
     );
+    host_ports(&mut r, k, &owner, &other).await;
     r.check(
         "GC keeps the valid",
         k.retain_rules(NETWORK, std::slice::from_ref(&owner), far())
@@ -517,9 +547,14 @@ pub async fn run(k: &dyn Kernel) -> Report {
         Some(true),
     );
     r.check(
-        "DEL removes the owner's rules",
+        "DEL removes the owner's rules (masquerade, spoof check, host port)",
         k.unmasquerade(&owner, far()).await.ok(),
-        Some(2),
+        Some(3),
+    );
+    r.check(
+        "no host port left",
+        k.mapped_ports(&owner, far()).await.map(|v| v.len()).ok(),
+        Some(0),
     );
     r.check(
         "none left",
@@ -564,6 +599,74 @@ pub async fn run(k: &dyn Kernel) -> Report {
         "not-found",
     );
     r
+}
+
+/// Host ports: the first makes the table's part for them; one another
+/// owner holds is refused (on any address), another protocol is free; an
+/// owner's read back; removed by owner.
+async fn host_ports(r: &mut Report, k: &dyn Kernel, owner: &str, other: &str) {
+    use wasm_cni::kernel::hostport::{Forward, HostPort, Protocol};
+    let far = || Instant::now() + Duration::from_secs(10);
+    let port = |host_ip: Option<&str>, protocol| HostPort {
+        host_ip: host_ip.map(|a| a.parse().unwrap()),
+        host_port: 18080,
+        protocol,
+        container: "10.99.0.2/24".parse().unwrap(),
+        container_port: 80,
+    };
+    let fwd = |m: HostPort| Forward {
+        mappings: vec![m],
+        snat: false,
+        mark_bit: 13,
+        loopback: false,
+    };
+    let web = port(None, Protocol::Tcp);
+    r.check(
+        "the first host port makes the table's part for them",
+        k.map_ports(owner, &fwd(web.clone()), far()).await.ok(),
+        Some(true),
+    );
+    r.check(
+        "a port another owner holds is refused",
+        variant(
+            &k.map_ports(other, &fwd(port(Some("192.0.2.1"), Protocol::Tcp)), far())
+                .await,
+        ),
+        "already-exists",
+    );
+    r.check(
+        "on another protocol it is free",
+        k.map_ports(other, &fwd(port(None, Protocol::Udp)), far())
+            .await
+            .ok(),
+        Some(false),
+    );
+    r.check(
+        "an owner's host ports read back",
+        k.mapped_ports(owner, far()).await.ok(),
+        Some(vec![HostPort {
+            container: "10.99.0.2/32".parse().unwrap(),
+            ..web.clone()
+        }]),
+    );
+    r.check(
+        "an owner's second set is refused (an ADD again without a DEL)",
+        variant(
+            &k.map_ports(owner, &fwd(port(None, Protocol::Sctp)), far())
+                .await,
+        ),
+        "already-exists",
+    );
+    r.check(
+        "removed by owner, only its own",
+        k.unmap_ports(other, far()).await.ok(),
+        Some(1),
+    );
+    r.check(
+        "the other's are still there",
+        k.mapped_ports(owner, far()).await.map(|v| v.len()).ok(),
+        Some(1),
+    );
 }
 
 /// A port's VLANs, on a kernel that filters by VLAN.

@@ -21,6 +21,7 @@ mod view;
 pub use netns::{Namespace, SimLink};
 pub use view::{LinkView, NsView, RuleView, Snapshot};
 
+use super::hostport::{Forward, HostPort};
 use super::link::{LinkChange, LinkState, PortVlan};
 use super::route::RouteSpec;
 use super::sysctl::SysctlKey;
@@ -46,18 +47,27 @@ pub enum Rule {
         port: u32,
         mac: String,
     },
+    /// `inet wasm-cni`: a host port forwarded to a container (on the
+    /// loopback addresses too if `loopback`).
+    HostPort {
+        owner: String,
+        port: HostPort,
+        loopback: bool,
+    },
 }
 
 impl Rule {
     pub fn owner(&self) -> &str {
         match self {
-            Rule::Masquerade { owner, .. } | Rule::SpoofCheck { owner, .. } => owner,
+            Rule::Masquerade { owner, .. }
+            | Rule::SpoofCheck { owner, .. }
+            | Rule::HostPort { owner, .. } => owner,
         }
     }
 
     fn table(&self) -> Table {
         match self {
-            Rule::Masquerade { .. } => Table::Masquerade,
+            Rule::Masquerade { .. } | Rule::HostPort { .. } => Table::Masquerade,
             Rule::SpoofCheck { .. } => Table::SpoofCheck,
         }
     }
@@ -91,6 +101,8 @@ struct State {
     unknown: BTreeSet<Unknown>,
     /// Calls whose answer came from a part of the node that is unknown.
     guessed: Vec<String>,
+    /// Sockets that serve in the node's namespace (seeded).
+    listeners: Vec<super::listeners::Listener>,
     /// Where the node's namespace's sysctls come from when nothing wrote
     /// them (a seeded node: the real `/proc/sys/net`).
     sysctl_source: Option<SysctlSource>,
@@ -131,6 +143,10 @@ impl Default for SimNode {
         SimNode::new()
     }
 }
+
+/// The host-port part of `inet wasm-cni` (its maps and hooks): made by
+/// the first mapping, gone with the table.
+const HOST_PORTS: (u8, &str) = (0, "inet wasm-cni host ports");
 
 fn table_key(t: Table) -> (u8, &'static str) {
     match t {
@@ -197,6 +213,12 @@ impl SimNode {
         let mut s = self.lock();
         s.unknown.insert(part);
         s.guess(part, what);
+    }
+
+    /// A socket that serves in the node's namespace (a node service a
+    /// host port must not take over).
+    pub fn listen(&self, listener: super::listeners::Listener) {
+        self.lock().listeners.push(listener);
     }
 
     /// The calls answered from an unknown part, in order.
@@ -664,6 +686,14 @@ impl Kernel for SimKernel {
         })
     }
 
+    fn route_to(
+        &self,
+        ns: Ns,
+        dst: std::net::IpAddr,
+    ) -> KFuture<'_, Option<super::route::RouteTo>> {
+        self.answer(|s| Ok(s.ns(ns)?.route_to(dst)))
+    }
+
     fn route_add<'a>(&'a self, ns: Ns, route: &'a RouteSpec) -> KFuture<'a, ()> {
         self.answer(|s| s.ns_mut(ns)?.route_add(route))
     }
@@ -709,6 +739,9 @@ impl Kernel for SimKernel {
             s.s.firewall("drop an unused table");
             if s.s.rules.iter().any(|r| r.table() == table) {
                 return Ok(false);
+            }
+            if table == Table::Masquerade {
+                s.s.tables.remove(&HOST_PORTS);
             }
             Ok(s.s.tables.remove(&table_key(table)))
         })
@@ -771,6 +804,121 @@ impl Kernel for SimKernel {
             );
             Ok(0)
         })
+    }
+
+    fn map_ports<'a>(
+        &'a self,
+        owner: &'a str,
+        fwd: &'a Forward,
+        _deadline: Instant,
+    ) -> KFuture<'a, bool> {
+        self.answer(|s| {
+            s.s.firewall("map host ports");
+            // The kernel's answer: a (protocol, port) another attachment
+            // holds is refused, as is an attachment's second set (its
+            // chain is there), and the batch with it.
+            let mut held = None;
+            for r in &s.s.rules {
+                let Rule::HostPort { owner: o, port, .. } = r else {
+                    continue;
+                };
+                if o == owner {
+                    held = Some(
+                        "this attachment forwards host ports already (an ADD again without a DEL)"
+                            .to_string(),
+                    );
+                    break;
+                }
+                if fwd.mappings.iter().any(|m| m.same_port(port)) {
+                    held = Some(format!(
+                        "host port {}/{} is held by another attachment",
+                        port.host_port,
+                        port.protocol.name()
+                    ));
+                }
+            }
+            if let Some(why) = held {
+                return Err(io::Error::new(io::ErrorKind::AlreadyExists, why));
+            }
+            let created = s.s.tables.insert(HOST_PORTS);
+            let rules = fwd
+                .mappings
+                .iter()
+                .map(|m| Rule::HostPort {
+                    owner: owner.to_string(),
+                    port: m.clone(),
+                    loopback: fwd.loopback,
+                })
+                .collect();
+            s.s.add_rules(rules, Table::Masquerade);
+            Ok(created)
+        })
+    }
+
+    fn mapped_ports<'a>(
+        &'a self,
+        owner: &'a str,
+        _deadline: Instant,
+    ) -> KFuture<'a, Vec<HostPort>> {
+        self.answer(|s| {
+            s.s.firewall("list host ports");
+            Ok(s.s
+                .rules
+                .iter()
+                .filter_map(|r| match r {
+                    // The address alone, as nft's rules read back.
+                    Rule::HostPort { owner: o, port, .. } if o == owner => Some(HostPort {
+                        container: IpNetwork::from(port.container.ip()),
+                        ..port.clone()
+                    }),
+                    _ => None,
+                })
+                .collect())
+        })
+    }
+
+    fn unmap_ports<'a>(&'a self, owner: &'a str, _deadline: Instant) -> KFuture<'a, usize> {
+        self.answer(|s| {
+            s.s.firewall("remove host ports");
+            let before = s.s.rules.len();
+            s.s.rules
+                .retain(|r| !matches!(r, Rule::HostPort { owner: o, .. } if o == owner));
+            Ok(before - s.s.rules.len())
+        })
+    }
+
+    fn loopback_ports(&self, _deadline: Instant) -> KFuture<'_, Vec<(String, std::net::IpAddr)>> {
+        self.answer(|s| {
+            s.s.firewall("list loopback host ports");
+            Ok(s.s
+                .rules
+                .iter()
+                .filter_map(|r| match r {
+                    Rule::HostPort {
+                        owner,
+                        port,
+                        loopback: true,
+                    } if port.container.is_ipv4()
+                        && port.host_ip.is_none_or(|ip| ip.is_loopback()) =>
+                    {
+                        Some((owner.clone(), port.container.ip()))
+                    }
+                    _ => None,
+                })
+                .collect())
+        })
+    }
+
+    fn clear_udp_conntrack<'a>(
+        &'a self,
+        _targets: &'a [(std::net::IpAddr, u16)],
+    ) -> KFuture<'a, usize> {
+        // The simulation keeps no connections.
+        self.answer(|_| Ok(0))
+    }
+
+    fn listeners(&self) -> KFuture<'_, Vec<super::listeners::Listener>> {
+        self.answer(|s| Ok(s.s.listeners.clone()))
     }
 
     fn masquerade_rules(&self, _deadline: Instant) -> KFuture<'_, Vec<(String, IpNetwork)>> {

@@ -4,12 +4,13 @@
 //! turn them into the same WIT variants as on a real node.
 
 use crate::kernel::link::{LinkChange, LinkState, OperState, PortVlan};
-use crate::kernel::route::{RT_SCOPE_LINK, RT_TABLE_MAIN, RouteSpec};
+use crate::kernel::route::{RT_SCOPE_LINK, RT_TABLE_MAIN, RouteKind, RouteSpec, RouteTo};
 use crate::kernel::sysctl::SysctlKey;
 use ipnetwork::IpNetwork;
 use rustix::io::Errno;
 use std::collections::BTreeMap;
 use std::io;
+use std::net::IpAddr;
 
 /// The kernel's answer: the errno alone, as netlink and `/proc` give it,
 /// so that the message and the WIT variant are those of a real node. What
@@ -384,6 +385,51 @@ impl Namespace {
             table: RT_TABLE_MAIN,
             scope: RT_SCOPE_LINK,
         });
+    }
+
+    /// The kernel's lookup of `dst`, as far as the simulation models
+    /// it: the namespace's own addresses (and IPv4 subnet broadcasts, IPv6
+    /// subnet-router anycasts of them) are local; else the longest-prefix
+    /// route, the first of equals. No policy rules.
+    pub fn route_to(&self, dst: IpAddr) -> Option<RouteTo> {
+        // As the kernel answers: a local address leaves by `lo`, a
+        // broadcast or anycast one by its link.
+        for (index, a) in &self.addresses {
+            let (kind, oif) = match a {
+                _ if a.ip() == dst => (RouteKind::Local, 1),
+                IpNetwork::V4(n) if n.prefix() < 31 && IpAddr::V4(n.broadcast()) == dst => {
+                    (RouteKind::Broadcast, *index)
+                }
+                IpNetwork::V6(n) if n.prefix() < 127 && IpAddr::V6(n.network()) == dst => {
+                    (RouteKind::Anycast, *index)
+                }
+                _ => continue,
+            };
+            return Some(RouteTo {
+                kind,
+                oif: Some(oif),
+            });
+        }
+        let mut best: Option<&RouteSpec> = None;
+        for r in &self.routes {
+            let Ok(net) = IpNetwork::new(r.dst, r.dst_len) else {
+                continue;
+            };
+            if net.is_ipv4() == dst.is_ipv4()
+                && net.contains(dst)
+                && best.is_none_or(|b| r.dst_len > b.dst_len)
+            {
+                best = Some(r);
+            }
+        }
+        best.map(|r| RouteTo {
+            kind: if r.unicast {
+                RouteKind::Unicast
+            } else {
+                RouteKind::Other
+            },
+            oif: r.oif,
+        })
     }
 
     pub fn route_add(&mut self, route: &RouteSpec) -> io::Result<()> {

@@ -146,8 +146,19 @@ pub async fn from_real(sim: &SimNode, netns: Option<&Path>) -> Vec<String> {
         crate::kernel::spoof_check::CHAIN,
         deadline,
     );
-    match (real.masquerade_rules(deadline).await, spoof) {
-        (Ok(masq), Ok(spoof)) => {
+    let ports =
+        crate::kernel::netns::blocking(move || crate::kernel::hostport::all_mapped(deadline)).await;
+    match (real.masquerade_rules(deadline).await, spoof, ports) {
+        (Ok(masq), Ok(spoof), Ok(ports)) => {
+            for (owner, port) in ports {
+                // Whether it covers loopback too is not read back: the
+                // policy decides that for new mappings alike.
+                sim.add_rule(Rule::HostPort {
+                    owner,
+                    port,
+                    loopback: false,
+                });
+            }
             for (owner, addr) in masq {
                 sim.add_rule(Rule::Masquerade { owner, addr });
             }
@@ -159,7 +170,7 @@ pub async fn from_real(sim: &SimNode, netns: Option<&Path>) -> Vec<String> {
                 });
             }
         }
-        (Err(e), _) | (_, Err(e)) => {
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
             // nft's own words vary with its version: in the log only.
             crate::log::debug(&format!("reading wasm-cni's rules: {e}"));
             notes.push(

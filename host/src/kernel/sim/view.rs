@@ -55,10 +55,11 @@ pub struct LinkView {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RuleView {
-    /// `masquerade` or `spoof-check`.
+    /// `masquerade`, `spoof-check` or `host-port`.
     pub kind: &'static str,
     pub owner: String,
-    /// The masqueraded address, or `port <index> mac <mac>`.
+    /// The masqueraded address, `port <index> mac <mac>`, or the mapping
+    /// (`*:8080/tcp -> 10.244.0.5:80`).
     pub matches: String,
 }
 
@@ -194,6 +195,11 @@ pub(super) fn snapshot(s: &State) -> Snapshot {
                     kind: "spoof-check",
                     owner: owner.clone(),
                     matches: format!("port {port} mac {mac}"),
+                },
+                Rule::HostPort { owner, port, .. } => RuleView {
+                    kind: "host-port",
+                    owner: owner.clone(),
+                    matches: port.to_string(),
                 },
             })
             .collect(),

@@ -1,0 +1,177 @@
+//! Clearing stale UDP conntrack entries for host ports, as the reference
+//! `portmap` does after it adds its rules: a UDP flow to a host port that
+//! began before the port was mapped (a client retrying every second) has a
+//! conntrack entry without the DNAT, and every later datagram of it
+//! follows that entry past the new rule until it times out. Deleting the
+//! entries whose original destination port is the host port makes the
+//! next datagram a new flow, which the DNAT catches.
+//!
+//! Over ctnetlink (netlink-packet-netfilter's conntrack messages): dump the
+//! table of one family, delete each entry that matches by its original
+//! tuple. Only in the node's namespace (the thread's), only flows to the
+//! node's own addresses (the reference deletes every UDP flow to the
+//! port, through the node too: a pod's DNS to 8.8.8.8 is not this
+//! mapping's), and best effort, as the reference: a failure is logged, not
+//! the call's.
+//!
+//! The call's seccomp filter allows no netfilter socket (one could change
+//! any nftables table on the node): a call that may forward ports opens
+//! its socket before the filter goes on ([`open_now`]), and uses that.
+
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+};
+use netlink_packet_netfilter::conntrack::{
+    ConntrackAttribute, ConntrackMessage, IPTuple, ProtoTuple, Protocol, Tuple,
+};
+use netlink_packet_netfilter::{
+    NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
+};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
+use std::io;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+/// The socket opened before confinement, if any.
+static SOCKET: Mutex<Option<Socket>> = Mutex::new(None);
+
+fn open() -> io::Result<Socket> {
+    let mut socket = Socket::new(NETLINK_NETFILTER)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+    Ok(socket)
+}
+
+/// Open the call's conntrack socket now, before the seccomp filter; a
+/// failure shows when it is used.
+pub fn open_now() {
+    if let Ok(s) = open() {
+        *SOCKET.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
+    }
+}
+
+fn request(family: NetfilterProtoFamily, msg: ConntrackMessage, flags: u16) -> Vec<u8> {
+    let mut header = NetlinkHeader::default();
+    header.flags = flags;
+    let mut packet = NetlinkMessage::new(
+        header,
+        NetlinkPayload::from(NetfilterMessage::new(
+            NetfilterHeader::new(family, 0, 0),
+            msg,
+        )),
+    );
+    packet.finalize();
+    let mut buf = vec![0; packet.buffer_len()];
+    packet.serialize(&mut buf);
+    buf
+}
+
+/// Every message the kernel sends for one request, until DONE (a dump) or
+/// the ACK; a netlink error is returned as one.
+fn exchange(socket: &Socket, buf: &[u8]) -> io::Result<Vec<ConntrackMessage>> {
+    socket.send(buf, 0)?;
+    let mut out = Vec::new();
+    let mut rx = vec![0u8; 65536];
+    loop {
+        let size = socket.recv(&mut &mut rx[..], 0)?;
+        let mut offset = 0;
+        while offset < size {
+            let msg = NetlinkMessage::<NetfilterMessage>::deserialize(&rx[offset..size])
+                .map_err(|e| io::Error::other(format!("ctnetlink: {e}")))?;
+            let len = msg.header.length as usize;
+            match msg.payload {
+                NetlinkPayload::Done(_) => return Ok(out),
+                NetlinkPayload::Error(e) => {
+                    return match e.code {
+                        None => Ok(out),
+                        Some(code) => Err(io::Error::from_raw_os_error(-code.get())),
+                    };
+                }
+                NetlinkPayload::InnerMessage(NetfilterMessage {
+                    inner: NetfilterMessageInner::Conntrack(ct),
+                    ..
+                }) => out.push(ct),
+                _ => {}
+            }
+            if len == 0 {
+                break;
+            }
+            offset += len;
+        }
+    }
+}
+
+/// Whether an original tuple is UDP to one of `targets` (address, port).
+fn udp_to(tuple: &[Tuple], targets: &[(IpAddr, u16)]) -> bool {
+    let mut udp = false;
+    let (mut dst, mut dport) = (None, None);
+    for t in tuple {
+        match t {
+            Tuple::Ip(ip) => {
+                for a in ip {
+                    if let IPTuple::DestinationAddress(d) = a {
+                        dst = Some(*d);
+                    }
+                }
+            }
+            Tuple::Proto(p) => {
+                for x in p {
+                    match x {
+                        ProtoTuple::Protocol(Protocol::Udp) => udp = true,
+                        ProtoTuple::DestinationPort(d) => dport = Some(*d),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    udp && dst.zip(dport).is_some_and(|t| targets.contains(&t))
+}
+
+/// Delete the UDP entries to `targets` (a node address and a host port:
+/// flows to the node, not through it) of both families; how many went.
+pub fn clear_udp(targets: &[(IpAddr, u16)]) -> io::Result<usize> {
+    if targets.is_empty() {
+        return Ok(0);
+    }
+    let mut kept = SOCKET.lock().unwrap_or_else(|e| e.into_inner());
+    let socket = match kept.as_ref() {
+        Some(s) => s,
+        None => &*kept.insert(open()?),
+    };
+    let mut cleared = 0;
+    for family in [NetfilterProtoFamily::IPv4, NetfilterProtoFamily::IPv6] {
+        let dump = request(
+            family,
+            ConntrackMessage::Get(vec![]),
+            NLM_F_REQUEST | NLM_F_DUMP,
+        );
+        for entry in exchange(socket, &dump)? {
+            let ConntrackMessage::New(attrs) = entry else {
+                continue;
+            };
+            let Some(orig) = attrs.iter().find_map(|a| match a {
+                ConntrackAttribute::CtaTupleOrig(t) => Some(t),
+                _ => None,
+            }) else {
+                continue;
+            };
+            if !udp_to(orig, targets) {
+                continue;
+            }
+            let delete = request(
+                family,
+                ConntrackMessage::Delete(vec![ConntrackAttribute::CtaTupleOrig(orig.clone())]),
+                NLM_F_REQUEST | NLM_F_ACK,
+            );
+            match exchange(socket, &delete) {
+                Ok(_) => cleared += 1,
+                // Gone meanwhile (timed out, or deleted by another call).
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(cleared)
+}
