@@ -331,11 +331,18 @@ fn confine(
     }
     // A call that forwards host ports (an ADD of a module that imports
     // `port-mapping`) reads the node's listening sockets now, before
-    // Landlock, and gets its one conntrack socket (the seccomp filter
-    // allows rtnetlink sockets only); no other call either.
+    // Landlock.
     if netfilter {
         crate::kernel::listeners::snapshot_now();
-        crate::kernel::conntrack::open_now();
+    }
+    // An interface plugin's ADD appends its masquerade rules over netlink
+    // (and a `portmap` ADD clears conntrack entries), its DEL removes its
+    // rules so: its one netfilter socket, opened now since the seccomp
+    // filter allows rtnetlink only. CHECK, GC and STATUS run `nft`.
+    if role == crate::runtime::linker::Role::Interface
+        && matches!(command, Command::Add | Command::Del)
+    {
+        crate::kernel::nfnetlink::open_now();
     }
     crate::fs_access::restrict(paths, Stage::Running).map_err(CniError::host)?;
     // Programs are started by a thread born before the filter, so they do

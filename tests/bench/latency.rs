@@ -186,37 +186,59 @@ fn main() {
     if tool.is_some() {
         modes.push("cnitool");
     }
+    // The two alternate call by call (which goes first alternates too),
+    // so a noisy VM's drift hits both; the ratio is taken pair by pair.
+    let mut ratios: Vec<(&str, f64, f64)> = Vec::new();
     for mode in modes {
-        for (i, imp) in impls.iter().enumerate() {
-            let (mut adds, mut dels) = (Vec::new(), Vec::new());
-            for (n, ns) in netns[i].iter().enumerate().take(rounds) {
-                let (add, del) = match mode {
-                    "direct" => {
-                        let id = format!("bench-{n}");
-                        (
-                            run.direct(imp, "ADD", &id, ns),
-                            run.direct(imp, "DEL", &id, ns),
-                        )
-                    }
-                    _ => {
-                        let t = tool.as_deref().unwrap();
-                        (
-                            run.cnitool(t, conf_dir.path(), imp, "ADD", ns),
-                            run.cnitool(t, conf_dir.path(), imp, "DEL", ns),
-                        )
-                    }
-                };
-                adds.push(timed(add, &imp.config));
-                dels.push(timed(del, &imp.config));
+        let call = |i: usize, op: &str, n: usize| {
+            let (imp, ns) = (&impls[i], &netns[i][n]);
+            let c = match mode {
+                "direct" => run.direct(imp, op, &format!("bench-{n}"), ns),
+                _ => run.cnitool(tool.as_deref().unwrap(), conf_dir.path(), imp, op, ns),
+            };
+            timed(c, &imp.config)
+        };
+        let mut adds = [Vec::new(), Vec::new()];
+        let mut dels = [Vec::new(), Vec::new()];
+        for n in 0..rounds {
+            let order = if n % 2 == 0 { [0, 1] } else { [1, 0] };
+            for i in order {
+                adds[i].push(call(i, "ADD", n));
             }
+            for i in order {
+                dels[i].push(call(i, "DEL", n));
+            }
+        }
+        let pairwise = |a: &[Duration], b: &[Duration]| {
+            let mut r: Vec<f64> = a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| x.as_secs_f64() / y.as_secs_f64())
+                .collect();
+            r.sort_by(f64::total_cmp);
+            r[r.len() / 2]
+        };
+        ratios.push((
+            mode,
+            pairwise(&adds[0], &adds[1]),
+            pairwise(&dels[0], &dels[1]),
+        ));
+        for (i, imp) in impls.iter().enumerate() {
             println!(
                 "{:<9} {:<10} {}   {}",
                 mode,
                 imp.label,
-                summary(adds),
-                summary(dels)
+                summary(adds[i].clone()),
+                summary(dels[i].clone())
             );
         }
+    }
+    println!(
+        "
+wasm-cni/reference, median of the pairs' ratios:"
+    );
+    for (mode, add, del) in ratios {
+        println!("{mode:<9} ADD {add:5.2}   DEL {del:5.2}");
     }
 
     println!("\n{parallel} containers at once (direct), wall time, ms:");

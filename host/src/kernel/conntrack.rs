@@ -14,9 +14,8 @@
 //! mapping's), and best effort, as the reference: a failure is logged, not
 //! the call's.
 //!
-//! The call's seccomp filter allows no netfilter socket (one could change
-//! any nftables table on the node): a call that may forward ports opens
-//! its socket before the filter goes on ([`open_now`]), and uses that.
+//! The call's seccomp filter allows no netfilter socket: the call's one
+//! is opened before it (`nfnetlink::open_now`).
 
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
@@ -27,28 +26,9 @@ use netlink_packet_netfilter::conntrack::{
 use netlink_packet_netfilter::{
     NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
 };
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
+use netlink_sys::Socket;
 use std::io;
 use std::net::IpAddr;
-use std::sync::Mutex;
-
-/// The socket opened before confinement, if any.
-static SOCKET: Mutex<Option<Socket>> = Mutex::new(None);
-
-fn open() -> io::Result<Socket> {
-    let mut socket = Socket::new(NETLINK_NETFILTER)?;
-    socket.bind_auto()?;
-    socket.connect(&SocketAddr::new(0, 0))?;
-    Ok(socket)
-}
-
-/// Open the call's conntrack socket now, before the seccomp filter; a
-/// failure shows when it is used.
-pub fn open_now() {
-    if let Ok(s) = open() {
-        *SOCKET.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
-    }
-}
 
 fn request(family: NetfilterProtoFamily, msg: ConntrackMessage, flags: u16) -> Vec<u8> {
     let mut header = NetlinkHeader::default();
@@ -135,11 +115,10 @@ pub fn clear_udp(targets: &[(IpAddr, u16)]) -> io::Result<usize> {
     if targets.is_empty() {
         return Ok(0);
     }
-    let mut kept = SOCKET.lock().unwrap_or_else(|e| e.into_inner());
-    let socket = match kept.as_ref() {
-        Some(s) => s,
-        None => &*kept.insert(open()?),
-    };
+    super::nfnetlink::with_socket(|socket| clear_with(socket, targets))
+}
+
+fn clear_with(socket: &Socket, targets: &[(IpAddr, u16)]) -> io::Result<usize> {
     let mut cleared = 0;
     for family in [NetfilterProtoFamily::IPv4, NetfilterProtoFamily::IPv6] {
         let dump = request(

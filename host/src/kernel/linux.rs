@@ -283,7 +283,9 @@ impl Kernel for Linux {
 
     fn unmap_ports<'a>(&'a self, owner: &'a str, deadline: Instant) -> KFuture<'a, usize> {
         let owner = owner.to_string();
-        Box::pin(blocking(move || hostport::unmap(&owner, true, deadline)))
+        Box::pin(blocking(move || {
+            hostport::unmap(&owner, hostport::Masquerades::Hairpin, deadline)
+        }))
     }
 
     fn loopback_ports(&self, deadline: Instant) -> KFuture<'_, Vec<(String, IpAddr)>> {

@@ -16,6 +16,7 @@ pub mod linux;
 pub mod listeners;
 pub mod netlink;
 pub mod netns;
+pub mod nfnetlink;
 pub mod nft;
 pub mod reference;
 pub mod resolv_conf;

@@ -70,6 +70,16 @@ pub fn masquerade(
     locks: Option<&Path>,
 ) -> io::Result<bool> {
     let _shared = TableLock::take(locks, false, deadline);
+    if super::nfnetlink::available() {
+        // The messages themselves: no `nft` process on the ADD path.
+        return match super::nfnetlink::masquerade(comment, addrs, false) {
+            Ok(()) => Ok(false),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                super::nfnetlink::masquerade(comment, addrs, true).map(|()| true)
+            }
+            Err(e) => Err(io::Error::new(e.kind(), format!("nf_tables: {e}"))),
+        };
+    }
     let rules: Vec<NfListObject> = addrs
         .iter()
         .map(|a| NfListObject::Rule(masquerade_rule(a, comment)))
@@ -350,24 +360,55 @@ pub fn masqueraded(comment: &str, deadline: Instant) -> io::Result<Vec<IpNetwork
 /// Remove this attachment's rules (masquerade, spoof check, host ports);
 /// how many there were.
 pub fn remove(comment: &str, deadline: Instant) -> io::Result<usize> {
-    // Side by side: every DEL does this, and each is an `nft` process or
-    // two. The host ports' removal leaves the postrouting rules to this one.
+    if let Some(removed) = remove_over_netlink(comment)? {
+        return Ok(removed);
+    }
+    // The two tables side by side: every DEL does this, and each is an
+    // `nft` listing and a transaction.
+    use super::hostport::Masquerades;
     std::thread::scope(|s| {
         let spoof = s.spawn(|| super::spoof_check::remove(comment, deadline));
-        let ports = s.spawn(|| super::hostport::unmap(comment, false, deadline));
-        let handles: Vec<u32> = owned_rules(comment, deadline)?
-            .into_iter()
-            .map(|(handle, _)| handle)
-            .collect();
-        delete_rules(NfFamily::INet, TABLE, CHAIN, &handles, deadline)?;
+        let inet = super::hostport::unmap(comment, Masquerades::All, deadline)?;
         let spoof = spoof
             .join()
             .map_err(|_| io::Error::other("removing spoof checks panicked"))??;
-        let ports = ports
-            .join()
-            .map_err(|_| io::Error::other("removing host ports panicked"))??;
-        Ok(handles.len() + spoof + ports)
+        Ok(inet + spoof)
     })
+}
+
+/// [`remove`] without `nft`: one dump and one batch per table, for an
+/// attachment with no host ports (its map elements are found through
+/// what `nft` reads back). `None`: `nft` has to do it (no netlink socket,
+/// a rule the listing could not read, host ports).
+fn remove_over_netlink(comment: &str) -> io::Result<Option<usize>> {
+    use super::nfnetlink::{ListedRule, delete_rules, rules};
+    use netlink_packet_netfilter::NetfilterProtoFamily as Family;
+    if !super::nfnetlink::available() {
+        return Ok(None);
+    }
+    let listed = |family| match rules(family, TABLE) {
+        Ok(r) => Some(r.unwrap_or_default()),
+        Err(e) => {
+            crate::log::debug(&format!("listing wasm-cni's rules over netlink: {e}"));
+            None
+        }
+    };
+    let (Some(inet), Some(bridge)) = (listed(Family::Inet), listed(Family::Bridge)) else {
+        return Ok(None);
+    };
+    let ports = super::hostport::chain_name(comment);
+    if inet.iter().any(|r| r.chain == ports) {
+        return Ok(None);
+    }
+    fn marked<'a>(all: &'a [ListedRule], comment: &str) -> Vec<&'a ListedRule> {
+        all.iter()
+            .filter(|r| r.comment.as_deref() == Some(comment))
+            .collect()
+    }
+    let (inet_mine, bridge_mine) = (marked(&inet, comment), marked(&bridge, comment));
+    delete_rules(Family::Inet, TABLE, &inet_mine)?;
+    delete_rules(Family::Bridge, TABLE, &bridge_mine)?;
+    Ok(Some(inet_mine.len() + bridge_mine.len()))
 }
 
 /// Remove every rule of `network` whose comment is not in `keep` (the
@@ -376,15 +417,9 @@ pub fn remove(comment: &str, deadline: Instant) -> io::Result<usize> {
 /// told apart by network and stay.
 pub fn retain(network: &str, keep: &[String], deadline: Instant) -> io::Result<usize> {
     let prefix = network_prefix(network);
-    let stale: Vec<u32> = all_rules(deadline)?
-        .into_iter()
-        .filter(|(c, ..)| c.starts_with(&prefix) && !keep.contains(c))
-        .map(|(_, handle, _)| handle)
-        .collect();
-    delete_rules(NfFamily::INet, TABLE, CHAIN, &stale, deadline)?;
+    let inet = super::hostport::retain(&prefix, keep, deadline)?;
     let spoof = super::spoof_check::retain(&prefix, keep, deadline)?;
-    let ports = super::hostport::retain(&prefix, keep, deadline)?;
-    Ok(stale.len() + spoof + ports)
+    Ok(inet + spoof)
 }
 
 fn family_name(family: NfFamily) -> io::Result<&'static str> {

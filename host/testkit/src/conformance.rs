@@ -526,13 +526,25 @@ pub async fn run(k: &dyn Kernel) -> Report {
         k.masqueraded(&owner, far()).await.ok(),
         Some(vec![addr]),
     );
+    // An IPv6 one reads back as written (however it was sent).
+    let six: ipnetwork::IpNetwork = "fd99::2/64".parse().unwrap();
+    r.check(
+        "an IPv6 masquerade",
+        k.masquerade(&other, &[six], far()).await.ok(),
+        Some(false),
+    );
+    r.check(
+        "its rules, both families",
+        k.masqueraded(&other, far()).await.ok(),
+        Some(vec!["10.99.0.3/24".parse().unwrap(), six]),
+    );
     host_ports(&mut r, k, &owner, &other).await;
     r.check(
-        "GC keeps the valid",
+        "GC keeps the valid (the other's two go)",
         k.retain_rules(NETWORK, std::slice::from_ref(&owner), far())
             .await
             .ok(),
-        Some(1),
+        Some(2),
     );
     r.check(
         "a table in use stays",

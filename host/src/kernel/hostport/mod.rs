@@ -235,29 +235,42 @@ fn held(pm: &str, fwd: &Forward, deadline: Instant) -> io::Error {
     io::Error::new(io::ErrorKind::AlreadyExists, why)
 }
 
-/// Remove the host ports of the attachment marked `owner` (with their
-/// hairpin masquerade if `with_masquerade`: a DEL's masquerade removal
-/// takes it anyway); how many mappings there were.
-pub fn unmap(owner: &str, with_masquerade: bool, deadline: Instant) -> io::Result<usize> {
+/// Which of an attachment's postrouting rules go with its host ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Masquerades {
+    /// Only the host ports' hairpin masquerade (a failed `portmap` ADD:
+    /// the bridge's masquerade of the attachment stays).
+    Hairpin,
+    /// Every rule of the attachment (its DEL): one listing and one
+    /// transaction for the whole table.
+    All,
+}
+
+/// Remove the host ports of the attachment marked `owner` and its
+/// postrouting rules as `which` says; how many mappings and rules went.
+pub fn unmap(owner: &str, which: Masquerades, deadline: Instant) -> io::Result<usize> {
     let Some(objects) = listed::table(deadline)? else {
         return Ok(0);
     };
     let pm = chain_name(owner);
-    let count = listed::mappings_in(&objects, &pm).len();
+    let mut count = listed::mappings_in(&objects, &pm).len();
     let mut commands = listed::removal(&objects, &pm);
-    if with_masquerade {
-        for r in listed::rules_of(&objects, rules::POSTROUTING)
-            .filter(|r| r["comment"].as_str() == Some(owner) && listed::is_hairpin_masquerade(r))
-        {
-            commands.push(json!({"delete": {"rule": {"family": "inet",
-                "table": crate::kernel::nft::TABLE, "chain": rules::POSTROUTING,
-                "handle": r["handle"]}}}));
-        }
+    for r in listed::rules_of(&objects, rules::POSTROUTING).filter(|r| {
+        r["comment"].as_str() == Some(owner)
+            && (which == Masquerades::All || listed::is_hairpin_masquerade(r))
+    }) {
+        commands.push(delete_rule(r));
+        count += 1;
     }
     if !commands.is_empty() {
         submit(commands, deadline)?;
     }
     Ok(count)
+}
+
+fn delete_rule(r: &Value) -> Value {
+    json!({"delete": {"rule": {"family": "inet", "table": crate::kernel::nft::TABLE,
+        "chain": r["chain"], "handle": r["handle"]}}})
 }
 
 /// The attachments' chains: (chain, the mark on its rules).
@@ -273,29 +286,37 @@ fn attachment_chains(objects: &[Value]) -> Vec<(&str, &str)> {
         .collect()
 }
 
-/// Remove the host ports of the attachments whose chains' rules are
-/// marked with `prefix` (a network's) but not with any of `keep`: GC. The
-/// masquerade rules go with `nft::retain`. How many mappings went.
+/// Remove the host ports and postrouting rules of the attachments marked
+/// with `prefix` (a network's) but not with any of `keep`: GC, in one
+/// listing and one transaction. How many mappings and rules went.
 pub fn retain(prefix: &str, keep: &[String], deadline: Instant) -> io::Result<usize> {
     let Some(objects) = listed::table(deadline)? else {
         return Ok(0);
     };
-    let stale: Vec<&str> = attachment_chains(&objects)
+    let stale = |owner: &str| owner.starts_with(prefix) && !keep.iter().any(|k| k == owner);
+    let chains: Vec<&str> = attachment_chains(&objects)
         .into_iter()
-        .filter(|(_, owner)| owner.starts_with(prefix) && !keep.iter().any(|k| k == owner))
+        .filter(|(_, owner)| stale(owner))
         .map(|(pm, _)| pm)
         .collect();
-    let commands: Vec<Value> = stale
+    let mut commands: Vec<Value> = chains
         .iter()
         .flat_map(|pm| listed::removal(&objects, pm))
         .collect();
+    let mut count: usize = chains
+        .iter()
+        .map(|pm| listed::mappings_in(&objects, pm).len())
+        .sum();
+    for r in listed::rules_of(&objects, rules::POSTROUTING)
+        .filter(|r| r["comment"].as_str().is_some_and(stale))
+    {
+        commands.push(delete_rule(r));
+        count += 1;
+    }
     if !commands.is_empty() {
         submit(commands, deadline)?;
     }
-    Ok(stale
-        .iter()
-        .map(|pm| listed::mappings_in(&objects, pm).len())
-        .sum())
+    Ok(count)
 }
 
 /// Whether the table holds anything of an attachment: a rule with a mark,
