@@ -400,12 +400,14 @@ fn remove_over_netlink(comment: &str) -> io::Result<Option<usize>> {
     if inet.iter().any(|r| r.chain == ports) {
         return Ok(None);
     }
-    fn marked<'a>(all: &'a [ListedRule], comment: &str) -> Vec<&'a ListedRule> {
+    // In the chains `nft` would look in, as it would.
+    fn marked<'a>(all: &'a [ListedRule], chain: &str, comment: &str) -> Vec<&'a ListedRule> {
         all.iter()
-            .filter(|r| r.comment.as_deref() == Some(comment))
+            .filter(|r| r.chain == chain && r.comment.as_deref() == Some(comment))
             .collect()
     }
-    let (inet_mine, bridge_mine) = (marked(&inet, comment), marked(&bridge, comment));
+    let inet_mine = marked(&inet, CHAIN, comment);
+    let bridge_mine = marked(&bridge, super::spoof_check::CHAIN, comment);
     delete_rules(Family::Inet, TABLE, &inet_mine)?;
     delete_rules(Family::Bridge, TABLE, &bridge_mine)?;
     Ok(Some(inet_mine.len() + bridge_mine.len()))
