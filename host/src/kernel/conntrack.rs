@@ -17,38 +17,24 @@
 //! The call's seccomp filter allows no netfilter socket: the call's one
 //! is opened before it (`nfnetlink::open_now`).
 
-use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
-};
+use netlink_packet_core::{NLM_F_ACK, NLM_F_DUMP, NetlinkMessage, NetlinkPayload};
 use netlink_packet_netfilter::conntrack::{
     ConntrackAttribute, ConntrackMessage, IPTuple, ProtoTuple, Protocol, Tuple,
 };
-use netlink_packet_netfilter::{
-    NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
-};
+use netlink_packet_netfilter::{NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily};
 use netlink_sys::Socket;
 use std::io;
 use std::net::IpAddr;
 
-fn request(family: NetfilterProtoFamily, msg: ConntrackMessage, flags: u16) -> Vec<u8> {
-    let mut header = NetlinkHeader::default();
-    header.flags = flags;
-    let mut packet = NetlinkMessage::new(
-        header,
-        NetlinkPayload::from(NetfilterMessage::new(
-            NetfilterHeader::new(family, 0, 0),
-            msg,
-        )),
-    );
-    packet.finalize();
-    let mut buf = vec![0; packet.buffer_len()];
-    packet.serialize(&mut buf);
-    buf
+/// A ctnetlink request and its sequence number.
+fn request(family: NetfilterProtoFamily, msg: ConntrackMessage, flags: u16) -> (Vec<u8>, u32) {
+    let seq = super::nfnetlink::next_sequence();
+    (super::nfnetlink::message(family, 0, msg, flags, seq), seq)
 }
 
 /// Every message the kernel sends for one request, until DONE (a dump) or
 /// the ACK; a netlink error is returned as one.
-fn exchange(socket: &Socket, buf: &[u8]) -> io::Result<Vec<ConntrackMessage>> {
+fn exchange(socket: &Socket, (buf, seq): &(Vec<u8>, u32)) -> io::Result<Vec<ConntrackMessage>> {
     socket.send(buf, 0)?;
     let mut out = Vec::new();
     let mut rx = vec![0u8; 65536];
@@ -59,6 +45,11 @@ fn exchange(socket: &Socket, buf: &[u8]) -> io::Result<Vec<ConntrackMessage>> {
             let msg = NetlinkMessage::<NetfilterMessage>::deserialize(&rx[offset..size])
                 .map_err(|e| io::Error::other(format!("ctnetlink: {e}")))?;
             let len = msg.header.length as usize;
+            // An answer to an earlier request on the shared socket.
+            if msg.header.sequence_number != *seq {
+                offset += len.max(1);
+                continue;
+            }
             match msg.payload {
                 NetlinkPayload::Done(_) => return Ok(out),
                 NetlinkPayload::Error(e) => {
@@ -121,11 +112,7 @@ pub fn clear_udp(targets: &[(IpAddr, u16)]) -> io::Result<usize> {
 fn clear_with(socket: &Socket, targets: &[(IpAddr, u16)]) -> io::Result<usize> {
     let mut cleared = 0;
     for family in [NetfilterProtoFamily::IPv4, NetfilterProtoFamily::IPv6] {
-        let dump = request(
-            family,
-            ConntrackMessage::Get(vec![]),
-            NLM_F_REQUEST | NLM_F_DUMP,
-        );
+        let dump = request(family, ConntrackMessage::Get(vec![]), NLM_F_DUMP);
         for entry in exchange(socket, &dump)? {
             let ConntrackMessage::New(attrs) = entry else {
                 continue;
@@ -142,7 +129,7 @@ fn clear_with(socket: &Socket, targets: &[(IpAddr, u16)]) -> io::Result<usize> {
             let delete = request(
                 family,
                 ConntrackMessage::Delete(vec![ConntrackAttribute::CtaTupleOrig(orig.clone())]),
-                NLM_F_REQUEST | NLM_F_ACK,
+                NLM_F_ACK,
             );
             match exchange(socket, &delete) {
                 Ok(_) => cleared += 1,

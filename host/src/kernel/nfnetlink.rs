@@ -99,7 +99,8 @@ pub fn with_socket<T>(f: impl FnOnce(&Socket) -> io::Result<T>) -> io::Result<T>
     f(socket)
 }
 
-fn message(
+/// One nfnetlink request, serialized.
+pub(super) fn message(
     family: NetfilterProtoFamily,
     res_id: u16,
     inner: impl Into<netlink_packet_netfilter::NetfilterMessageInner>,
@@ -334,8 +335,14 @@ struct Answers {
     seqs: std::ops::RangeInclusive<u32>,
 }
 
-/// Sequence numbers, unique in the process.
+/// Sequence numbers, unique in the process (one socket serves every
+/// netfilter request: an answer is told from a stale one by its number).
 static SEQUENCE: AtomicU32 = AtomicU32::new(1);
+
+/// A fresh sequence number.
+pub(super) fn next_sequence() -> u32 {
+    SEQUENCE.fetch_add(1, Ordering::Relaxed)
+}
 
 /// Send one batch and read an answer to each message that asked for one
 /// (an aborted batch answers them all too): the first error, as the
