@@ -281,6 +281,30 @@ fn a_computing_guest_is_stopped_at_the_deadline_on_native_code_too() {
     );
 }
 
+/// `wasm-cni compile bridge host-local` in the sandbox.
+fn compile_both(sb: &Sandbox) -> Command {
+    let inst = wasm_cni_tests::install();
+    let bin = inst.bin.join("wasm-cni");
+    let mut c = sb.command(&[bin.to_str().unwrap(), "compile", "bridge", "host-local"]);
+    c.env("WASM_CNI_MODULE_PATH", &inst.wasm)
+        .env("WASM_CNI_POLICY", &inst.policy);
+    c
+}
+
+/// How many compiled artifacts the sandbox's cache holds.
+fn artifacts(sb: &Sandbox) -> usize {
+    std::fs::read_dir(sb.cache_dir())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "cwasm")
+        })
+        .count()
+}
+
 #[test]
 fn compile_fills_the_cache_for_both_engines_and_calls_then_never_compile() {
     let Some(mut sb) = Sandbox::for_test("precompile") else {
@@ -288,9 +312,7 @@ fn compile_fills_the_cache_for_both_engines_and_calls_then_never_compile() {
     };
     let inst = wasm_cni_tests::install();
     let bin = inst.bin.join("wasm-cni");
-    let mut c = sb.command(&[bin.to_str().unwrap(), "compile", "bridge", "host-local"]);
-    c.env("WASM_CNI_MODULE_PATH", &inst.wasm)
-        .env("WASM_CNI_POLICY", &inst.policy);
+    let mut c = compile_both(&sb);
     let out = c.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -308,17 +330,7 @@ fn compile_fills_the_cache_for_both_engines_and_calls_then_never_compile() {
             );
         }
     }
-    let artifacts = std::fs::read_dir(sb.cache_dir())
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == "cwasm")
-        })
-        .count();
-    assert_eq!(artifacts, 4, "two modules, two engines");
+    assert_eq!(artifacts(&sb), 4, "two modules, two engines");
     // Again: nothing left to compile.
     let again = c.output().unwrap();
     assert_eq!(
@@ -367,4 +379,66 @@ fn compile_fills_the_cache_for_both_engines_and_calls_then_never_compile() {
     let out = c.output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("no module \"nonesuch\""));
+}
+
+/// systemd's `ExecStartPre=wasm-cni compile` under
+/// `MemoryDenyWriteExecute=yes` (README, "Hardening"): native code cannot
+/// be loaded there, so compile fills the interpreter's cache, says it
+/// skipped native code, and succeeds; the calls of that unit then compile
+/// nothing.
+#[test]
+fn compile_succeeds_where_memory_may_not_become_executable() {
+    type Wrap = fn(Command) -> Command;
+    let mut wraps: Vec<(&str, Wrap)> = vec![("seccomp W^X filter", under_systemd_filter)];
+    if kernel_has_mdwe() {
+        wraps.push(("MDWE", under_mdwe));
+    } else {
+        eprintln!("SKIPPED the MDWE half: kernel has no PR_SET_MDWE (6.3+)");
+    }
+    for (what, wrap) in wraps {
+        let Some(mut sb) = Sandbox::for_test("mdwe_compile") else {
+            return;
+        };
+        let out = wrap(compile_both(&sb)).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{what}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("native engine: skipped"),
+            "{what}: {stdout}"
+        );
+        for m in ["bridge: ", "host-local: "] {
+            assert!(
+                stdout
+                    .lines()
+                    .any(|l| l.starts_with(m) && l.ends_with("interpreter: compiled")),
+                "{what}: {m}: {stdout}"
+            );
+        }
+        assert_eq!(artifacts(&sb), 2, "{what}: the interpreter's two");
+        let c1 = sb.container("c1");
+        for cmd in ["ADD", "DEL"] {
+            let c = sb.cni_command(
+                "bridge",
+                cmd,
+                "c1",
+                Some(&c1),
+                "eth0",
+                &[("WASM_CNI_LOG", "debug")],
+            );
+            let out = run_with_stdin(wrap(c), CLASSIC);
+            out.ok();
+            assert_eq!(
+                out.stderr.matches("cache Hit").count(),
+                2,
+                "{what}: {}",
+                out.stderr
+            );
+            assert!(!out.stderr.contains("Compiled"), "{what}: {}", out.stderr);
+        }
+        assert!(sb.host_veths().is_empty());
+    }
 }

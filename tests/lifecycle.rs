@@ -79,9 +79,19 @@ fn status_is_50_only_when_every_range_set_is_full() {
     };
     // A /30 hands out one address (.2): .1 is the gateway.
     let tiny = config("1.1.0", "tiny", "tinybr", "10.72.0.0/30");
+    // An interface plugin that does not ask its IPAM (the SDK's default
+    // STATUS, as `misbehave` has): the runtime asks it.
+    let mut lazy = tiny.clone();
+    lazy["type"] = json!("misbehave");
     network_call(&sb, "bridge", "STATUS", &tiny).ok();
+    network_call(&sb, "misbehave", "STATUS", &lazy).ok();
     add(&mut sb, "c1", &tiny);
     let e = network_call(&sb, "bridge", "STATUS", &tiny).err(50);
+    assert!(
+        e["msg"].as_str().unwrap().contains("10.72.0.1-10.72.0.2"),
+        "{e}"
+    );
+    let e = network_call(&sb, "misbehave", "STATUS", &lazy).err(50);
     assert!(
         e["msg"].as_str().unwrap().contains("10.72.0.1-10.72.0.2"),
         "{e}"
@@ -319,4 +329,68 @@ fn status_counts_a_native_ipam_older_than_1_1_as_ready() {
         )
         .ok();
     }
+}
+
+/// GC runs both halves (the bridge's stale rules, then IPAM) even when the
+/// first fails, and reports their errors together.
+#[test]
+fn gc_reports_the_errors_of_rules_and_ipam_together() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(mut sb) = Sandbox::for_test("gc_errors_together") else {
+        return;
+    };
+    sb.use_policy(json!({"version": 1, "ipamPlugins": ["fake-ipam"],
+        "landlock": {"execute": ["/usr/bin", "/bin"], "readWrite": ["/tmp"]}}));
+    let dir = tempfile::tempdir().unwrap();
+    let asked = dir.path().join("asked");
+    let script = |name: &str, text: String| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    };
+    script(
+        "fake-ipam",
+        format!(
+            r#"#!/bin/sh
+cat >/dev/null
+case "$CNI_COMMAND" in
+VERSION) echo '{{"cniVersion":"1.1.0","supportedVersions":["1.1.0"]}}' ;;
+GC) echo gc > {}; echo '{{"cniVersion":"1.1.0","code":11,"msg":"ipam store unreadable"}}'; exit 1 ;;
+*) echo '{{"code":4,"msg":"unexpected"}}'; exit 1 ;;
+esac
+"#,
+            asked.display()
+        ),
+    );
+    // An nft that cannot list: removing stale rules fails first.
+    let nft = script(
+        "nft",
+        "#!/bin/sh\necho 'nft: ruleset unreadable' >&2\nexit 1\n".to_string(),
+    );
+    let path = format!(
+        "{}:{}",
+        dir.path().display(),
+        wasm_cni_tests::install().bin.display()
+    );
+    let cfg = json!({"cniVersion": "1.1.0", "name": "gcerr", "type": "bridge", "bridge": "gcbr",
+        "ipMasq": true, "ipam": {"type": "fake-ipam"}, "cni.dev/valid-attachments": []})
+    .to_string();
+    let out = sb.cni_env(
+        "bridge",
+        "GC",
+        "",
+        None,
+        "",
+        &cfg,
+        &[
+            ("CNI_PATH", path.as_str()),
+            ("WASM_CNI_NFT", nft.to_str().unwrap()),
+        ],
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    let msg = out.json()["msg"].as_str().unwrap().to_string();
+    assert!(msg.contains("remove stale rules"), "{msg}");
+    assert!(msg.contains("ipam store unreadable"), "{msg}");
+    assert!(asked.exists(), "IPAM's GC ran after the rules failed");
 }

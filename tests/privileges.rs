@@ -559,3 +559,65 @@ fn a_bare_nft_name_is_found_in_path() {
         .ok();
     assert_eq!(sb.masquerade_rules(), 0);
 }
+
+/// containerd passes `CNI_NETNS` as `/proc/<pid>/ns/net` of the sandbox's
+/// pause process, which runs as another user: opening it needs
+/// ptrace-level access (`CAP_SYS_PTRACE` across users), which the host
+/// drops. It is opened first, so ADD and DEL work through such a path.
+#[test]
+fn a_netns_given_as_another_users_process_is_opened_before_privileges_drop() {
+    let Some(mut sb) = Sandbox::for_test("proc_netns") else {
+        return;
+    };
+    let c1 = sb.container("c1");
+    let mut pause = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", c1.display()))
+        .args([
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sleep",
+            "60",
+        ])
+        .spawn()
+        .unwrap();
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let pid = pause.id();
+    // Wait until the process is in the container's namespace as nobody.
+    let netns = std::path::PathBuf::from(format!("/proc/{pid}/ns/net"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    use std::os::unix::fs::MetadataExt;
+    let ino = |p: &Path| std::fs::metadata(p).map(|m| m.ino()).ok();
+    while ino(&netns) != ino(&c1)
+        || !std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.contains("65534"))
+    {
+        assert!(Instant::now() < deadline, "the pause process never started");
+        assert!(
+            pause.try_wait().unwrap().is_none(),
+            "the pause process died"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pause = Reap(pause);
+    let r = sb
+        .cni("bridge", "ADD", "c1", Some(&netns), "eth0", &classic())
+        .ok()
+        .json();
+    assert_eq!(r["ips"][0]["address"], "10.244.0.2/16", "{r}");
+    assert!(sb.link("c1", "eth0").is_some(), "eth0 is in the container");
+    sb.cni("bridge", "DEL", "c1", Some(&netns), "eth0", &classic())
+        .ok();
+    assert!(sb.link("c1", "eth0").is_none());
+    assert!(sb.host_veths().is_empty());
+    drop(pause);
+}

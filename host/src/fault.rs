@@ -2,7 +2,9 @@
 //! fail a call at a point inside a capability, after its kernel call, so
 //! tests can show that the failure still ends in a rollback; whoever sets
 //! a runtime's environment can fail calls anyway. The points are
-//! `link.create-veth` and `address.add`.
+//! `link.create-veth` and `address.add`; panics also at `netns.helper` (on
+//! the thread that works in the container's namespace) and
+//! `add.after-guest` (the host's work once the guest has answered).
 //!
 //! - `WASM_CNI_TEST_PANIC=<point>`: the host panics there (a bug; code 102).
 //! - `WASM_CNI_TEST_SYSCALL=<point>`: the host makes a system call that is

@@ -39,7 +39,13 @@ pub fn invoke_on(argv0: &str, vars: &HashMap<String, String>, stdin: &[u8], node
     if node.simulated().is_some() {
         crate::log::without_files();
     }
-    match run(argv0, vars, stdin, &mut cni_version, node) {
+    let mut outcome = run(argv0, vars, stdin, &mut cni_version, node);
+    // A panic on a thread the call started is a host bug whatever the call
+    // made of it (the interface call has already rolled back for it).
+    if let Some(bug) = crate::bug::take() {
+        outcome = Err(CniError::host(format!("wasm-cni failed: {bug}")));
+    }
+    match outcome {
         Ok(stdout) => {
             crate::audit::finish(0, "");
             Output {

@@ -2,6 +2,7 @@
 //! and whose network policy lives in sandboxed WebAssembly components.
 
 pub mod audit;
+pub mod bug;
 pub mod caps;
 pub mod cni;
 pub mod contract;

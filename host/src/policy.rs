@@ -778,6 +778,23 @@ mod tests {
     }
 
     #[test]
+    fn a_policy_another_user_owns_fails_closed() {
+        // As root only: giving a file away needs CAP_CHOWN.
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("SKIPPED a_policy_another_user_owns_fails_closed: not root");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let p = write_policy(tmp.path(), r#"{"version":1}"#, 0o644);
+        assert!(load(&p).is_ok(), "root's own file is the control");
+        std::os::unix::fs::chown(&p, Some(65534), None).unwrap();
+        let e = load(&p).unwrap_err();
+        assert_eq!(e.code, 7);
+        assert!(e.msg.contains("owned by uid 65534"), "{e}");
+        assert!(e.msg.contains(p.to_str().unwrap()), "names the file: {e}");
+    }
+
+    #[test]
     fn data_dirs_must_lie_in_a_store_root() {
         let pol = Policy::default();
         let loc = |d: Option<&str>, net: &str| pol.store_location(d.map(Path::new), net);

@@ -57,9 +57,8 @@ impl NetCtx {
         }
     }
 
-    /// Every address on the node's links, with the links' names; and the
-    /// highest link index on the node.
-    async fn node_addresses(&self) -> CapResult<(Vec<NodeAddress>, u32)> {
+    /// Every address on the node's links, with the links' names.
+    async fn node_addresses(&self) -> CapResult<Vec<NodeAddress>> {
         let io = |e| CapError::io("addresses in the node's namespace", e);
         let names: HashMap<u32, String> = self
             .kernel
@@ -69,7 +68,6 @@ impl NetCtx {
             .into_iter()
             .map(|l| (l.index, l.name))
             .collect();
-        let newest = names.keys().copied().max().unwrap_or(0);
         let addresses = self
             .kernel
             .addr_list(Ns::Host, None)
@@ -82,7 +80,7 @@ impl NetCtx {
                 address,
             })
             .collect();
-        Ok((addresses, newest))
+        Ok(addresses)
     }
 }
 
@@ -115,7 +113,7 @@ impl address::Host for NetCtx {
         let host_link = self.host_link(ns, &st).await?;
         let mut journaled = false;
         if ns == Ns::Host {
-            let (node, newest) = self.node_addresses().await?;
+            let node = self.node_addresses().await?;
             let routes = self.node_routes().await?;
             self.shared
                 .lock()
@@ -136,7 +134,6 @@ impl address::Host for NetCtx {
                 self.shared.lock().journal.changed(Change::AddressAdded {
                     index: st.index,
                     addr: net,
-                    newest,
                 });
                 journaled = true;
             }

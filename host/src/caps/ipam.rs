@@ -101,6 +101,7 @@ impl ipam_lifecycle::Host for IpamCtx {
     }
 
     async fn status(&mut self) -> wasmtime::Result<Result<(), wit::CniError>> {
+        self.shared.lock().ipam_status_asked = true;
         Ok(self.run(Command::Status).await.map(drop))
     }
 }

@@ -32,6 +32,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub struct CallState {
     pub grant: Grant,
     pub journal: Journal,
+    /// The plugin asked its IPAM for STATUS itself (else the runtime does).
+    pub ipam_status_asked: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -42,6 +44,7 @@ impl Shared {
         Shared(Arc::new(Mutex::new(CallState {
             grant,
             journal: Journal::default(),
+            ipam_status_asked: false,
         })))
     }
 

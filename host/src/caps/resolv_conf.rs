@@ -13,14 +13,22 @@ use std::path::{Path, PathBuf};
 pub struct ResolvConfCtx {
     dirs: Vec<PathBuf>,
     phase: Phase,
-    node: crate::runtime::node::Node,
+    /// Where the node's configuration files are as the call reaches them:
+    /// `None` on the node itself, a directory of its own for a simulated
+    /// node (a path, not the runtime's `Node`: capabilities do not depend
+    /// on the runtime).
+    files_root: Option<PathBuf>,
 }
 
 impl ResolvConfCtx {
-    /// Judged against `dirs`; read on `node` (a simulated node's files are
-    /// beneath a directory of its own).
-    pub fn new(dirs: Vec<PathBuf>, phase: Phase, node: crate::runtime::node::Node) -> Self {
-        ResolvConfCtx { dirs, phase, node }
+    /// Judged against `dirs`; read beneath `files_root` if given (a
+    /// simulated node's files are beneath a directory of its own).
+    pub fn new(dirs: Vec<PathBuf>, phase: Phase, files_root: Option<PathBuf>) -> Self {
+        ResolvConfCtx {
+            dirs,
+            phase,
+            files_root,
+        }
     }
 
     /// The allowed directory `path` lies beneath, and the rest of it.
@@ -51,7 +59,10 @@ impl resolv_conf::Host for ResolvConfCtx {
             ));
         }
         let (dir, rest) = self.locate(&path)?;
-        let dir = self.node.config_dir(&dir);
+        let dir = match &self.files_root {
+            Some(root) => root.join(dir.strip_prefix("/").unwrap_or(&dir)),
+            None => dir,
+        };
         let read =
             tokio::task::spawn_blocking(move || crate::kernel::resolv_conf::read(&dir, &rest))
                 .await

@@ -107,7 +107,7 @@ where
     T: Send + 'static,
 {
     let Some(ns) = ns else {
-        return tokio::task::spawn_blocking(f)
+        return tokio::task::spawn_blocking(move || crate::bug::guard("a blocking task", f))
             .await
             .map_err(|e| io::Error::other(format!("blocking task failed: {e}")))?;
     };
@@ -118,7 +118,12 @@ where
         .spawn(move || {
             let entered = move_into_link_name_space(fd.as_fd(), Some(LinkNameSpaceType::Network))
                 .map_err(io::Error::from);
-            let _ = tx.send(entered.and_then(|()| f()));
+            let _ = tx.send(entered.and_then(|()| {
+                crate::bug::guard("the namespace helper thread", || {
+                    crate::fault::point("netns.helper");
+                    f()
+                })
+            }));
         })?;
     rx.await
         .map_err(|_| io::Error::other("namespace helper thread panicked"))?

@@ -371,7 +371,7 @@ pub fn remove(comment: &str, deadline: Instant) -> io::Result<usize> {
         let inet = super::hostport::unmap(comment, Masquerades::All, deadline)?;
         let spoof = spoof
             .join()
-            .map_err(|_| io::Error::other("removing spoof checks panicked"))??;
+            .map_err(|p| crate::bug::caught("removing spoof checks", &*p))??;
         Ok(inet + spoof)
     })
 }

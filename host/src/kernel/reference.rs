@@ -103,7 +103,7 @@ pub fn remove(
         for h in [v4, v6, nft] {
             removed += h
                 .join()
-                .map_err(|_| io::Error::other("reference cleanup panicked"))??;
+                .map_err(|p| crate::bug::caught("reference cleanup", &*p))??;
         }
         Ok(removed)
     })

@@ -51,7 +51,7 @@ impl EngineKind {
 /// does the same (systemd's `MemoryDenyWriteExecute=` before it used MDWE,
 /// as in Debian 12's systemd 252), which only trying tells.
 pub fn choose(policy: EngineChoice) -> EngineKind {
-    let mdwe = policy != EngineChoice::Interpreter && (mdwe_in_force() || !can_gain_exec());
+    let mdwe = policy != EngineChoice::Interpreter && !native_code_allowed();
     match policy {
         EngineChoice::Interpreter => EngineKind::Interpreter,
         _ if mdwe => {
@@ -64,6 +64,12 @@ pub fn choose(policy: EngineChoice) -> EngineKind {
         }
         EngineChoice::Auto | EngineChoice::Native => EngineKind::Native,
     }
+}
+
+/// Whether native code could be loaded here: neither MDWE nor a filter
+/// refuses memory gaining execute permission.
+pub fn native_code_allowed() -> bool {
+    !mdwe_in_force() && can_gain_exec()
 }
 
 /// Whether this process may not map memory that gains execute permission:

@@ -19,14 +19,6 @@ use wasmtime::component::Linker;
 /// The largest result a plugin may return, as JSON.
 const MAX_RESULT: usize = 1 << 20;
 
-/// A panic's message.
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(no message)".into())
-}
-
 /// A panic anywhere in a guest call (a host call's bug, a netlink task)
 /// becomes a code-102 error here, where the call can still be undone.
 pub(super) async fn contained(
@@ -37,7 +29,7 @@ pub(super) async fn contained(
         Ok(outcome) => outcome,
         Err(p) => Err(CniError::host(format!(
             "wasm-cni failed while running {name}: {}",
-            panic_message(&*p)
+            crate::bug::message(&*p)
         ))),
     }
 }

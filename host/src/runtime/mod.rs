@@ -31,9 +31,11 @@ use crate::policy::{Policy, StoreLocation};
 use crate::undo::{NetworkLock, Rollback};
 use cache::Cache;
 use engine::EngineKind;
+use futures::FutureExt;
 use linker::{Contract, Role};
 use resolve::ModulePath;
 use state::{InterfaceState, IpamState};
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -439,81 +441,115 @@ impl Runtime {
         .await;
         drop(audited);
         drop(store);
-        // Changes the guest started are part of its answer.
-        if let Err(e) = crate::caps::firewall::finish_all(&shared).await {
-            match outcome {
-                Ok(_) => outcome = Err(CniError::plugin(e)),
-                Err(_) => crate::log::error(&e),
-            }
-        }
-        // An attachment's rules go with it, whatever its plugin did: a rule
-        // that outlived its attachment (a spoof check matches a port by
-        // index) could meet a link that comes later.
-        // With time of its own: the guest may have used all of the call's
-        // (a DEL that can never finish its cleanup would fail forever).
-        if command == Command::Del
-            && !shared.lock().journal.rules_removed
-            && let Err(e) = kernel
-                .unmasquerade(
-                    &owner,
-                    std::time::Instant::now() + crate::undo::rollback::FIREWALL_TIME,
-                )
-                .await
-        {
-            let e = format!("remove the rules of {owner:?}: {e}");
-            match outcome {
-                Ok(_) => outcome = Err(CniError::plugin(e)),
-                Err(_) => crate::log::error(&e),
-            }
-        }
-        if let Err(e) = crate::caps::port_mapping::release_route_localnet(
-            &*kernel,
-            &loopback,
-            std::time::Instant::now() + crate::undo::rollback::FIREWALL_TIME,
-        )
-        .await
-        {
-            let e = format!("release route_localnet: {e}");
-            match outcome {
-                Ok(_) => outcome = Err(CniError::plugin(e)),
-                Err(_) => crate::log::error(&e),
-            }
-        }
-        // An attachment's state goes with it (after a DEL), or with its
-        // validity (GC: only when the runtime named the valid attachments;
-        // a config without the key, and any config may take the network's
-        // name, removes nothing).
-        let gone = match command {
-            Command::Del if outcome.is_ok() => Some(RemoveWhich::One(state_file.clone())),
-            Command::Gc if outcome.is_ok() && call.conf.valid_attachments_named => {
-                Some(RemoveWhich::AllBut(
-                    call.conf
-                        .valid_attachments
-                        .iter()
-                        .map(|a| attachment_state::attachment_tag(&a.container_id, &a.ifname))
-                        .collect(),
-                ))
-            }
-            _ => None,
-        };
-        if let Some(gone) = gone.filter(|_| module.uses_attachment_state)
-            && let Err(e) = attachment_state::retain(&states, gone).await
-        {
-            outcome = Err(CniError::plugin(e));
-        }
-        // A spoof check names its port by index: an ADD must not answer
-        // with the port gone (deleted by the guest after the check), or the
-        // rule would wait for whatever link takes the index next.
-        if command == Command::Add && outcome.is_ok() {
-            let checked = shared.lock().journal.spoof_checked.clone();
-            for index in checked {
-                if let Err(e) = kernel.link_get_index(crate::kernel::Ns::Host, index).await {
-                    outcome = Err(CniError::plugin(format!(
-                        "the port (index {index}) this call put a spoof check on is gone: {e}"
-                    )));
-                    break;
+        // What the host does after the guest is as much the call as the
+        // guest's part: a panic here, or on a thread the call started
+        // (`bug`), also ends in code 102 and, for an ADD, the rollback.
+        let after = AssertUnwindSafe(async {
+            crate::fault::point("add.after-guest");
+            // Changes the guest started are part of its answer.
+            if let Err(e) = crate::caps::firewall::finish_all(&shared).await {
+                match outcome {
+                    Ok(_) => outcome = Err(CniError::plugin(e)),
+                    Err(_) => crate::log::error(&e),
                 }
             }
+            // An attachment's rules go with it, whatever its plugin did: a rule
+            // that outlived its attachment (a spoof check matches a port by
+            // index) could meet a link that comes later.
+            // With time of its own: the guest may have used all of the call's
+            // (a DEL that can never finish its cleanup would fail forever).
+            if command == Command::Del
+                && !shared.lock().journal.rules_removed
+                && let Err(e) = kernel
+                    .unmasquerade(
+                        &owner,
+                        std::time::Instant::now() + crate::undo::rollback::FIREWALL_TIME,
+                    )
+                    .await
+            {
+                let e = format!("remove the rules of {owner:?}: {e}");
+                match outcome {
+                    Ok(_) => outcome = Err(CniError::plugin(e)),
+                    Err(_) => crate::log::error(&e),
+                }
+            }
+            if let Err(e) = crate::caps::port_mapping::release_route_localnet(
+                &*kernel,
+                &loopback,
+                std::time::Instant::now() + crate::undo::rollback::FIREWALL_TIME,
+            )
+            .await
+            {
+                let e = format!("release route_localnet: {e}");
+                match outcome {
+                    Ok(_) => outcome = Err(CniError::plugin(e)),
+                    Err(_) => crate::log::error(&e),
+                }
+            }
+            // An attachment's state goes with it (after a DEL), or with its
+            // validity (GC: only when the runtime named the valid attachments;
+            // a config without the key, and any config may take the network's
+            // name, removes nothing).
+            let gone = match command {
+                Command::Del if outcome.is_ok() => Some(RemoveWhich::One(state_file.clone())),
+                Command::Gc if outcome.is_ok() && call.conf.valid_attachments_named => {
+                    Some(RemoveWhich::AllBut(
+                        call.conf
+                            .valid_attachments
+                            .iter()
+                            .map(|a| attachment_state::attachment_tag(&a.container_id, &a.ifname))
+                            .collect(),
+                    ))
+                }
+                _ => None,
+            };
+            if let Some(gone) = gone.filter(|_| module.uses_attachment_state)
+                && let Err(e) = attachment_state::retain(&states, gone).await
+            {
+                outcome = Err(CniError::plugin(e));
+            }
+            // A spoof check names its port by index: an ADD must not answer
+            // with the port gone (deleted by the guest after the check), or the
+            // rule would wait for whatever link takes the index next.
+            if command == Command::Add && outcome.is_ok() {
+                let checked = shared.lock().journal.spoof_checked.clone();
+                for index in checked {
+                    if let Err(e) = kernel.link_get_index(crate::kernel::Ns::Host, index).await {
+                        outcome = Err(CniError::plugin(format!(
+                            "the port (index {index}) this call put a spoof check on is gone: {e}"
+                        )));
+                        break;
+                    }
+                }
+            }
+            outcome
+        })
+        .catch_unwind()
+        .await;
+        let mut outcome = after.unwrap_or_else(|p| {
+            Err(CniError::host(format!(
+                "wasm-cni failed after running {}: {}",
+                module.name,
+                crate::bug::message(&*p)
+            )))
+        });
+        if let Some(bug) = crate::bug::take() {
+            outcome = Err(CniError::host(format!("wasm-cni failed: {bug}")));
+        }
+        // STATUS of an interface plugin is its IPAM's too: asked here for a
+        // plugin that did not ask it (a 0.1.0 module, the SDK's default).
+        if command == Command::Status
+            && outcome.is_ok()
+            && call.conf.ipam.is_some()
+            && !shared.lock().ipam_status_asked
+        {
+            crate::log::debug(&format!(
+                "{}: did not ask its IPAM for STATUS: asked for it",
+                module.name
+            ));
+            outcome = crate::caps::ipam::Delegate::run(&**self, call, Command::Status)
+                .await
+                .map(|_| None);
         }
         match outcome {
             Err(e) if command == Command::Add => {
@@ -522,7 +558,7 @@ impl Runtime {
                 } else {
                     Ok(())
                 };
-                let mut failures = Rollback {
+                let rollback = Rollback {
                     kernel: &*kernel,
                     owner: &owner,
                     ipam_del: Some(Box::pin(async {
@@ -536,8 +572,18 @@ impl Runtime {
                     })),
                     lock: lock.as_mut(),
                 }
-                .run(shared.take_journal())
-                .await;
+                .run(shared.take_journal());
+                // A panic in the rollback itself: what it did not undo
+                // cannot be known; the error says so.
+                let mut failures = AssertUnwindSafe(rollback)
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|p| {
+                        vec![format!(
+                            "the rollback panicked, the node may keep part of this ADD: {}",
+                            crate::bug::message(&*p)
+                        )]
+                    });
                 failures.extend(state_undone.err());
                 Err(with_rollback_failures(e, failures))
             }
@@ -602,7 +648,7 @@ impl Runtime {
             ResolvConfCtx::new(
                 self.policy.resolv_conf_dirs.clone(),
                 phase(command),
-                self.node.clone(),
+                self.node.config_files_root(),
             ),
             LogCtx::new(&module.name, limits),
             StoreLimiter::new(limits),

@@ -67,12 +67,12 @@ impl Node {
         }
     }
 
-    /// A directory of the node's configuration files (read only) as the
-    /// call reaches it.
-    pub fn config_dir(&self, p: &Path) -> PathBuf {
+    /// Where the node's configuration files (read only) are as the call
+    /// reaches them: `None` for the node's own.
+    pub fn config_files_root(&self) -> Option<PathBuf> {
         match self {
-            Node::Simulated(s) if s.own_config_files => s.path(p),
-            _ => p.to_path_buf(),
+            Node::Simulated(s) if s.own_config_files => Some(s.path(Path::new("/"))),
+            _ => None,
         }
     }
 }

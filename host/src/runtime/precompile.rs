@@ -9,7 +9,7 @@
 //! pinned module whose file differs is refused, not compiled.
 
 use super::cache::{Cache, Outcome};
-use super::engine::{EngineKind, new_engine};
+use super::engine::{EngineKind, native_code_allowed, new_engine};
 use super::resolve::ModulePath;
 use crate::policy::Policy;
 use std::collections::{BTreeMap, HashMap};
@@ -76,6 +76,16 @@ pub fn run(vars: &HashMap<String, String>, args: &[String]) -> (String, bool) {
     let mut out = String::new();
     let mut ok = true;
     for kind in EngineKind::ALL {
+        // Loading native code maps it executable, which MDWE (or the W^X
+        // seccomp filter of older systemd) refuses in this process, and so
+        // in every call it starts: calls here interpret, and a native
+        // artifact could not even be checked after writing it. Not a
+        // failure: systemd's `ExecStartPre=wasm-cni compile` under
+        // `MemoryDenyWriteExecute=yes` must succeed.
+        if kind == EngineKind::Native && !native_code_allowed() {
+            out += "native engine: skipped: memory may not become executable in this process (MDWE or a W^X seccomp filter), so calls here use the interpreter\n";
+            continue;
+        }
         let engine = match new_engine(kind) {
             Ok(e) => e,
             Err(e) => {

@@ -42,12 +42,9 @@ pub enum Change {
         index: u32,
         prior: LinkChange,
     },
-    /// `newest` is the highest link index on the node when it was added:
-    /// only a port made after it (a higher index) can rely on it.
     AddressAdded {
         index: u32,
         addr: IpNetwork,
-        newest: u32,
     },
     AddressRemoved {
         index: u32,
@@ -62,15 +59,18 @@ pub enum Change {
 
 impl Change {
     /// Whether another attachment on the bridge, given its `ports`
-    /// (`None`: not known), may rely on this change: on the bridge being up,
-    /// if any port is there; on a gateway this call added, if a port came
-    /// after it. Nothing else is shared.
+    /// (`None`: not known), may rely on this change: on the bridge being up
+    /// and on a gateway this call added, if any port is there (this call's
+    /// own are gone by then, and the exclusive lock says no other ADD is
+    /// halfway). A port older than the gateway may rely on it too: a
+    /// concurrent ADD can make its veth first and meet the gateway later
+    /// (`hostile::a_gateway_met_by_an_older_port_stays`), so link indexes
+    /// cannot tell, and keeping an address is the safe side of not
+    /// knowing. Nothing else is shared.
     pub fn relied_on(&self, ports: Option<&[u32]>) -> bool {
         match self {
-            Change::AddressAdded { newest, .. } => {
-                ports.is_none_or(|p| p.iter().any(|i| i > newest))
-            }
-            Change::Link {
+            Change::AddressAdded { .. }
+            | Change::Link {
                 prior: LinkChange::Up(_),
                 ..
             } => ports.is_none_or(|p| !p.is_empty()),

@@ -343,10 +343,20 @@ impl Plugin for Misbehave {
                     Err(e) => Err(e.context("mark")),
                 }
             }
-            "join-late" => {
+            "join-late" | "veth-early-join-late" => {
+                // veth-early: the port exists (its index taken) before the
+                // pause; the bridge and its gateway are met only after.
+                let early = if conf.behave == "veth-early-join-late" {
+                    Some(own_veth(&req)?)
+                } else {
+                    None
+                };
                 conf.pause();
                 let br = conf.bridge()?;
-                let (c, veth) = own_veth(&req)?;
+                let (c, veth) = match early {
+                    Some(made) => made,
+                    None => own_veth(&req)?,
+                };
                 link::set_master(&host, &veth, Some(br)).context("attach")?;
                 link::set_up(&host, &veth, true).context("up")?;
                 link::set_up(&c, &req.ifname, true).context("up")?;
