@@ -85,6 +85,16 @@ fn status_is_50_only_when_every_range_set_is_full() {
     lazy["type"] = json!("misbehave");
     network_call(&sb, "bridge", "STATUS", &tiny).ok();
     network_call(&sb, "misbehave", "STATUS", &lazy).ok();
+    // An L2-only network (`"ipam": {}`) has no IPAM to ask.
+    for plugin in ["bridge", "misbehave"] {
+        let mut l2 = if plugin == "bridge" {
+            tiny.clone()
+        } else {
+            lazy.clone()
+        };
+        l2["ipam"] = json!({});
+        network_call(&sb, plugin, "STATUS", &l2).ok();
+    }
     add(&mut sb, "c1", &tiny);
     let e = network_call(&sb, "bridge", "STATUS", &tiny).err(50);
     assert!(

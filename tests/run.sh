@@ -33,7 +33,8 @@ cargo test --release --locked --workspace -- "$@" || status=$?
 # reuses the release test build; not filtered).
 if [ $# -eq 0 ]; then
   ./tests/template.sh || status=$?
-  BENCH_ROUNDS=2 cargo test --release --locked -p wasm-cni-tests --bench latency || status=$?
+  BENCH_ROUNDS=2 BENCH_PARALLEL=10 BENCH_ATTACHED=10 \
+    cargo test --release --locked --workspace --bench latency || status=$?
 fi
 for p in "${absent[@]}"; do
   if [ -e "$p" ]; then

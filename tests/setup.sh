@@ -17,7 +17,7 @@ interop=no
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 
-pkgs=(ca-certificates curl gcc libc6-dev iproute2 nftables iptables iputils-ping procps util-linux)
+pkgs=(ca-certificates curl gcc libc6-dev iproute2 nftables iptables iputils-ping procps util-linux time)
 missing=()
 for p in "${pkgs[@]}"; do
   [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)" = "install ok installed" ] || missing+=("$p")

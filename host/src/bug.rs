@@ -28,6 +28,11 @@ pub fn caught(what: &str, p: &(dyn Any + Send)) -> io::Error {
     io::Error::other(msg)
 }
 
+/// The panic remembered, if any, left for whoever answers the call.
+pub fn seen() -> Option<String> {
+    FIRST.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
 /// The panic remembered since the last call, if any.
 pub fn take() -> Option<String> {
     FIRST.lock().unwrap_or_else(|e| e.into_inner()).take()

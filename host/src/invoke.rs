@@ -43,7 +43,15 @@ pub fn invoke_on(argv0: &str, vars: &HashMap<String, String>, stdin: &[u8], node
     // A panic on a thread the call started is a host bug whatever the call
     // made of it (the interface call has already rolled back for it).
     if let Some(bug) = crate::bug::take() {
-        outcome = Err(CniError::host(format!("wasm-cni failed: {bug}")));
+        // What the call's own error said (a rollback's failures among it)
+        // stays, as the details.
+        let details = match outcome {
+            Err(e) if !e.msg.contains(&bug) => [e.msg, e.details].join(" ").trim().to_string(),
+            _ => String::new(),
+        };
+        let mut e = CniError::host(format!("wasm-cni failed: {bug}"));
+        e.details = details;
+        outcome = Err(e);
     }
     match outcome {
         Ok(stdout) => {

@@ -14,11 +14,11 @@ use std::collections::HashMap;
 use wasmtime::component::Resource;
 
 impl NetCtx {
-    /// Every route of the node's, in every table.
-    async fn node_routes(&self) -> CapResult<Vec<NodeRoute>> {
+    /// Every route of the node's of one family (`v6`), in every table.
+    async fn node_routes(&self, v6: bool) -> CapResult<Vec<NodeRoute>> {
         let routes = self
             .kernel
-            .route_list(Ns::Host, None)
+            .route_list_of(Ns::Host, v6)
             .await
             .map_err(|e| CapError::io("routes in the node's namespace", e))?;
         Ok(routes
@@ -57,29 +57,30 @@ impl NetCtx {
         }
     }
 
-    /// Every address on the node's links, with the links' names.
-    async fn node_addresses(&self) -> CapResult<Vec<NodeAddress>> {
+    /// Every address of one family (`v6`) on the node's links, with the
+    /// links' names (looked up for those links only: a node may have
+    /// thousands of links, few with addresses of a family).
+    async fn node_addresses(&self, v6: bool) -> CapResult<Vec<NodeAddress>> {
         let io = |e| CapError::io("addresses in the node's namespace", e);
-        let names: HashMap<u32, String> = self
-            .kernel
-            .link_list(Ns::Host)
-            .await
-            .map_err(io)?
-            .into_iter()
-            .map(|l| (l.index, l.name))
-            .collect();
-        let addresses = self
-            .kernel
-            .addr_list(Ns::Host, None)
-            .await
-            .map_err(io)?
-            .into_iter()
-            .map(|(index, address)| NodeAddress {
+        let listed = self.kernel.addr_list_of(Ns::Host, v6).await.map_err(io)?;
+        let mut names: HashMap<u32, String> = HashMap::new();
+        let mut addresses = Vec::with_capacity(listed.len());
+        for (index, address) in listed {
+            let link = match names.get(&index) {
+                Some(name) => name.clone(),
+                None => match self.kernel.link_get_index(Ns::Host, index).await {
+                    Ok(l) => names.entry(index).or_insert(l.name).clone(),
+                    // Gone since the listing: its addresses went with it.
+                    Err(e) if e.raw_os_error() == Some(libc::ENODEV) => continue,
+                    Err(e) => return Err(io(e)),
+                },
+            };
+            addresses.push(NodeAddress {
                 index,
-                link: names.get(&index).cloned().unwrap_or_default(),
+                link,
                 address,
-            })
-            .collect();
+            });
+        }
         Ok(addresses)
     }
 }
@@ -113,8 +114,8 @@ impl address::Host for NetCtx {
         let host_link = self.host_link(ns, &st).await?;
         let mut journaled = false;
         if ns == Ns::Host {
-            let node = self.node_addresses().await?;
-            let routes = self.node_routes().await?;
+            let node = self.node_addresses(net.is_ipv6()).await?;
+            let routes = self.node_routes(net.is_ipv6()).await?;
             self.shared
                 .lock()
                 .grant

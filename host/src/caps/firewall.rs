@@ -108,7 +108,15 @@ impl FirewallCtx {
                 unique.push(*a);
             }
         }
-        let routes = self.kernel.route_list(Ns::Host, None).await.map_err(io)?;
+        // Only the families asked for: a node's IPv6 table grows with its
+        // links (link-local and local routes), an IPv4 masquerade never
+        // needs it.
+        let mut routes = Vec::new();
+        for v6 in [false, true] {
+            if unique.iter().any(|a| a.is_ipv6() == v6) {
+                routes.extend(self.kernel.route_list_of(Ns::Host, v6).await.map_err(io)?);
+            }
+        }
         for a in &unique {
             for r in routes.iter().filter(|r| r.dst_len > 0) {
                 let Ok(dst) = IpNetwork::new(r.dst, r.dst_len) else {

@@ -10,9 +10,30 @@ impl Netlink {
     /// Addresses of both families on the link with this index, or on
     /// every link: (link index, address, prefix length).
     pub async fn addr_list(&self, index: Option<u32>) -> io::Result<Vec<(u32, IpAddr, u8)>> {
+        self.addr_list_of(index, None).await
+    }
+
+    /// [`addr_list`](Self::addr_list) of one family (`v6`), or both: the
+    /// kernel dumps only that family (a node with many links has as many
+    /// IPv6 link-local addresses).
+    pub async fn addr_list_of(
+        &self,
+        index: Option<u32>,
+        v6: Option<bool>,
+    ) -> io::Result<Vec<(u32, IpAddr, u8)>> {
         let mut req = self.handle.address().get();
         if let Some(i) = index {
+            // Filtered by the kernel (the socket asks for strict checks),
+            // and again here.
+            req.message_mut().header.index = i;
             req = req.set_link_index_filter(i);
+        }
+        if let Some(v6) = v6 {
+            req.message_mut().header.family = if v6 {
+                netlink_packet_route::AddressFamily::Inet6
+            } else {
+                netlink_packet_route::AddressFamily::Inet
+            };
         }
         let msgs: Vec<_> = req.execute().try_collect().within().await?;
         Ok(msgs

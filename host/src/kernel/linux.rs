@@ -171,6 +171,16 @@ impl Kernel for Linux {
         Box::pin(async move { self.netlink(ns).await?.link_del_index(index).await })
     }
 
+    fn link_del_detached(&self, ns: Ns, index: u32) -> Option<KFuture<'static, ()>> {
+        // A thread of its own, in the namespace, with a socket of its own:
+        // the kernel does the deletion inside the sending system call, which
+        // on the runtime's one thread would stop everything else.
+        let netns = self.netns(ns).ok()?.cloned();
+        Some(Box::pin(async move {
+            super::netns::run_owned(netns, move || super::link::del_blocking(index)).await
+        }))
+    }
+
     fn port_vlans(&self, ns: Ns, index: u32) -> KFuture<'_, Vec<PortVlan>> {
         Box::pin(async move { self.netlink(ns).await?.port_vlans(index).await })
     }
@@ -210,6 +220,17 @@ impl Kernel for Linux {
         })
     }
 
+    fn addr_list_of(&self, ns: Ns, v6: bool) -> KFuture<'_, Vec<LinkAddress>> {
+        Box::pin(async move {
+            let listed = self.netlink(ns).await?.addr_list_of(None, Some(v6)).await?;
+            Ok(listed
+                .into_iter()
+                .filter(|(_, ip, _)| ip.is_ipv6() == v6)
+                .filter_map(|(i, ip, len)| IpNetwork::new(ip, len).ok().map(|n| (i, n)))
+                .collect())
+        })
+    }
+
     fn addr_add(&self, ns: Ns, index: u32, addr: IpNetwork, no_dad: bool) -> KFuture<'_, ()> {
         Box::pin(async move {
             self.netlink(ns)
@@ -230,6 +251,20 @@ impl Kernel for Linux {
 
     fn route_list(&self, ns: Ns, table: Option<u32>) -> KFuture<'_, Vec<RouteSpec>> {
         Box::pin(async move { self.netlink(ns).await?.route_list(table).await })
+    }
+
+    fn route_list_of(&self, ns: Ns, v6: bool) -> KFuture<'_, Vec<RouteSpec>> {
+        Box::pin(async move {
+            let listed = self
+                .netlink(ns)
+                .await?
+                .route_list_of(None, Some(v6))
+                .await?;
+            Ok(listed
+                .into_iter()
+                .filter(|r| r.dst.is_ipv6() == v6)
+                .collect())
+        })
     }
 
     fn route_to(&self, ns: Ns, dst: IpAddr) -> KFuture<'_, Option<super::route::RouteTo>> {

@@ -83,6 +83,14 @@ pub trait Kernel: Send + Sync {
     ) -> KFuture<'a, ()>;
     fn link_set(&self, ns: Ns, index: u32, change: LinkChange) -> KFuture<'_, ()>;
     fn link_del(&self, ns: Ns, index: u32) -> KFuture<'_, ()>;
+    /// [`link_del`](Kernel::link_del) as a future that owns what it needs
+    /// and may run beside the call's other work (the kernel spends a link
+    /// deletion waiting for RCU grace periods, ~20 ms on small VMs); `None`
+    /// where the node cannot (the simulated one needs no such thing).
+    fn link_del_detached(&self, ns: Ns, index: u32) -> Option<KFuture<'static, ()>> {
+        let _ = (ns, index);
+        None
+    }
     /// The VLANs of a bridge port.
     fn port_vlans(&self, ns: Ns, index: u32) -> KFuture<'_, Vec<PortVlan>>;
     /// Add (`add`) or remove VLANs on a bridge port.
@@ -97,11 +105,25 @@ pub trait Kernel: Send + Sync {
 
     /// Addresses on one link, or on every link of the namespace.
     fn addr_list(&self, ns: Ns, index: Option<u32>) -> KFuture<'_, Vec<LinkAddress>>;
+    /// Every address of one family (`v6`) in `ns`.
+    fn addr_list_of(&self, ns: Ns, v6: bool) -> KFuture<'_, Vec<LinkAddress>> {
+        Box::pin(async move {
+            let all = self.addr_list(ns, None).await?;
+            Ok(all.into_iter().filter(|(_, a)| a.is_ipv6() == v6).collect())
+        })
+    }
     fn addr_add(&self, ns: Ns, index: u32, addr: IpNetwork, no_dad: bool) -> KFuture<'_, ()>;
     fn addr_del(&self, ns: Ns, index: u32, addr: IpNetwork) -> KFuture<'_, ()>;
 
     /// Unicast routes in `table`, or in every table.
     fn route_list(&self, ns: Ns, table: Option<u32>) -> KFuture<'_, Vec<RouteSpec>>;
+    /// Every route of one family (`v6`) in `ns`, all tables.
+    fn route_list_of(&self, ns: Ns, v6: bool) -> KFuture<'_, Vec<RouteSpec>> {
+        Box::pin(async move {
+            let all = self.route_list(ns, None).await?;
+            Ok(all.into_iter().filter(|r| r.dst.is_ipv6() == v6).collect())
+        })
+    }
     /// The route the namespace would take to `dst` (`ip route get`);
     /// `None`: unreachable.
     fn route_to(&self, ns: Ns, dst: IpAddr) -> KFuture<'_, Option<route::RouteTo>>;

@@ -98,6 +98,28 @@ where
     run(None, f).await
 }
 
+/// [`run`] on a thread of its own even in this process's namespace, with
+/// `ns` owned (so the future may be spawned).
+pub async fn run_owned<T, F>(ns: Option<Netns>, f: F) -> io::Result<T>
+where
+    F: FnOnce() -> io::Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    match ns {
+        Some(ns) => run(Some(&ns), f).await,
+        None => {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            std::thread::Builder::new()
+                .name("wasm-cni-detached".into())
+                .spawn(move || {
+                    let _ = tx.send(crate::bug::guard("a detached kernel call", f));
+                })?;
+            rx.await
+                .map_err(|_| io::Error::other("detached kernel call thread died"))?
+        }
+    }
+}
+
 /// Run blocking `f` off the async runtime's thread: inside `ns` on a fresh
 /// thread, or (`None`) in this process's namespace on the blocking pool.
 /// Fails with EINVAL when `ns` is not a network namespace.

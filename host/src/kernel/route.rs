@@ -167,8 +167,24 @@ fn ip_of(a: RouteAddress) -> Option<IpAddr> {
 impl Netlink {
     /// Unicast routes of both families in `table`, or in every table.
     pub async fn route_list(&self, table: Option<u32>) -> io::Result<Vec<RouteSpec>> {
+        self.route_list_of(table, None).await
+    }
+
+    /// [`route_list`](Self::route_list) of one family (`v6`), or both: the
+    /// kernel dumps only that family (a node with many links has a long
+    /// IPv6 table of link-local and local routes).
+    pub async fn route_list_of(
+        &self,
+        table: Option<u32>,
+        v6: Option<bool>,
+    ) -> io::Result<Vec<RouteSpec>> {
+        let families: &[AddressFamily] = match v6 {
+            None => &[AddressFamily::Inet, AddressFamily::Inet6],
+            Some(false) => &[AddressFamily::Inet],
+            Some(true) => &[AddressFamily::Inet6],
+        };
         let mut out = Vec::new();
-        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+        for &family in families {
             let mut query = RouteMessage::default();
             query.header.address_family = family;
             let msgs: Vec<RouteMessage> = self

@@ -446,7 +446,19 @@ impl Runtime {
         // (`bug`), also ends in code 102 and, for an ADD, the rollback.
         let after = AssertUnwindSafe(async {
             crate::fault::point("add.after-guest");
+            // A bug on a helper thread while the guest ran fails the call
+            // before anything below counts it a success (a DEL would
+            // otherwise remove the attachment's state).
+            if let Some(bug) = crate::bug::seen() {
+                outcome = Err(CniError::host(format!("wasm-cni failed: {bug}")));
+            }
             // Changes the guest started are part of its answer.
+            if let Err(e) = crate::caps::link::finish_deletions(&shared).await {
+                match outcome {
+                    Ok(_) => outcome = Err(CniError::plugin(e)),
+                    Err(_) => crate::log::error(&e),
+                }
+            }
             if let Err(e) = crate::caps::firewall::finish_all(&shared).await {
                 match outcome {
                     Ok(_) => outcome = Err(CniError::plugin(e)),
@@ -537,10 +549,11 @@ impl Runtime {
             outcome = Err(CniError::host(format!("wasm-cni failed: {bug}")));
         }
         // STATUS of an interface plugin is its IPAM's too: asked here for a
-        // plugin that did not ask it (a 0.1.0 module, the SDK's default).
+        // plugin that did not ask it (a 0.1.0 module, the SDK's default);
+        // an L2-only network (no `ipam.type`) has none to ask.
         if command == Command::Status
             && outcome.is_ok()
-            && call.conf.ipam.is_some()
+            && call.conf.ipam_type().is_some()
             && !shared.lock().ipam_status_asked
         {
             crate::log::debug(&format!(
@@ -667,6 +680,13 @@ impl Runtime {
         // Releases the store's lock.
         drop(store);
         let written = std::mem::take(&mut *created.lock().unwrap_or_else(|e| e.into_inner()));
+        // A host bug on a thread of this run fails it, whatever the guest
+        // made of it: its writes are undone here (left for the caller to
+        // report, see `bug`).
+        let outcome = match crate::bug::seen() {
+            Some(bug) => Err(CniError::host(format!("wasm-cni failed: {bug}"))),
+            None => outcome,
+        };
         match outcome {
             Ok(r) if self.command == Command::Add => {
                 self.ipam_writes

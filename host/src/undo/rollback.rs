@@ -174,14 +174,16 @@ impl Rollback<'_> {
             None => false,
         };
         for (gateway, peer) in &journal.vlan_gateways {
-            // Adopted by an ADD of the network while this call ran: a port
-            // joined its bridge after it was made (this call's own ports
-            // are gone by now).
+            // Maybe adopted by an ADD of the network while this call ran:
+            // any port on its bridge but its own peer (this call's ports
+            // are gone by now). Not only ports newer than it: a concurrent
+            // ADD may make its veth first and meet the gateway later (see
+            // `Change::relied_on`).
             let adopted = if !locked {
                 true
             } else {
                 match dependents(self.kernel, *gateway).await {
-                    Ok(p) => p.iter().any(|l| l.index != *peer && l.index > *gateway),
+                    Ok(p) => p.iter().any(|l| l.index != *peer),
                     Err(e) => {
                         fail(format!(
                             "list what relies on VLAN gateway {gateway} (it stays): {e}"
