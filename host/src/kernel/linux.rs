@@ -175,10 +175,10 @@ impl Kernel for Linux {
         // A thread of its own, in the namespace, with a socket of its own:
         // the kernel does the deletion inside the sending system call, which
         // on the runtime's one thread would stop everything else.
-        let netns = self.netns(ns).ok()?.cloned();
-        Some(Box::pin(async move {
-            super::netns::run_owned(netns, move || super::link::del_blocking(index)).await
-        }))
+        let netns = self.netns(ns).ok()?;
+        Some(Box::pin(super::netns::start(netns, move || {
+            super::link::del_blocking(index)
+        })))
     }
 
     fn port_vlans(&self, ns: Ns, index: u32) -> KFuture<'_, Vec<PortVlan>> {

@@ -18,7 +18,7 @@ use rustix::fs::{
 };
 use rustix::io::Errno;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Component, Path};
@@ -167,14 +167,30 @@ impl StoreDir {
             Err(Errno::NOENT) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        if FileType::from_raw_mode(fstat(&fd)?.st_mode) != FileType::RegularFile {
+        let st = fstat(&fd)?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("{key:?} is not a regular file"),
             ));
         }
-        let mut bytes = Vec::new();
-        File::from(fd).read_to_end(&mut bytes)?;
+        // Sized by the fstat above, one byte more: one read for an entry
+        // that did not grow meanwhile (a regular file reads short only at
+        // its end). `read_to_end` asks the size again and reads once more
+        // to see the end: a store of 500 reservations is read on every
+        // ADD and DEL.
+        let mut bytes = vec![0u8; usize::try_from(st.st_size).unwrap_or(0) + 1];
+        let mut len = 0;
+        loop {
+            let asked = bytes.len() - len;
+            let got = rustix::io::read(&fd, &mut bytes[len..])?;
+            len += got;
+            if got < asked {
+                break;
+            }
+            bytes.resize(bytes.len() * 2, 0);
+        }
+        bytes.truncate(len);
         Ok(Some(bytes))
     }
 
