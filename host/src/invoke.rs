@@ -237,15 +237,19 @@ fn run(
     // Every module the call runs is loaded before the seccomp filter: the
     // interface or IPAM module, and the wasm IPAM module its config names
     // (its error, if any, is kept for when the plugin asks for IPAM).
+    // Both at once; the IPAM module only if the config names a wasm one,
+    // before the plugin's role is known (an IPAM module named by an IPAM
+    // module's config is loaded for nothing; it is never run).
+    let mut wanted = vec![(plugin.as_str(), path.clone(), deadlines.call().into_std())];
+    if let Some(ty) = call.conf.ipam_type()
+        && let Ok(Some(ipam)) = runtime.modules().find(ty)
+    {
+        wanted.push((ty, ipam, deadlines.ipam().into_std()));
+    }
+    runtime.load_all(wanted);
     let module = runtime
         .load(&plugin, path, deadlines.call().into_std())
         .map_err(unavailable)?;
-    if let Some(ty) = call.conf.ipam_type()
-        && module.role == crate::runtime::linker::Role::Interface
-        && let Ok(Some(ipam)) = runtime.modules().find(ty)
-    {
-        let _ = runtime.load(ty, ipam, deadlines.ipam().into_std());
-    }
     match paths {
         Some(mut paths) => {
             let states = module

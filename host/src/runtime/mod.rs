@@ -183,13 +183,30 @@ impl Runtime {
     /// (`invoke`) and looked up after. Compiling runs on a thread of its
     /// own and is given up at `deadline`. Blocks.
     pub fn load(&self, name: &str, path: PathBuf, deadline: Instant) -> Result<Module, CniError> {
-        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(outcome) = loaded.get(name) {
-            return outcome.clone();
+        let known = |loaded: &std::collections::HashMap<_, Result<Module, CniError>>| {
+            loaded.get(name).cloned()
+        };
+        if let Some(outcome) = known(&self.loaded.lock().unwrap_or_else(|e| e.into_inner())) {
+            return outcome;
         }
+        // Not under the lock: another module may load meanwhile (see
+        // `load_all`); of two loads of one name, the first kept wins.
         let outcome = self.load_now(name, path, deadline);
-        loaded.insert(name.to_string(), outcome.clone());
-        outcome
+        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        loaded.entry(name.to_string()).or_insert(outcome).clone()
+    }
+
+    /// [`load`](Self::load) each of `modules` at the same time: a call's
+    /// interface and IPAM modules each cost a read, a sha256 and mapping an
+    /// artifact (or a compile), and the node has more than one core.
+    pub fn load_all(&self, modules: Vec<(&str, PathBuf, Instant)>) {
+        std::thread::scope(|s| {
+            for (name, path, deadline) in modules {
+                s.spawn(move || {
+                    let _ = self.load(name, path, deadline);
+                });
+            }
+        });
     }
 
     fn load_now(&self, name: &str, path: PathBuf, deadline: Instant) -> Result<Module, CniError> {
