@@ -1398,3 +1398,42 @@ fn an_add_that_deletes_its_spoof_checked_port_fails_and_leaves_no_rule() {
     let cfg = misbehave("spoof-then-delete-port", json!({}));
     fails_cleanly(&sb, "misbehave", &cfg, 100, "spoof check on is gone");
 }
+
+/// A DEL whose container link cannot be deleted (here the container put
+/// its loopback under the name) fails before IPAM DEL: the address stays
+/// reserved while a link may still hold it on the bridge, and the next pod
+/// cannot be given it.
+#[test]
+fn a_del_that_cannot_delete_the_link_keeps_the_address() {
+    let Some(mut sb) = Sandbox::for_test("del_keeps_address") else {
+        return;
+    };
+    let c1 = sb.container("c1");
+    let classic = |command| {
+        let config = wasm_cni_tests::CLASSIC;
+        sb.cni("bridge", command, "c1", Some(&c1), "eth0", config)
+    };
+    let r = classic("ADD").ok().json();
+    assert_eq!(r["ips"][0]["address"], "10.244.0.2/16", "{r}");
+    for cmd in [
+        &["ip", "link", "set", "eth0", "down"][..],
+        &["ip", "link", "set", "eth0", "name", "eth9"],
+        &["ip", "link", "set", "lo", "name", "eth0"],
+        &["ip", "link", "set", "eth9", "up"],
+    ] {
+        assert!(sb.run_in("c1", cmd).status.success(), "{cmd:?}");
+    }
+    let out = classic("DEL");
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains("delete eth0"), "{out:?}");
+    assert_eq!(
+        sb.ip_files("mynet"),
+        ["10.244.0.2"],
+        "the address is still reserved"
+    );
+    assert_eq!(
+        sb.host_veths().len(),
+        1,
+        "eth9's peer is still on the bridge"
+    );
+}

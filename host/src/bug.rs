@@ -38,6 +38,18 @@ pub fn take() -> Option<String> {
     FIRST.lock().unwrap_or_else(|e| e.into_inner()).take()
 }
 
+/// `outcome`, unless it is a success and a panic was remembered: then the
+/// call failed (its ADD rolls back, its DEL keeps what it would remove).
+/// The answer's code-102 error is formed once, in `invoke`, from [`take`].
+pub fn fails<T>(outcome: Result<T, crate::cni::CniError>) -> Result<T, crate::cni::CniError> {
+    match (outcome, seen()) {
+        (Ok(_), Some(bug)) => Err(crate::cni::CniError::host(format!(
+            "wasm-cni failed: {bug}"
+        ))),
+        (outcome, _) => outcome,
+    }
+}
+
 /// Run `f`, a panic in it becoming [`caught`]'s error.
 pub fn guard<T>(what: &str, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))

@@ -446,24 +446,10 @@ impl link::Host for NetCtx {
     async fn delete(&mut self, ns: Resource<NamespaceHandle>, name: String) -> CapResult<()> {
         let ns = self.kind(&ns)?;
         let st = self.granted(ns, &name, LinkOp::Delete).await?;
-        let what = format!("delete link {name} in the {ns}");
-        // A DEL's container link goes beside the call's other work (the
-        // kernel spends ~20 ms of a link deletion waiting, and IPAM DEL
-        // need not wait for it); the call answers only once it is gone.
-        let detached = (ns == Ns::Container && self.shared.lock().grant.phase() == Phase::Del)
-            .then(|| self.kernel.link_del_detached(ns, st.index))
-            .flatten();
-        match detached {
-            Some(job) => {
-                let job = tokio::spawn(job);
-                self.shared.lock().link_deletions.push((what, job));
-            }
-            None => self
-                .kernel
-                .link_del(ns, st.index)
-                .await
-                .map_err(|e| CapError::io(what, e))?,
-        }
+        self.kernel
+            .link_del(ns, st.index)
+            .await
+            .map_err(|e| CapError::io(format!("delete link {name} in the {ns}"), e))?;
         let mut s = self.shared.lock();
         s.journal.deleted(ns, st.index);
         s.grant.forget_created(ns, st.index);
@@ -486,34 +472,6 @@ impl link::Host for NetCtx {
             .map_err(|e| CapError::io(format!("wait for {name} in the {ns}"), e))?;
         Ok(info(st))
     }
-}
-
-/// Wait for the container links a DEL is deleting; what failed. One
-/// already gone is no failure (DEL is repeatable). Bounded: the deletion's
-/// thread bounds its own wait for the kernel's answer.
-pub async fn finish_deletions(shared: &super::Shared) -> Result<(), String> {
-    let jobs = std::mem::take(&mut shared.lock().link_deletions);
-    let mut failures = Vec::new();
-    for (what, job) in jobs {
-        match job.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) if gone(&e) => {}
-            Ok(Err(e)) => failures.push(format!("{what}: {e}")),
-            Err(e) if e.is_panic() => {
-                failures.push(crate::bug::caught(&what, &*e.into_panic()).to_string());
-            }
-            Err(e) => failures.push(format!("{what}: {e}")),
-        }
-    }
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(failures.join("; "))
-    }
-}
-
-fn gone(e: &std::io::Error) -> bool {
-    e.raw_os_error() == Some(rustix::io::Errno::NODEV.raw_os_error())
 }
 
 #[cfg(test)]

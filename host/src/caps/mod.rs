@@ -34,9 +34,6 @@ pub struct CallState {
     pub journal: Journal,
     /// The plugin asked its IPAM for STATUS itself (else the runtime does).
     pub ipam_status_asked: bool,
-    /// Container links a DEL is deleting beside its other work (see
-    /// `link::finish_deletions`).
-    pub link_deletions: Vec<(String, tokio::task::JoinHandle<std::io::Result<()>>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -48,7 +45,6 @@ impl Shared {
             grant,
             journal: Journal::default(),
             ipam_status_asked: false,
-            link_deletions: Vec::new(),
         })))
     }
 

@@ -40,14 +40,11 @@ fn exchange(socket: &Socket, (buf, seq): &(Vec<u8>, u32)) -> io::Result<Vec<Conn
     let mut rx = vec![0u8; 65536];
     loop {
         let size = socket.recv(&mut &mut rx[..], 0)?;
-        let mut offset = 0;
-        while offset < size {
-            let msg = NetlinkMessage::<NetfilterMessage>::deserialize(&rx[offset..size])
+        for m in super::netlink::messages(&rx[..size]) {
+            let msg = NetlinkMessage::<NetfilterMessage>::deserialize(m)
                 .map_err(|e| io::Error::other(format!("ctnetlink: {e}")))?;
-            let len = msg.header.length as usize;
             // An answer to an earlier request on the shared socket.
             if msg.header.sequence_number != *seq {
-                offset += len.max(1);
                 continue;
             }
             match msg.payload {
@@ -64,10 +61,6 @@ fn exchange(socket: &Socket, (buf, seq): &(Vec<u8>, u32)) -> io::Result<Vec<Conn
                 }) => out.push(ct),
                 _ => {}
             }
-            if len == 0 {
-                break;
-            }
-            offset += len;
         }
     }
 }

@@ -382,64 +382,6 @@ impl Netlink {
     }
 }
 
-/// Delete link `index` of the namespace this thread is in, blocking, over
-/// a netlink socket of its own (for [`Kernel::link_del_detached`]): one
-/// RTM_DELLINK and its acknowledgement. By hand: rtnetlink's requests need
-/// the async runtime, and this runs on a plain thread.
-///
-/// [`Kernel::link_del_detached`]: super::Kernel::link_del_detached
-pub fn del_blocking(index: u32) -> io::Result<()> {
-    use netlink_packet_core::{
-        NLM_F_ACK, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
-    };
-    use netlink_packet_route::RouteNetlinkMessage;
-    use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
-    const SEQ: u32 = 1;
-    let mut link = LinkMessage::default();
-    link.header.index = index;
-    let mut msg = NetlinkMessage::new(
-        NetlinkHeader::default(),
-        NetlinkPayload::from(RouteNetlinkMessage::DelLink(link)),
-    );
-    msg.header.flags = NLM_F_REQUEST | NLM_F_ACK;
-    msg.header.sequence_number = SEQ;
-    msg.finalize();
-    let mut out = vec![0; msg.header.length as usize];
-    msg.serialize(&mut out);
-    let mut socket = Socket::new(NETLINK_ROUTE)?;
-    socket.bind_auto()?;
-    // The answer is queued before the send returns; a bound on the wait all
-    // the same, as for every netlink request.
-    rustix::net::sockopt::set_socket_timeout(
-        &socket,
-        rustix::net::sockopt::Timeout::Recv,
-        Some(super::netlink::REQUEST_TIMEOUT),
-    )?;
-    socket.send_to(&out, &SocketAddr::new(0, 0), 0)?;
-    let mut buf = vec![0u8; 8192];
-    loop {
-        let n = socket.recv(&mut &mut buf[..], 0)?;
-        let mut at = 0;
-        while at < n {
-            let answer = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[at..n])
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-            let len = answer.header.length as usize;
-            if answer.header.sequence_number == SEQ
-                && let NetlinkPayload::Error(e) = answer.payload
-            {
-                return match e.code {
-                    None => Ok(()),
-                    Some(_) => Err(e.to_io()),
-                };
-            }
-            if len == 0 {
-                break;
-            }
-            at += len;
-        }
-    }
-}
-
 /// How often a wait re-reads the link even without a notification: the
 /// kernel drops notifications when a burst fills the socket buffer, and a
 /// lost "port is forwarding" must not turn into a timeout.

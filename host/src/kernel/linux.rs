@@ -171,16 +171,6 @@ impl Kernel for Linux {
         Box::pin(async move { self.netlink(ns).await?.link_del_index(index).await })
     }
 
-    fn link_del_detached(&self, ns: Ns, index: u32) -> Option<KFuture<'static, ()>> {
-        // A thread of its own, in the namespace, with a socket of its own:
-        // the kernel does the deletion inside the sending system call, which
-        // on the runtime's one thread would stop everything else.
-        let netns = self.netns(ns).ok()?;
-        Some(Box::pin(super::netns::start(netns, move || {
-            super::link::del_blocking(index)
-        })))
-    }
-
     fn port_vlans(&self, ns: Ns, index: u32) -> KFuture<'_, Vec<PortVlan>> {
         Box::pin(async move { self.netlink(ns).await?.port_vlans(index).await })
     }

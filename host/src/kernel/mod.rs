@@ -83,14 +83,6 @@ pub trait Kernel: Send + Sync {
     ) -> KFuture<'a, ()>;
     fn link_set(&self, ns: Ns, index: u32, change: LinkChange) -> KFuture<'_, ()>;
     fn link_del(&self, ns: Ns, index: u32) -> KFuture<'_, ()>;
-    /// [`link_del`](Kernel::link_del) as a future that owns what it needs
-    /// and may run beside the call's other work (the kernel spends a link
-    /// deletion waiting for RCU grace periods, ~20 ms on small VMs); `None`
-    /// where the node cannot (the simulated one needs no such thing).
-    fn link_del_detached(&self, ns: Ns, index: u32) -> Option<KFuture<'static, ()>> {
-        let _ = (ns, index);
-        None
-    }
     /// The VLANs of a bridge port.
     fn port_vlans(&self, ns: Ns, index: u32) -> KFuture<'_, Vec<PortVlan>>;
     /// Add (`add`) or remove VLANs on a bridge port.

@@ -104,3 +104,43 @@ pub fn to_io(e: rtnetlink::Error) -> io::Error {
         other => io::Error::other(other.to_string()),
     }
 }
+
+/// The netlink messages in `buf` (what one `recv` returned), each its own
+/// slice, by the length in its header; a header cut short ends the list.
+/// Every exchange over a plain socket (nf_tables, ctnetlink) reads its
+/// answers this way.
+pub fn messages(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
+    const HEADER: usize = 16;
+    let mut rest = buf;
+    std::iter::from_fn(move || {
+        let len = u32::from_ne_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+        if len < HEADER || len > rest.len() {
+            return None;
+        }
+        let (msg, tail) = rest.split_at(len);
+        // NLMSG_ALIGN: the next message starts on 4 bytes.
+        rest = tail
+            .get(len.next_multiple_of(4) - len..)
+            .unwrap_or_default();
+        Some(msg)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn messages_are_split_by_their_aligned_lengths() {
+        let mut buf = Vec::new();
+        for len in [20u32, 18, 16] {
+            let mut m = len.to_ne_bytes().to_vec();
+            m.resize(len as usize, 0xab);
+            m.resize(len.next_multiple_of(4) as usize, 0);
+            buf.extend(m);
+        }
+        let lens: Vec<usize> = super::messages(&buf).map(<[u8]>::len).collect();
+        assert_eq!(lens, [20, 18, 16]);
+        // A header cut short, or one claiming more than there is, ends it.
+        assert_eq!(super::messages(&buf[..30]).count(), 1);
+        assert_eq!(super::messages(&[1, 0, 0, 0]).count(), 0);
+    }
+}

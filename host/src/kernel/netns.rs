@@ -98,37 +98,6 @@ where
     run(None, f).await
 }
 
-/// Start blocking `f` now on a thread of its own, inside `ns` (`None`:
-/// this process's namespace); the future answers when it is done. Started
-/// here, not when the future is first polled: a spawned task waits for the
-/// runtime's one thread, which the guest keeps busy.
-pub fn start<T, F>(
-    ns: Option<&Netns>,
-    f: F,
-) -> impl std::future::Future<Output = io::Result<T>> + Send + 'static
-where
-    F: FnOnce() -> io::Result<T> + Send + 'static,
-    T: Send + 'static,
-{
-    let fd = ns.map(|ns| ns.fd.clone());
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let spawned = std::thread::Builder::new()
-        .name("wasm-cni-detached".into())
-        .spawn(move || {
-            let entered = match &fd {
-                Some(fd) => move_into_link_name_space(fd.as_fd(), Some(LinkNameSpaceType::Network))
-                    .map_err(io::Error::from),
-                None => Ok(()),
-            };
-            let _ = tx.send(entered.and_then(|()| crate::bug::guard("a detached kernel call", f)));
-        });
-    async move {
-        spawned?;
-        rx.await
-            .map_err(|_| io::Error::other("detached kernel call thread died"))?
-    }
-}
-
 /// Run blocking `f` off the async runtime's thread: inside `ns` on a fresh
 /// thread, or (`None`) in this process's namespace on the blocking pool.
 /// Fails with EINVAL when `ns` is not a network namespace.

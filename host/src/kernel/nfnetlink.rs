@@ -354,11 +354,9 @@ fn commit(socket: &Socket, batch: &[u8], answers: &Answers) -> io::Result<()> {
     let mut first_error = None;
     while got < answers.count {
         let size = socket.recv(&mut &mut rx[..], 0)?;
-        let mut offset = 0;
-        while offset < size {
-            let msg = NetlinkMessage::<NetfilterMessage>::deserialize(&rx[offset..size])
+        for m in super::netlink::messages(&rx[..size]) {
+            let msg = NetlinkMessage::<NetfilterMessage>::deserialize(m)
                 .map_err(|e| io::Error::other(format!("nf_tables answered: {e}")))?;
-            let len = msg.header.length as usize;
             if let NetlinkPayload::Error(e) = msg.payload
                 && answers.seqs.contains(&msg.header.sequence_number)
             {
@@ -369,10 +367,6 @@ fn commit(socket: &Socket, batch: &[u8], answers: &Answers) -> io::Result<()> {
                     first_error = Some(io::Error::from_raw_os_error(-code.get()));
                 }
             }
-            if len == 0 {
-                break;
-            }
-            offset += len;
         }
     }
     first_error.map_or(Ok(()), Err)
@@ -408,13 +402,14 @@ fn comment_of(udata: &[u8]) -> Option<String> {
     None
 }
 
-/// One NFT_MSG_NEWRULE of the dump `seq` at the start of `buf`, as (its
-/// length, its chain, handle and comment), without parsing its
-/// expressions; `None` for any other message. By hand:
+/// The message `buf` (one, see `netlink::messages`) as a rule of the dump
+/// `seq`: its chain, handle and comment, without parsing its expressions
+/// (`Some(None)`: a rule without chain or handle); `None` for any other
+/// message. By hand:
 /// netlink-packet-netfilter 0.4 parses every expression of a rule and
 /// formats each one's bytes for an error message it then drops, which was
 /// most of the time of a DEL with 500 attachments on the node.
-fn listed_rule(buf: &[u8], seq: u32) -> Option<(usize, Option<ListedRule>)> {
+fn listed_rule(buf: &[u8], seq: u32) -> Option<Option<ListedRule>> {
     use netlink_packet_core::{NlaBuffer, NlasIterator};
     // nlmsghdr: length, type, flags, sequence, port id; then nfgenmsg.
     const HEADER: usize = 16 + 4;
@@ -424,19 +419,17 @@ fn listed_rule(buf: &[u8], seq: u32) -> Option<(usize, Option<ListedRule>)> {
     const HANDLE: u16 = 3;
     const USERDATA: u16 = 7;
     let word = |at: usize| Some(u32::from_ne_bytes(buf.get(at..at + 4)?.try_into().ok()?));
-    let len = word(0)? as usize;
     let kind = u16::from_ne_bytes(buf.get(4..6)?.try_into().ok()?);
     let flags = u16::from_ne_bytes(buf.get(6..8)?.try_into().ok()?);
     if kind != NEW_RULE
         || word(8)? != seq
         || flags & netlink_packet_core::NLM_F_DUMP_INTR != 0
-        || len < HEADER
-        || len > buf.len()
+        || buf.len() < HEADER
     {
         return None;
     }
     let (mut chain, mut handle, mut comment) = (None, None, None);
-    for nla in NlasIterator::new(&buf[HEADER..len]) {
+    for nla in NlasIterator::new(&buf[HEADER..]) {
         let nla: NlaBuffer<&[u8]> = nla.ok()?;
         let value = nla.value();
         match nla.kind() {
@@ -457,7 +450,7 @@ fn listed_rule(buf: &[u8], seq: u32) -> Option<(usize, Option<ListedRule>)> {
         }),
         _ => None,
     };
-    Some((len, rule))
+    Some(rule)
 }
 
 /// Every rule of a table of ours, in one dump; `None` when there is no
@@ -501,19 +494,17 @@ pub fn rules_pausing(
             }
             parts += 1;
             let size = socket.recv(&mut &mut rx[..], 0)?;
-            let mut offset = 0;
-            while offset < size {
+            for m in super::netlink::messages(&rx[..size]) {
                 // A rule of ours: read straight from its attributes (the
-                // interrupted-dump flag is checked below for every message;
-                // a rule message that carries it is not taken here).
-                if let Some((len, rule)) = listed_rule(&rx[offset..size], seq) {
+                // interrupted-dump flag is checked below for every other
+                // message; a rule message that carries it is not taken
+                // here).
+                if let Some(rule) = listed_rule(m, seq) {
                     out.extend(rule);
-                    offset += len;
                     continue;
                 }
-                let msg = NetlinkMessage::<NetfilterMessage>::deserialize(&rx[offset..size])
+                let msg = NetlinkMessage::<NetfilterMessage>::deserialize(m)
                     .map_err(|e| io::Error::other(format!("nf_tables listed: {e}")))?;
-                let len = msg.header.length as usize;
                 let ours = msg.header.sequence_number == seq;
                 // The table changed while it was dumped (another call's
                 // rules came or went): rules may be missing from it.
@@ -532,36 +523,8 @@ pub fn rules_pausing(
                             Some(c) => Err(io::Error::from_raw_os_error(-c.get())),
                         };
                     }
-                    NetlinkPayload::InnerMessage(NetfilterMessage {
-                        inner:
-                            netlink_packet_netfilter::NetfilterMessageInner::NfTables(
-                                NfTablesMessage::NewRule(r),
-                            ),
-                        ..
-                    }) if ours => {
-                        let (mut chain, mut handle, mut comment) = (None, None, None);
-                        for a in r.attributes {
-                            match a {
-                                RuleAttribute::Chain(c) => chain = Some(c),
-                                RuleAttribute::Handle(h) => handle = Some(h),
-                                RuleAttribute::UserData(u) => comment = comment_of(&u),
-                                _ => {}
-                            }
-                        }
-                        if let (Some(chain), Some(handle)) = (chain, handle) {
-                            out.push(ListedRule {
-                                chain,
-                                handle,
-                                comment,
-                            });
-                        }
-                    }
                     _ => {}
                 }
-                if len == 0 {
-                    break;
-                }
-                offset += len;
             }
         }
     })

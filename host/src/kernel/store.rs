@@ -33,6 +33,9 @@ const DIR_MODE: u32 = 0o755;
 const FILE_MODE: u32 = 0o644;
 const LOCK_MODE: u32 = 0o600;
 
+/// The largest file read as an entry.
+const MAX_ENTRY_BYTES: i64 = 64 * 1024;
+
 fn dir_flags() -> OFlags {
     OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
 }
@@ -174,6 +177,14 @@ impl StoreDir {
                 format!("{key:?} is not a regular file"),
             ));
         }
+        // Nothing a store's writers write comes near (a value is at most a
+        // few KiB): a file planted larger is not read into memory.
+        if st.st_size > MAX_ENTRY_BYTES {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{key:?} holds {} bytes, more than an entry", st.st_size),
+            ));
+        }
         // Sized by the fstat above, one byte more: one read for an entry
         // that did not grow meanwhile (a regular file reads short only at
         // its end). `read_to_end` asks the size again and reads once more
@@ -183,10 +194,19 @@ impl StoreDir {
         let mut len = 0;
         loop {
             let asked = bytes.len() - len;
-            let got = rustix::io::read(&fd, &mut bytes[len..])?;
+            let got = match rustix::io::read(&fd, &mut bytes[len..]) {
+                Err(Errno::INTR) => continue,
+                got => got?,
+            };
             len += got;
             if got < asked {
                 break;
+            }
+            if len as i64 > MAX_ENTRY_BYTES {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{key:?} grew past the size of an entry while read"),
+                ));
             }
             bytes.resize(bytes.len() * 2, 0);
         }

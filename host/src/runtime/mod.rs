@@ -199,12 +199,20 @@ impl Runtime {
     /// [`load`](Self::load) each of `modules` at the same time: a call's
     /// interface and IPAM modules each cost a read, a sha256 and mapping an
     /// artifact (or a compile), and the node has more than one core.
+    /// The first on this thread, the others on threads of their own.
     pub fn load_all(&self, modules: Vec<(&str, PathBuf, Instant)>) {
+        let mut modules = modules.into_iter();
+        let first = modules.next();
         std::thread::scope(|s| {
             for (name, path, deadline) in modules {
-                s.spawn(move || {
+                let load = move || {
                     let _ = self.load(name, path, deadline);
-                });
+                };
+                // No thread to be had: it loads when first asked for.
+                let _ = std::thread::Builder::new().spawn_scoped(s, load);
+            }
+            if let Some((name, path, deadline)) = first {
+                let _ = self.load(name, path, deadline);
             }
         });
     }
@@ -466,21 +474,16 @@ impl Runtime {
             // A bug on a helper thread while the guest ran fails the call
             // before anything below counts it a success (a DEL would
             // otherwise remove the attachment's state).
-            if let Some(bug) = crate::bug::seen() {
-                outcome = Err(CniError::host(format!("wasm-cni failed: {bug}")));
-            }
+            outcome = crate::bug::fails(outcome);
+            // A step's failure fails a call that had succeeded, and is
+            // logged beside one that had not.
+            let fail = |outcome: &mut Result<_, CniError>, e: String| match outcome {
+                Ok(_) => *outcome = Err(CniError::plugin(e)),
+                Err(_) => crate::log::error(&e),
+            };
             // Changes the guest started are part of its answer.
-            if let Err(e) = crate::caps::link::finish_deletions(&shared).await {
-                match outcome {
-                    Ok(_) => outcome = Err(CniError::plugin(e)),
-                    Err(_) => crate::log::error(&e),
-                }
-            }
             if let Err(e) = crate::caps::firewall::finish_all(&shared).await {
-                match outcome {
-                    Ok(_) => outcome = Err(CniError::plugin(e)),
-                    Err(_) => crate::log::error(&e),
-                }
+                fail(&mut outcome, e);
             }
             // An attachment's rules go with it, whatever its plugin did: a rule
             // that outlived its attachment (a spoof check matches a port by
@@ -497,10 +500,7 @@ impl Runtime {
                     .await
             {
                 let e = format!("remove the rules of {owner:?}: {e}");
-                match outcome {
-                    Ok(_) => outcome = Err(CniError::plugin(e)),
-                    Err(_) => crate::log::error(&e),
-                }
+                fail(&mut outcome, e);
             }
             if let Err(e) = crate::caps::port_mapping::release_route_localnet(
                 &*kernel,
@@ -510,10 +510,7 @@ impl Runtime {
             .await
             {
                 let e = format!("release route_localnet: {e}");
-                match outcome {
-                    Ok(_) => outcome = Err(CniError::plugin(e)),
-                    Err(_) => crate::log::error(&e),
-                }
+                fail(&mut outcome, e);
             }
             // An attachment's state goes with it (after a DEL), or with its
             // validity (GC: only when the runtime named the valid attachments;
@@ -555,16 +552,13 @@ impl Runtime {
         })
         .catch_unwind()
         .await;
-        let mut outcome = after.unwrap_or_else(|p| {
+        let mut outcome = crate::bug::fails(after.unwrap_or_else(|p| {
             Err(CniError::host(format!(
                 "wasm-cni failed after running {}: {}",
                 module.name,
                 crate::bug::message(&*p)
             )))
-        });
-        if let Some(bug) = crate::bug::take() {
-            outcome = Err(CniError::host(format!("wasm-cni failed: {bug}")));
-        }
+        }));
         // STATUS of an interface plugin is its IPAM's too: asked here for a
         // plugin that did not ask it (a 0.1.0 module, the SDK's default);
         // an L2-only network (no `ipam.type`) has none to ask.
@@ -700,11 +694,7 @@ impl Runtime {
         // A host bug on a thread of this run fails it, whatever the guest
         // made of it: its writes are undone here (left for the caller to
         // report, see `bug`).
-        let outcome = match crate::bug::seen() {
-            Some(bug) => Err(CniError::host(format!("wasm-cni failed: {bug}"))),
-            None => outcome,
-        };
-        match outcome {
+        match crate::bug::fails(outcome) {
             Ok(r) if self.command == Command::Add => {
                 self.ipam_writes
                     .lock()
