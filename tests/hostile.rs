@@ -294,6 +294,9 @@ fn a_rollback_waits_for_other_adds_of_its_network_before_it_decides() {
         return;
     };
     let (c1, c2) = (sb.container("c1"), sb.container("c2"));
+    // Warm: c1's 300 ms head start must not go to compiling (a cold cache
+    // on a busy machine let c2 decide before c1 took the network's lock).
+    sb.precompile(&["misbehave", "host-local"]);
     let ipam = json!({"type": "host-local", "subnet": "10.47.0.0/24"});
     // c1 starts first and joins the bridge only after c2 has made it (and
     // failed): while c1 runs, c2's rollback must not delete the bridge.
