@@ -282,3 +282,62 @@ fn a_chain_another_attachment_shares_by_hash_is_left_alone() {
         "the other attachment's chain is intact"
     );
 }
+
+#[test]
+fn a_del_looks_only_where_the_reference_left_something_for_its_pod() {
+    let Some(mut sb) = Sandbox::for_test("reference_nowhere") else {
+        return;
+    };
+    let c1 = sb.container("c1");
+    let cfg = json!({"cniVersion": "1.0.0", "name": "nowhere", "type": "bridge", "bridge": "nwbr",
+        "isGateway": true, "ipMasq": true,
+        "ipam": {"type": "host-local", "subnet": "10.87.0.0/24"}});
+    // The reference ran here for another pod: its `nat` table and that
+    // pod's chain exist, and its nftables backend's table too.
+    let other = reference::chain_name("nowhere", "other-pod");
+    for args in [
+        vec!["iptables", "-w", "-t", "nat", "-N", other.as_str()],
+        vec![
+            "nft",
+            "add table inet cni_plugins_masquerade; add chain inet cni_plugins_masquerade masq_checks",
+        ],
+    ] {
+        let out = sb.run_in("host", &args);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    }
+    // ADD, then DEL with the debug log: what the DEL said.
+    let add_del = |sb: &Sandbox, id: &str, netns: &Path| {
+        sb.cni("bridge", "ADD", id, Some(netns), "eth0", &cfg.to_string())
+            .ok();
+        let del = sb.cni_env(
+            "bridge",
+            "DEL",
+            id,
+            Some(netns),
+            "eth0",
+            &cfg.to_string(),
+            &[("WASM_CNI_LOG", "debug")],
+        );
+        del.ok();
+        del.stderr
+    };
+    // Not in iptables (no chain of this pod's) and not in nft's table
+    // (its chain is there: its rules are looked at, no process for
+    // iptables).
+    let said = add_del(&sb, "c1", &c1);
+    assert!(
+        said.contains("reference cleanup: looking in Present { v4: false, v6: false, nft: true }"),
+        "{said}"
+    );
+    // A node the reference never ran on: nowhere.
+    let mut clean = Sandbox::for_test("reference_nowhere_clean").unwrap();
+    let c2 = clean.container("c2");
+    let said = add_del(&clean, "c2", &c2);
+    assert!(
+        said.contains("reference cleanup: nothing of the reference's here"),
+        "{said}"
+    );
+    // What was there stays.
+    assert!(nat_rules(&sb).contains(&format!("-N {other}")));
+    assert!(sb.nft().contains("masq_checks"));
+}

@@ -530,6 +530,57 @@ pub fn rules_pausing(
     })
 }
 
+/// Whether `family`'s table `table` has a chain `chain`: one request, and
+/// `false` when the table or the chain is not there. Any table, not only
+/// ours (the reference's leftovers are looked for so).
+pub fn chain_exists(family: NetfilterProtoFamily, table: &str, chain: &str) -> io::Result<bool> {
+    const NLMSG_ERROR: u16 = libc::NLMSG_ERROR as u16;
+    // NFT_MSG_NEWCHAIN: the answer that describes the chain.
+    const NEW_CHAIN: u16 = (libc::NFNL_SUBSYS_NFTABLES as u16) << 8 | 3;
+    let seq = next_sequence();
+    let request = message(
+        family,
+        0,
+        NfTablesMessage::GetChain(ChainMessage {
+            attributes: vec![
+                ChainAttribute::Table(table.into()),
+                ChainAttribute::Name(chain.into()),
+            ],
+        }),
+        NLM_F_ACK,
+        seq,
+    );
+    with_socket(|socket| {
+        socket.send(&request, 0)?;
+        let mut rx = vec![0u8; 65536];
+        let mut found = false;
+        loop {
+            let size = socket.recv(&mut &mut rx[..], 0)?;
+            for m in super::netlink::messages(&rx[..size]) {
+                // nlmsghdr: length, type, flags, sequence; an error's errno
+                // follows it. Answers to earlier requests are skipped.
+                let kind = u16::from_ne_bytes([m[4], m[5]]);
+                if u32::from_ne_bytes([m[8], m[9], m[10], m[11]]) != seq {
+                    continue;
+                }
+                if kind == NEW_CHAIN {
+                    found = true;
+                } else if kind == NLMSG_ERROR {
+                    let errno = m
+                        .get(16..20)
+                        .map(|b| -i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                        .ok_or_else(|| io::Error::other("nf_tables: a short error message"))?;
+                    return match errno {
+                        0 => Ok(found),
+                        libc::ENOENT => Ok(false),
+                        e => Err(io::Error::from_raw_os_error(e)),
+                    };
+                }
+            }
+        }
+    })
+}
+
 /// Delete rules of a table of ours by (chain, handle), in one batch.
 pub fn delete_rules(
     family: NetfilterProtoFamily,

@@ -84,12 +84,31 @@ pub fn remove(
     let chain = chain_name(network, container_id);
     let comment = iptables_comment(network, container_id);
     let prefix = nft_instance_hash(network, ifname, container_id);
+    let look = Present::ask(&chain);
+    if look == Present::NOWHERE {
+        return Ok(0);
+    }
     // Three independent places, looked at side by side: a DEL waits for
     // the slowest, not the sum (each is a process or two).
     std::thread::scope(|s| {
-        let v4 = s.spawn(|| remove_iptables(iptables(), &chain, &comment, deadline));
-        let v6 = s.spawn(|| remove_iptables(ip6tables(), &chain, &comment, deadline));
+        let v4 = s.spawn(|| {
+            if look.v4 {
+                remove_iptables(iptables(), &chain, &comment, deadline)
+            } else {
+                Ok(0)
+            }
+        });
+        let v6 = s.spawn(|| {
+            if look.v6 {
+                remove_iptables(ip6tables(), &chain, &comment, deadline)
+            } else {
+                Ok(0)
+            }
+        });
         let nft = s.spawn(|| {
+            if !look.nft {
+                return Ok(0);
+            }
             let stale: Vec<u32> =
                 super::nft::chain_rules(NfFamily::INet, NFT_TABLE, NFT_CHAIN, deadline)?
                     .into_iter()
@@ -107,6 +126,81 @@ pub fn remove(
         }
         Ok(removed)
     })
+}
+
+/// Where the reference may have left something for an attachment. Asked
+/// of the kernel (a netlink request per place, and a file) before three
+/// processes are run for it on every DEL (`iptables -S`, `ip6tables -S`,
+/// `nft list`), which cost a DEL more CPU than all the rest of its work on
+/// a node that never ran the reference:
+///
+/// - iptables over nf_tables (Debian's `iptables` since 11, and what most
+///   nodes run): the attachment's chain is an nf_tables chain `CNI-…` in
+///   table `nat` of family ip (ip6). Its jump rule cannot outlive it (a
+///   jump needs its target: the reference deletes the jump first), so no
+///   chain, nothing to remove.
+/// - legacy iptables: its tables are not nf_tables'; a namespace with a
+///   legacy `nat` table lists it in `/proc/self/net/ip_tables_names`
+///   (`ip6_tables_names`), and then `iptables` is asked as before.
+/// - the nftables backend: the chain `masq_checks` of `inet
+///   cni_plugins_masquerade`.
+///
+/// A question that cannot be asked (no netfilter socket; `WASM_CNI_NFT`
+/// names an `nft` to go through) or fails counts as "maybe": the place is
+/// looked at the old way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Present {
+    v4: bool,
+    v6: bool,
+    nft: bool,
+}
+
+impl Present {
+    const NOWHERE: Present = Present {
+        v4: false,
+        v6: false,
+        nft: false,
+    };
+    const MAYBE_EVERYWHERE: Present = Present {
+        v4: true,
+        v6: true,
+        nft: true,
+    };
+
+    fn ask(chain: &str) -> Present {
+        use super::nfnetlink::{self, NetfilterProtoFamily as F};
+        if !nfnetlink::available() {
+            return Present::MAYBE_EVERYWHERE;
+        }
+        let chain_in = |family, table: &str, chain: &str| {
+            nfnetlink::chain_exists(family, table, chain).unwrap_or_else(|e| {
+                crate::log::debug(&format!(
+                    "reference cleanup: cannot ask nf_tables for {table} {chain}: {e}"
+                ));
+                true
+            })
+        };
+        let legacy_nat = |names: &str| match std::fs::read_to_string(names) {
+            Ok(tables) => tables.lines().any(|t| t == "nat"),
+            // No legacy table at all in this kernel (the module is not
+            // loaded): the file is not there.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(_) => true,
+        };
+        let look = Present {
+            v4: chain_in(F::IPv4, "nat", chain) || legacy_nat("/proc/self/net/ip_tables_names"),
+            v6: chain_in(F::IPv6, "nat", chain) || legacy_nat("/proc/self/net/ip6_tables_names"),
+            nft: chain_in(F::Inet, NFT_TABLE, NFT_CHAIN),
+        };
+        if look == Present::NOWHERE {
+            crate::log::debug(&format!(
+                "reference cleanup: nothing of the reference's here (no chain {chain}, no legacy nat table, no {NFT_TABLE} {NFT_CHAIN})"
+            ));
+        } else {
+            crate::log::debug(&format!("reference cleanup: looking in {look:?}"));
+        }
+        look
+    }
 }
 
 pub(crate) fn iptables() -> &'static str {
