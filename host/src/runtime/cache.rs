@@ -448,7 +448,7 @@ fn digest_capped(module: &Path, max: u64) -> Result<[u8; 32], String> {
     use std::io::Read;
     let (f, too_big) = open_capped(module, max)?;
     let mut f = f.take(max + 1);
-    let (mut h, mut buf, mut total) = (Sha256::new(), vec![0u8; 64 << 10], 0u64);
+    let (mut h, mut buf, mut total) = (Sha256::new(), vec![0u8; 16 << 10], 0u64);
     loop {
         let n = match f.read(&mut buf) {
             Ok(0) => break,
