@@ -82,8 +82,20 @@ fn gc_keeps_valid_attachments_and_the_cursor() {
         Value::Null
     );
     let store = node.store("hl");
-    let kept: Vec<&String> = store.keys().collect();
-    assert_eq!(kept, ["10.43.0.3", "last_reserved_ip.0"]);
+    let kept: Vec<&String> = store
+        .keys()
+        .filter(|k| !k.starts_with("attachment."))
+        .collect();
+    assert_eq!(
+        kept,
+        ["10.43.0.3", "attachment-index", "last_reserved_ip.0"]
+    );
+    let index: Vec<&String> = store
+        .iter()
+        .filter(|(k, _)| k.starts_with("attachment."))
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(index, ["b\neth0\n10.43.0.3"], "a's index entry went");
 }
 
 #[test]

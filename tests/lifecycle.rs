@@ -46,6 +46,25 @@ fn files(dir: &Path) -> Vec<String> {
     names
 }
 
+/// What host-local's attachment index holds (`attachment.<hash>`: id,
+/// ifname, addresses), sorted.
+fn index_entries(dir: &Path) -> Vec<String> {
+    let mut held: Vec<String> = files(dir)
+        .iter()
+        .filter(|f| f.starts_with("attachment."))
+        .map(|f| std::fs::read_to_string(dir.join(f)).unwrap())
+        .collect();
+    held.sort();
+    held
+}
+
+/// The store's files but the index's entries.
+fn store_files(dir: &Path) -> Vec<String> {
+    let mut names = files(dir);
+    names.retain(|f| !f.starts_with("attachment."));
+    names
+}
+
 #[test]
 fn status_and_gc_exist_from_1_1_0_and_need_no_container() {
     let Some(sb) = Sandbox::for_test("status_and_gc_versions") else {
@@ -162,9 +181,20 @@ fn gc_removes_exactly_the_stale_attachments_rules_and_reservations() {
     out.ok();
     assert_eq!(out.stdout, "");
     assert_eq!(
-        files(&dir),
-        ["10.74.0.2", "10.74.0.50", "last_reserved_ip.0", "lock"],
-        "the stale and the legacy-gone reservations went; lock and cursor stay"
+        store_files(&dir),
+        [
+            "10.74.0.2",
+            "10.74.0.50",
+            "attachment-index",
+            "last_reserved_ip.0",
+            "lock"
+        ],
+        "the stale and the legacy-gone reservations went; lock, cursor and the index's marker stay"
+    );
+    assert_eq!(
+        index_entries(&dir),
+        ["live\neth0\n10.74.0.2"],
+        "the stale attachment's index entry went"
     );
     assert_eq!(
         std::fs::read_to_string(dir.join("10.74.0.2")).unwrap(),
@@ -185,7 +215,10 @@ fn gc_removes_exactly_the_stale_attachments_rules_and_reservations() {
     network_call(&sb, "bridge", "GC", &gc).ok();
     assert!(files(&dir).contains(&"10.74.0.2".to_string()));
     network_call(&sb, "bridge", "GC", &a).ok();
-    assert_eq!(files(&dir), ["last_reserved_ip.0", "lock"]);
+    assert_eq!(
+        files(&dir),
+        ["attachment-index", "last_reserved_ip.0", "lock"]
+    );
     assert_eq!(rule_comments(&sb), ["wasm-cni gcb other eth0"]);
     // Network gcb never changed.
     assert_eq!(files(&sb.state_dir("gcb")), before_b.0);

@@ -2,6 +2,7 @@
 //! (backend/disk): `<ip>` holds `<container id>\r\n<ifname>`,
 //! `last_reserved_ip.<set index>` the last address handed out.
 
+use crate::index::{self, Owner};
 use crate::range::RangeSet;
 use ipnetwork::IpNetwork;
 use std::net::IpAddr;
@@ -24,9 +25,29 @@ pub fn owner(id: &str, ifname: &str) -> String {
     format!("{}\r\n{ifname}", id.trim())
 }
 
+/// What the index says `id` + `ifname` holds (and `id` alone), when it
+/// covers the store.
+fn indexed_held(disk: &dyn Disk, id: &str, ifname: &str) -> Result<Option<Vec<IpAddr>>, String> {
+    if !index::complete(disk)? {
+        return Ok(None);
+    }
+    let mut held = Vec::new();
+    for o in [Owner::new(id, ifname), Owner::legacy(id)] {
+        held.extend(index::held(disk, &o)?.unwrap_or_default());
+    }
+    Ok(Some(held))
+}
+
 /// Addresses held by `id` + `ifname`, and by `id` alone in files from
-/// before ifnames were recorded (the reference's GetByID matches both).
+/// before ifnames were recorded (the reference's GetByID matches both):
+/// from the index, else (nothing there, or no index yet) read from every
+/// entry, so a reservation another writer made is found too.
 pub fn held_by(disk: &dyn Disk, id: &str, ifname: &str) -> Result<Vec<IpAddr>, String> {
+    if let Some(held) = indexed_held(disk, id, ifname)?
+        && !held.is_empty()
+    {
+        return Ok(held);
+    }
     let want = owner(id, ifname);
     Ok(disk
         .entries()?
@@ -52,7 +73,9 @@ pub fn collect(
 ) -> Result<(Vec<String>, Vec<String>), String> {
     let mut released = Vec::new();
     let mut failures = Vec::new();
-    for (key, value) in disk.entries()? {
+    let entries = disk.entries()?;
+    failures.extend(index::collect(disk, &entries, valid));
+    for (key, value) in entries {
         if !is_reservation(&key) {
             continue;
         }
@@ -91,11 +114,16 @@ pub fn allocate(
 ) -> Result<Allocation, String> {
     let value = owner(id, ifname);
     let last_key = format!("{LAST_RESERVED_PREFIX}{set_index}");
+    if !index::complete(disk)? {
+        let entries = disk.entries()?;
+        index::build(disk, &entries)?;
+    }
     let reserve = |disk: &mut dyn Disk, ip: IpAddr| -> Result<bool, String> {
         if !disk.create(&ip.to_string(), &value)? {
             return Ok(false);
         }
         disk.put(&last_key, &ip.to_string())?;
+        index::add(disk, &Owner::new(id, ifname), ip)?;
         Ok(true)
     };
     if let Some(ip) = requested {
@@ -121,10 +149,13 @@ pub fn allocate(
             gateway: r.gateway,
         });
     }
-    if let Some(ip) = held_by(disk, id, ifname)?
-        .into_iter()
-        .find(|ip| set.contains(*ip))
-    {
+    // The index alone, once it covers the store: reading every entry on
+    // every ADD is what it saves (see `index`).
+    let held = match indexed_held(disk, id, ifname)? {
+        Some(held) => held,
+        None => held_by(disk, id, ifname)?,
+    };
+    if let Some(ip) = held.into_iter().find(|ip| set.contains(*ip)) {
         return Err(format!(
             "{ip} has been allocated to {id}, duplicate allocation is not allowed"
         ));
@@ -139,8 +170,27 @@ pub fn allocate(
 }
 
 /// Release what `id` + `ifname` holds; entries from before ifnames were
-/// recorded (the id alone) are released when nothing else matched.
+/// recorded (the id alone) are released when nothing else matched. The
+/// index answers when it covers the store and knows the attachment; else
+/// every entry is read.
 pub fn release(disk: &mut dyn Disk, id: &str, ifname: &str) -> Result<usize, String> {
+    let owners = [Owner::new(id, ifname), Owner::legacy(id)];
+    if index::complete(disk)? {
+        for o in &owners {
+            match index::held(disk, o)? {
+                Some(ips) if !ips.is_empty() => {
+                    for ip in &ips {
+                        disk.delete(&ip.to_string())?;
+                    }
+                    index::forget(disk, o)?;
+                    return Ok(ips.len());
+                }
+                // Listed, but its reservations are gone or another's.
+                Some(_) => index::forget(disk, o)?,
+                None => {}
+            }
+        }
+    }
     let entries = disk.entries()?;
     let mine = |want: &str| -> Vec<String> {
         entries
@@ -156,7 +206,22 @@ pub fn release(disk: &mut dyn Disk, id: &str, ifname: &str) -> Result<usize, Str
     for k in &keys {
         disk.delete(k)?;
     }
+    if !keys.is_empty() {
+        for o in &owners {
+            index::forget(disk, o)?;
+        }
+    }
     Ok(keys.len())
+}
+
+/// An ADD that fails after reserving `keys` for `id` + `ifname` gives them
+/// back.
+pub fn unreserve(disk: &mut dyn Disk, id: &str, ifname: &str, keys: &[String]) {
+    for key in keys {
+        let _ = disk.delete(key);
+    }
+    let ips: Vec<IpAddr> = keys.iter().filter_map(|k| k.parse().ok()).collect();
+    let _ = index::remove(disk, &Owner::new(id, ifname), &ips);
 }
 
 #[cfg(test)]
@@ -165,11 +230,13 @@ pub mod tests {
     use crate::range::{RangeSet, RawRange};
     use std::collections::BTreeMap;
 
+    /// A store in memory; `.1` counts the reads of every entry.
     #[derive(Default)]
-    pub struct MemDisk(pub BTreeMap<String, String>);
+    pub struct MemDisk(pub BTreeMap<String, String>, pub std::cell::Cell<usize>);
 
     impl Disk for MemDisk {
         fn entries(&self) -> Result<Vec<(String, String)>, String> {
+            self.1.set(self.1.get() + 1);
             Ok(self.0.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
         }
         fn get(&self, key: &str) -> Result<Option<String>, String> {

@@ -4,6 +4,7 @@
 
 mod allocator;
 mod config;
+mod index;
 mod range;
 
 use allocator::Disk;
@@ -66,9 +67,7 @@ impl Plugin for HostLocal {
         let mut ips = Vec::new();
         let mut taken: Vec<String> = Vec::new();
         let undo = |disk: &mut LockedStore, taken: &[String]| {
-            for key in taken {
-                let _ = disk.delete(key);
-            }
+            allocator::unreserve(disk, &req.container_id, &req.ifname, taken)
         };
         for (idx, set) in conf.ranges.iter().enumerate() {
             let want = requested
