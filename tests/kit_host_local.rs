@@ -95,7 +95,7 @@ fn gc_keeps_valid_attachments_and_the_cursor() {
         .filter(|(k, _)| k.starts_with("attachment."))
         .map(|(_, v)| v)
         .collect();
-    assert_eq!(index, ["b\neth0\n10.43.0.3"], "a's index entry went");
+    assert_eq!(index, ["wasm-cni\n10.43.0.3"], "a's index entry went");
 }
 
 #[test]

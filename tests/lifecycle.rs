@@ -193,7 +193,7 @@ fn gc_removes_exactly_the_stale_attachments_rules_and_reservations() {
     );
     assert_eq!(
         index_entries(&dir),
-        ["live\neth0\n10.74.0.2"],
+        ["wasm-cni\n10.74.0.2"],
         "the stale attachment's index entry went"
     );
     assert_eq!(

@@ -28,7 +28,7 @@ pub fn owner(id: &str, ifname: &str) -> String {
 /// What the index says `id` + `ifname` holds (and `id` alone), when it
 /// covers the store.
 fn indexed_held(disk: &dyn Disk, id: &str, ifname: &str) -> Result<Option<Vec<IpAddr>>, String> {
-    if !index::complete(disk)? {
+    if !index::complete(disk) {
         return Ok(None);
     }
     let mut held = Vec::new();
@@ -74,9 +74,8 @@ pub fn collect(
     let mut released = Vec::new();
     let mut failures = Vec::new();
     let entries = disk.entries()?;
-    failures.extend(index::collect(disk, &entries, valid));
-    for (key, value) in entries {
-        if !is_reservation(&key) {
+    for (key, value) in &entries {
+        if !is_reservation(key) {
             continue;
         }
         let value = value.trim();
@@ -87,11 +86,17 @@ pub fn collect(
         if in_use {
             continue;
         }
-        match disk.delete(&key) {
-            Ok(_) => released.push(key),
+        match disk.delete(key) {
+            Ok(_) => released.push(key.clone()),
             Err(e) => failures.push(format!("release {key}: {e}")),
         }
     }
+    let kept: std::collections::HashSet<IpAddr> = entries
+        .iter()
+        .filter(|(k, _)| !released.contains(k))
+        .filter_map(|(k, _)| k.parse().ok())
+        .collect();
+    index::collect(disk, &entries, &kept);
     Ok((released, failures))
 }
 
@@ -114,16 +119,19 @@ pub fn allocate(
 ) -> Result<Allocation, String> {
     let value = owner(id, ifname);
     let last_key = format!("{LAST_RESERVED_PREFIX}{set_index}");
-    if !index::complete(disk)? {
-        let entries = disk.entries()?;
-        index::build(disk, &entries)?;
-    }
     let reserve = |disk: &mut dyn Disk, ip: IpAddr| -> Result<bool, String> {
-        if !disk.create(&ip.to_string(), &value)? {
+        let key = ip.to_string();
+        // Looked at first, under the lock: a walk past taken addresses
+        // spends no writes (a call may write 256 entries). Anything there,
+        // even unreadable, is taken.
+        if !matches!(disk.get(&key), Ok(None)) {
             return Ok(false);
         }
-        disk.put(&last_key, &ip.to_string())?;
-        index::add(disk, &Owner::new(id, ifname), ip)?;
+        index::add(disk, &Owner::new(id, ifname), ip);
+        if !disk.create(&key, &value)? {
+            return Ok(false);
+        }
+        disk.put(&last_key, &key)?;
         Ok(true)
     };
     if let Some(ip) = requested {
@@ -175,18 +183,18 @@ pub fn allocate(
 /// every entry is read.
 pub fn release(disk: &mut dyn Disk, id: &str, ifname: &str) -> Result<usize, String> {
     let owners = [Owner::new(id, ifname), Owner::legacy(id)];
-    if index::complete(disk)? {
+    if index::complete(disk) {
         for o in &owners {
             match index::held(disk, o)? {
                 Some(ips) if !ips.is_empty() => {
                     for ip in &ips {
                         disk.delete(&ip.to_string())?;
                     }
-                    index::forget(disk, o)?;
+                    index::forget(disk, o);
                     return Ok(ips.len());
                 }
                 // Listed, but its reservations are gone or another's.
-                Some(_) => index::forget(disk, o)?,
+                Some(_) => index::forget(disk, o),
                 None => {}
             }
         }
@@ -195,7 +203,7 @@ pub fn release(disk: &mut dyn Disk, id: &str, ifname: &str) -> Result<usize, Str
     let mine = |want: &str| -> Vec<String> {
         entries
             .iter()
-            .filter(|(k, v)| v.trim() == want && !k.starts_with(LAST_RESERVED_PREFIX))
+            .filter(|(k, v)| v.trim() == want && is_reservation(k))
             .map(|(k, _)| k.clone())
             .collect()
     };
@@ -208,7 +216,7 @@ pub fn release(disk: &mut dyn Disk, id: &str, ifname: &str) -> Result<usize, Str
     }
     if !keys.is_empty() {
         for o in &owners {
-            index::forget(disk, o)?;
+            index::forget(disk, o);
         }
     }
     Ok(keys.len())
@@ -221,7 +229,7 @@ pub fn unreserve(disk: &mut dyn Disk, id: &str, ifname: &str, keys: &[String]) {
         let _ = disk.delete(key);
     }
     let ips: Vec<IpAddr> = keys.iter().filter_map(|k| k.parse().ok()).collect();
-    let _ = index::remove(disk, &Owner::new(id, ifname), &ips);
+    index::remove(disk, &Owner::new(id, ifname), &ips);
 }
 
 #[cfg(test)]
@@ -255,6 +263,62 @@ pub mod tests {
         }
         fn delete(&mut self, key: &str) -> Result<bool, String> {
             Ok(self.0.remove(key).is_some())
+        }
+    }
+
+    /// One call's view of a store, with the host's limit on writes (256),
+    /// every write refused past `dies_after` (a process killed there), and
+    /// `unreadable` an entry that is there but cannot be read (planted as
+    /// a FIFO): the host's `entries` skips it, `get` fails.
+    pub struct Call<'a> {
+        pub disk: &'a mut MemDisk,
+        pub writes: usize,
+        pub dies_after: usize,
+        pub unreadable: Option<&'static str>,
+    }
+
+    impl<'a> Call<'a> {
+        pub fn new(disk: &'a mut MemDisk) -> Call<'a> {
+            Call {
+                disk,
+                writes: 0,
+                dies_after: usize::MAX,
+                unreadable: None,
+            }
+        }
+
+        fn write(&mut self) -> Result<(), String> {
+            if self.writes >= self.dies_after.min(256) {
+                return Err("denied: a call writes at most 256 entries".into());
+            }
+            self.writes += 1;
+            Ok(())
+        }
+    }
+
+    impl Disk for Call<'_> {
+        fn entries(&self) -> Result<Vec<(String, String)>, String> {
+            let mut all = self.disk.entries()?;
+            all.retain(|(k, _)| Some(k.as_str()) != self.unreadable);
+            Ok(all)
+        }
+        fn get(&self, key: &str) -> Result<Option<String>, String> {
+            if Some(key) == self.unreadable && self.disk.0.contains_key(key) {
+                return Err(format!("{key:?} is not a regular file"));
+            }
+            self.disk.get(key)
+        }
+        fn create(&mut self, key: &str, value: &str) -> Result<bool, String> {
+            self.write()?;
+            self.disk.create(key, value)
+        }
+        fn put(&mut self, key: &str, value: &str) -> Result<(), String> {
+            self.write()?;
+            self.disk.put(key, value)
+        }
+        fn delete(&mut self, key: &str) -> Result<bool, String> {
+            self.write()?;
+            self.disk.delete(key)
         }
     }
 

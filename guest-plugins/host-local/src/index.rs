@@ -23,75 +23,57 @@
 //! `<id>` (what its release deletes by).
 
 use crate::allocator::Disk;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 
 pub const PREFIX: &str = "attachment.";
 pub const MARKER: &str = "attachment-index";
 const MARKER_VALUE: &str = "wasm-cni attachment index 1";
-/// Entries written per call while an inherited store is indexed (a call
-/// may write 256).
-pub const WRITES_PER_CALL: usize = 100;
+/// An entry's first line: no container id holds a line break, so no entry
+/// is ever what the reference's release deletes by.
+const HEADER: &str = "wasm-cni";
+/// Index entries a call writes at most while it indexes an inherited
+/// store, or drops in GC: a call writes at most 256 entries, and the
+/// reservations come first.
+pub const WRITES_PER_CALL: usize = 32;
 
 /// An attachment as its reservation files name it: `<id>\r\n<ifname>`, or
 /// `<id>` alone in files from before ifnames were recorded.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Owner {
-    pub id: String,
-    pub ifname: Option<String>,
-}
+pub struct Owner(String);
 
 impl Owner {
     pub fn new(id: &str, ifname: &str) -> Owner {
-        Owner {
-            id: id.trim().to_string(),
-            ifname: Some(ifname.to_string()),
-        }
+        Owner(format!("{}\r\n{ifname}", id.trim()))
     }
 
     pub fn legacy(id: &str) -> Owner {
-        Owner {
-            id: id.trim().to_string(),
-            ifname: None,
-        }
+        Owner(id.trim().to_string())
     }
 
     /// Whose a reservation file's content says it is.
-    pub fn of_reservation(value: &str) -> Owner {
-        match value.trim().split_once("\r\n") {
-            Some((id, ifname)) => Owner::new(id, ifname),
-            None => Owner::legacy(value),
-        }
+    fn of_reservation(value: &str) -> Owner {
+        Owner(value.trim().to_string())
     }
 
     /// What its reservation files hold.
-    pub fn reservation(&self) -> String {
-        match &self.ifname {
-            Some(ifname) => format!("{}\r\n{ifname}", self.id),
-            None => self.id.clone(),
-        }
+    pub fn reservation(&self) -> &str {
+        &self.0
     }
 
     fn key(&self) -> String {
         use sha2::{Digest, Sha256};
-        let digest = Sha256::digest(self.reservation().as_bytes());
+        let digest = Sha256::digest(self.0.as_bytes());
         let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
         format!("{PREFIX}{hex}")
     }
-
-    /// Whether `valid` (GC's `(container id, ifname)` pairs) has it: a
-    /// legacy owner by its id alone.
-    pub fn is_in(&self, valid: &[(String, String)]) -> bool {
-        valid.iter().any(|(id, ifname)| {
-            id.trim() == self.id && self.ifname.as_ref().is_none_or(|f| f == ifname)
-        })
-    }
 }
 
-/// An entry: the owner's id and ifname (empty for a legacy owner) on two
-/// lines, then one address a line.
-fn entry(owner: &Owner, ips: &[IpAddr]) -> String {
-    let mut v = format!("{}\n{}", owner.id, owner.ifname.as_deref().unwrap_or(""));
+/// An entry: the header, then one address a line. No owner in it (the
+/// key is its hash, and the reservation files say whose an address is):
+/// its size depends on the range sets, not on the container id.
+fn entry(ips: &[IpAddr]) -> String {
+    let mut v = HEADER.to_string();
     for ip in ips {
         v.push('\n');
         v.push_str(&ip.to_string());
@@ -99,79 +81,87 @@ fn entry(owner: &Owner, ips: &[IpAddr]) -> String {
     v
 }
 
-fn parse(value: &str) -> Option<(Owner, Vec<IpAddr>)> {
+fn parse(value: &str) -> Vec<IpAddr> {
     let mut lines = value.split('\n');
-    let id = lines.next()?;
-    let ifname = lines.next()?;
-    let owner = if ifname.is_empty() {
-        Owner::legacy(id)
-    } else {
-        Owner::new(id, ifname)
-    };
-    Some((owner, lines.filter_map(|l| l.trim().parse().ok()).collect()))
+    if lines.next() != Some(HEADER) {
+        return Vec::new();
+    }
+    lines.filter_map(|l| l.trim().parse().ok()).collect()
 }
 
-/// Whether every reservation is listed: the index may be asked.
-pub fn complete(disk: &dyn Disk) -> Result<bool, String> {
-    Ok(disk.get(MARKER)?.is_some_and(|v| v == MARKER_VALUE))
+/// Whether every reservation is listed: the index may be asked. A marker
+/// that cannot be read (planted as something else) is no marker.
+pub fn complete(disk: &dyn Disk) -> bool {
+    disk.get(MARKER)
+        .is_ok_and(|v| v.as_deref() == Some(MARKER_VALUE))
 }
 
 /// The addresses the index lists for `owner` whose reservations still
-/// name it; `None` when it has no entry.
+/// name it; `None` when it has no entry (or one that cannot be read).
 pub fn held(disk: &dyn Disk, owner: &Owner) -> Result<Option<Vec<IpAddr>>, String> {
-    let Some((listed_for, ips)) = disk.get(&owner.key())?.as_deref().and_then(parse) else {
+    let Ok(Some(value)) = disk.get(&owner.key()) else {
         return Ok(None);
     };
-    let want = owner.reservation();
     let mut out = Vec::new();
-    if listed_for == *owner {
-        for ip in ips {
-            if disk.get(&ip.to_string())?.is_some_and(|v| v.trim() == want) {
-                out.push(ip);
-            }
+    for ip in parse(&value) {
+        if disk
+            .get(&ip.to_string())
+            .is_ok_and(|v| v.is_some_and(|v| v.trim() == owner.reservation()))
+        {
+            out.push(ip);
         }
     }
     Ok(Some(out))
 }
 
-/// `ip` is now `owner`'s: add it to the owner's entry.
-pub fn add(disk: &mut dyn Disk, owner: &Owner, ip: IpAddr) -> Result<(), String> {
+/// `ip` is about to be `owner`'s: listed before it is reserved, so a call
+/// killed in between lists an address it does not hold (which [`held`]
+/// skips) rather than hold one it does not list. Best effort: an entry
+/// that cannot be written leaves the attachment to a DEL's full read.
+pub fn add(disk: &mut dyn Disk, owner: &Owner, ip: IpAddr) {
     let key = owner.key();
-    let mut ips = match disk.get(&key)?.as_deref().and_then(parse) {
-        Some((o, ips)) if o == *owner => ips,
-        _ => Vec::new(),
-    };
+    let mut ips = disk
+        .get(&key)
+        .ok()
+        .flatten()
+        .map(|v| parse(&v))
+        .unwrap_or_default();
     if !ips.contains(&ip) {
         ips.push(ip);
+        let _ = disk.put(&key, &entry(&ips));
     }
-    disk.put(&key, &entry(owner, &ips))
 }
 
 /// `ips` are no longer `owner`'s (an ADD undoing its reservations).
-pub fn remove(disk: &mut dyn Disk, owner: &Owner, ips: &[IpAddr]) -> Result<(), String> {
+pub fn remove(disk: &mut dyn Disk, owner: &Owner, ips: &[IpAddr]) {
     let key = owner.key();
-    let Some((o, mut listed)) = disk.get(&key)?.as_deref().and_then(parse) else {
-        return Ok(());
+    let Ok(Some(value)) = disk.get(&key) else {
+        return;
     };
+    let mut listed = parse(&value);
     listed.retain(|ip| !ips.contains(ip));
-    if o != *owner || listed.is_empty() {
+    let _ = if listed.is_empty() {
         disk.delete(&key).map(drop)
     } else {
-        disk.put(&key, &entry(owner, &listed))
-    }
+        disk.put(&key, &entry(&listed))
+    };
 }
 
-/// Drop `owner`'s entry (its addresses were released).
-pub fn forget(disk: &mut dyn Disk, owner: &Owner) -> Result<(), String> {
-    disk.delete(&owner.key()).map(drop)
+/// Drop `owner`'s entry (its addresses were released). Best effort: a
+/// stale entry lists nothing [`held`] counts.
+pub fn forget(disk: &mut dyn Disk, owner: &Owner) {
+    let _ = disk.delete(&owner.key());
 }
 
-/// Index a store this index does not cover yet, from `entries` (the whole
-/// store, just read): each owner's entry written where it is missing or
-/// differs, [`WRITES_PER_CALL`] at most, and the marker once all are.
-pub fn build(disk: &mut dyn Disk, entries: &[(String, String)]) -> Result<(), String> {
+/// Index a store this index does not cover yet (an ADD's last step, best
+/// effort): each owner's entry written where it is missing or differs,
+/// [`WRITES_PER_CALL`] at most, and the marker once all are.
+pub fn build(disk: &mut dyn Disk) {
+    let Ok(entries) = disk.entries() else {
+        return;
+    };
     let mut owners: BTreeMap<Owner, Vec<IpAddr>> = BTreeMap::new();
-    for (key, value) in entries {
+    for (key, value) in &entries {
         if let Ok(ip) = key.parse::<IpAddr>() {
             owners
                 .entry(Owner::of_reservation(value))
@@ -186,58 +176,60 @@ pub fn build(disk: &mut dyn Disk, entries: &[(String, String)]) -> Result<(), St
     let mut writes = 0;
     for (owner, mut ips) in owners {
         ips.sort();
-        let (key, want) = (owner.key(), entry(&owner, &ips));
-        let listed = present.get(key.as_str()).and_then(|v| parse(v));
-        if listed.is_some_and(|(o, mut l)| {
-            l.sort();
-            o == owner && l == ips
-        }) {
+        let key = owner.key();
+        let mut listed = present
+            .get(key.as_str())
+            .map(|v| parse(v))
+            .unwrap_or_default();
+        listed.sort();
+        if listed == ips {
             continue;
         }
         if writes == WRITES_PER_CALL {
             // The next ADD goes on.
-            return Ok(());
+            return;
         }
-        disk.put(&key, &want)?;
+        if disk.put(&key, &entry(&ips)).is_err() {
+            return;
+        }
         writes += 1;
     }
-    disk.put(MARKER, MARKER_VALUE)
+    let _ = disk.put(MARKER, MARKER_VALUE);
 }
 
-/// GC: drop the entries of attachments that are not `valid`.
-pub fn collect(
-    disk: &mut dyn Disk,
-    entries: &[(String, String)],
-    valid: &[(String, String)],
-) -> Vec<String> {
-    let mut failures = Vec::new();
+/// GC, after the reservations not in `kept` were released: drop entries
+/// that list none of `kept`, [`WRITES_PER_CALL`] at most (a stale entry
+/// is harmless, and the reservations had the call's writes first).
+pub fn collect(disk: &mut dyn Disk, entries: &[(String, String)], kept: &HashSet<IpAddr>) {
+    let mut writes = 0;
     for (key, value) in entries {
-        if !key.starts_with(PREFIX) {
-            continue;
+        if writes == WRITES_PER_CALL {
+            return;
         }
-        if parse(value).is_some_and(|(owner, _)| owner.is_in(valid)) {
-            continue;
-        }
-        if let Err(e) = disk.delete(key) {
-            failures.push(format!("forget {key}: {e}"));
+        if key.starts_with(PREFIX) && !parse(value).iter().any(|ip| kept.contains(ip)) {
+            let _ = disk.delete(key);
+            writes += 1;
         }
     }
-    failures
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::allocator::tests::MemDisk;
+    use crate::allocator::tests::{Call, MemDisk};
     use crate::allocator::{allocate, collect as gc, held_by, release, unreserve};
     use crate::range::{RangeSet, RawRange};
 
-    fn set() -> RangeSet {
+    fn set(subnet: &str) -> RangeSet {
         RangeSet::parse(&[RawRange {
-            subnet: "10.1.0.0/16".into(),
+            subnet: subnet.into(),
             ..Default::default()
         }])
         .unwrap()
+    }
+
+    fn v4() -> RangeSet {
+        set("10.1.0.0/16")
     }
 
     fn ip(s: &str) -> IpAddr {
@@ -248,99 +240,209 @@ mod tests {
         d.0.keys().filter(|k| k.starts_with(PREFIX)).collect()
     }
 
+    /// An ADD as host-local makes it: one address per set, then a little
+    /// indexing.
+    fn add(c: &mut Call, sets: &[RangeSet], id: &str) -> Result<Vec<IpAddr>, String> {
+        let mut ips = Vec::new();
+        for (i, s) in sets.iter().enumerate() {
+            ips.push(allocate(c, i, s, id, "eth0", None)?.address.ip());
+        }
+        if !complete(c) {
+            build(c);
+        }
+        Ok(ips)
+    }
+
+    /// `n` pods the reference added (it keeps no index).
+    fn inherited(n: usize) -> MemDisk {
+        let mut d = MemDisk::default();
+        for i in 0..n {
+            d.0.insert(
+                format!("10.1.{}.{}", i / 250, 2 + i % 250),
+                format!("ref{i}\r\neth0"),
+            );
+        }
+        d
+    }
+
     #[test]
     fn with_the_index_an_add_and_a_del_read_no_other_attachments_entries() {
         let mut d = MemDisk::default();
         for n in 0..500 {
-            allocate(&mut d, 0, &set(), &format!("c{n}"), "eth0", None).unwrap();
+            add(&mut Call::new(&mut d), &[v4()], &format!("c{n}")).unwrap();
         }
-        assert!(complete(&d).unwrap());
+        assert!(complete(&d));
         assert_eq!(index_keys(&d).len(), 500);
         d.1.set(0);
-        let a = allocate(&mut d, 0, &set(), "new", "eth0", None).unwrap();
-        assert_eq!(held_by(&d, "new", "eth0").unwrap(), [a.address.ip()]);
-        let dup = allocate(&mut d, 0, &set(), "c7", "eth0", None).unwrap_err();
+        let a = add(&mut Call::new(&mut d), &[v4()], "new").unwrap();
+        assert_eq!(held_by(&d, "new", "eth0").unwrap(), a);
+        let dup = add(&mut Call::new(&mut d), &[v4()], "c7").unwrap_err();
         assert!(dup.contains("duplicate allocation"), "{dup}");
-        assert_eq!(release(&mut d, "new", "eth0").unwrap(), 1);
+        assert_eq!(release(&mut Call::new(&mut d), "new", "eth0").unwrap(), 1);
         assert_eq!(d.1.get(), 0, "no call read the whole store");
-        assert!(!d.0.contains_key(&a.address.ip().to_string()));
+        assert!(!d.0.contains_key(&a[0].to_string()));
         assert_eq!(index_keys(&d).len(), 500, "its entry went with it");
     }
 
     #[test]
-    fn an_inherited_store_is_indexed_a_bounded_number_of_entries_a_call() {
-        // 250 pods the reference added (and one from before ifnames).
-        let mut d = MemDisk::default();
-        for n in 0..250 {
-            d.0.insert(format!("10.1.1.{n}"), format!("ref{n}\r\neth0"));
+    fn an_inherited_store_is_indexed_a_little_every_add_within_its_writes() {
+        // 250 pods the reference added, one from before ifnames, and three
+        // range sets: indexing once per set (300 writes) failed every ADD.
+        let mut d = inherited(250);
+        d.0.insert("10.3.0.9".into(), "old".into());
+        let sets = [set("10.1.0.0/16"), set("10.2.0.0/16"), set("10.3.0.0/16")];
+        let mut adds = 0;
+        while !complete(&d) {
+            let mut c = Call::new(&mut d);
+            add(&mut c, &sets, &format!("new{adds}")).unwrap();
+            assert!(c.writes <= 3 * 3 + WRITES_PER_CALL + 1, "{}", c.writes);
+            adds += 1;
+            // Meanwhile the duplicate check reads everything.
+            let dup = add(&mut Call::new(&mut d), &sets, "ref200").unwrap_err();
+            assert!(dup.contains("duplicate allocation"), "{dup}");
         }
-        d.0.insert("10.1.2.1".into(), "old\n".into());
-        d.0.insert("last_reserved_ip.0".into(), "10.1.1.249".into());
-        allocate(&mut d, 0, &set(), "a", "eth0", None).unwrap();
-        assert!(!complete(&d).unwrap());
-        assert_eq!(index_keys(&d).len(), WRITES_PER_CALL + 1, "+ a's own");
-        // Meanwhile the duplicate check still reads everything.
-        let dup = allocate(&mut d, 0, &set(), "ref200", "eth0", None).unwrap_err();
-        assert!(dup.contains("duplicate allocation"), "{dup}");
-        allocate(&mut d, 0, &set(), "b", "eth0", None).unwrap();
-        allocate(&mut d, 0, &set(), "c", "eth0", None).unwrap();
-        assert!(complete(&d).unwrap());
-        assert_eq!(index_keys(&d).len(), 251 + 3);
-        // Now the index answers, the legacy owner included.
+        assert_eq!(adds, 251_usize.div_ceil(WRITES_PER_CALL));
         d.1.set(0);
-        assert_eq!(held_by(&d, "ref10", "eth0").unwrap(), [ip("10.1.1.10")]);
-        assert_eq!(release(&mut d, "old", "eth0").unwrap(), 1);
-        assert_eq!(release(&mut d, "ref10", "eth0").unwrap(), 1);
-        assert_eq!(d.1.get(), 0);
-        assert!(!d.0.contains_key("10.1.1.10") && !d.0.contains_key("10.1.2.1"));
-        assert!(d.0.contains_key("10.1.1.11"));
+        assert_eq!(held_by(&d, "ref10", "eth0").unwrap(), [ip("10.1.0.12")]);
+        let mut c = Call::new(&mut d);
+        assert_eq!(release(&mut c, "old", "eth0").unwrap(), 1);
+        assert_eq!(release(&mut c, "ref10", "eth0").unwrap(), 1);
+        assert_eq!(d.1.get(), 0, "the index answered");
+        assert!(!d.0.contains_key("10.1.0.12") && !d.0.contains_key("10.3.0.9"));
+    }
+
+    #[test]
+    fn a_walk_past_taken_addresses_spends_no_writes() {
+        // .2-.201 taken, the cursor at .254: the walk wraps and passes 200
+        // reservations (200 refused creates used to count as writes).
+        let mut d = MemDisk::default();
+        for i in 2..=201 {
+            d.0.insert(format!("10.1.0.{i}"), format!("ref{i}\r\neth0"));
+        }
+        d.0.insert("last_reserved_ip.0".into(), "10.1.0.254".into());
+        let mut c = Call::new(&mut d);
+        assert_eq!(
+            add(&mut c, &[set("10.1.0.0/24")], "new").unwrap(),
+            [ip("10.1.0.202")]
+        );
+        assert!(c.writes <= 3 + WRITES_PER_CALL + 1, "{}", c.writes);
+    }
+
+    #[test]
+    fn an_entry_does_not_grow_with_the_container_id() {
+        let mut d = MemDisk::default();
+        let long = "a".repeat(4000);
+        add(&mut Call::new(&mut d), &[v4()], &long).unwrap();
+        let entries: Vec<&String> =
+            d.0.iter()
+                .filter(|(k, _)| k.starts_with(PREFIX))
+                .map(|(_, v)| v)
+                .collect();
+        assert_eq!(entries, [&"wasm-cni\n10.1.0.2".to_string()]);
+        assert_eq!(held_by(&d, &long, "eth0").unwrap(), [ip("10.1.0.2")]);
+    }
+
+    #[test]
+    fn an_add_killed_at_any_write_leaves_nothing_its_del_misses() {
+        let sets = [set("10.1.0.0/24"), set("fd00::/64")];
+        for dies_after in 0..12 {
+            let mut d = MemDisk::default();
+            add(&mut Call::new(&mut d), &sets, "before").unwrap();
+            let mut c = Call::new(&mut d);
+            c.dies_after = dies_after;
+            let _ = add(&mut c, &sets, "killed");
+            release(&mut Call::new(&mut d), "killed", "eth0").unwrap();
+            let left: Vec<&String> =
+                d.0.iter()
+                    .filter(|(_, v)| v.contains("killed"))
+                    .map(|(k, _)| k)
+                    .collect();
+            assert!(
+                left.is_empty(),
+                "killed after {dies_after} writes: {left:?} left"
+            );
+            assert_eq!(held_by(&d, "before", "eth0").unwrap().len(), 2);
+        }
     }
 
     #[test]
     fn the_index_is_a_hint_the_reservation_files_decide() {
         let mut d = MemDisk::default();
-        let a = allocate(&mut d, 0, &set(), "c1", "eth0", None).unwrap();
-        let mine = a.address.ip().to_string();
+        let a = add(&mut Call::new(&mut d), &[v4()], "c1").unwrap();
+        let mine = a[0].to_string();
         // Another writer (the reference, run again) released c1's address
         // and gave it to c2; the index still lists it for c1.
         d.0.insert(mine.clone(), "c2\r\neth0".into());
         assert!(held_by(&d, "c1", "eth0").unwrap().is_empty());
-        assert_eq!(release(&mut d, "c1", "eth0").unwrap(), 0);
+        assert_eq!(release(&mut Call::new(&mut d), "c1", "eth0").unwrap(), 0);
         assert_eq!(d.0[&mine], "c2\r\neth0", "c2's reservation stays");
-        // And one it reserved after the marker, the index knows nothing
-        // of: a DEL and a CHECK read the store for it.
+        // One it reserved after the marker, the index knows nothing of: a
+        // DEL and a CHECK read the store for it.
         d.0.insert("10.1.9.9".into(), "c3\r\neth0".into());
         assert_eq!(held_by(&d, "c3", "eth0").unwrap(), [ip("10.1.9.9")]);
-        assert_eq!(release(&mut d, "c3", "eth0").unwrap(), 1);
-        // An entry that names another attachment (a planted or colliding
-        // one) lists nothing.
+        assert_eq!(release(&mut Call::new(&mut d), "c3", "eth0").unwrap(), 1);
+        // An entry planted to list another attachment's address lists
+        // nothing.
         let key = Owner::new("c4", "eth0").key();
         d.0.insert("10.1.9.10".into(), "c5\r\neth0".into());
-        d.0.insert(key, "c5\neth0\n10.1.9.10".into());
+        d.0.insert(key, "wasm-cni\n10.1.9.10".into());
         assert!(held_by(&d, "c4", "eth0").unwrap().is_empty());
-        assert_eq!(release(&mut d, "c4", "eth0").unwrap(), 0);
+        assert_eq!(release(&mut Call::new(&mut d), "c4", "eth0").unwrap(), 0);
         assert!(d.0.contains_key("10.1.9.10"));
+    }
+
+    #[test]
+    fn an_unreadable_marker_or_entry_is_no_index() {
+        for planted in [MARKER, "attachment.00000000000000000000000000000000"] {
+            let mut d = MemDisk::default();
+            add(&mut Call::new(&mut d), &[v4()], "c1").unwrap();
+            d.0.insert(planted.into(), "?".into());
+            let mut c = Call::new(&mut d);
+            c.unreadable = Some(planted);
+            assert_eq!(add(&mut c, &[v4()], "c2").unwrap(), [ip("10.1.0.3")]);
+            assert_eq!(held_by(&c, "c1", "eth0").unwrap(), [ip("10.1.0.2")]);
+            assert_eq!(release(&mut c, "c1", "eth0").unwrap(), 1);
+            assert!(
+                add(&mut c, &[v4()], "c2")
+                    .unwrap_err()
+                    .contains("duplicate")
+            );
+        }
     }
 
     #[test]
     fn an_add_that_gives_back_its_addresses_takes_them_off_the_index() {
         let mut d = MemDisk::default();
-        let a = allocate(&mut d, 0, &set(), "c1", "eth0", None).unwrap();
-        let key = a.address.ip().to_string();
-        unreserve(&mut d, "c1", "eth0", std::slice::from_ref(&key));
+        let a = add(&mut Call::new(&mut d), &[v4()], "c1").unwrap();
+        let key = a[0].to_string();
+        unreserve(
+            &mut Call::new(&mut d),
+            "c1",
+            "eth0",
+            std::slice::from_ref(&key),
+        );
         assert!(!d.0.contains_key(&key));
         assert!(index_keys(&d).is_empty());
-        assert!(complete(&d).unwrap(), "the marker stays");
+        assert!(complete(&d), "the marker stays");
     }
 
     #[test]
-    fn gc_drops_the_entries_of_attachments_that_are_gone() {
+    fn gc_releases_first_and_drops_entries_that_list_nothing_kept() {
+        // 200 stale attachments: releasing them and dropping every entry
+        // too (400 writes) used to fail the GC.
         let mut d = MemDisk::default();
-        for id in ["live", "gone"] {
-            allocate(&mut d, 0, &set(), id, "eth0", None).unwrap();
+        for n in 0..200 {
+            add(&mut Call::new(&mut d), &[v4()], &format!("gone{n}")).unwrap();
         }
-        let (released, failures) = gc(&mut d, &[("live".into(), "eth0".into())]).unwrap();
-        assert_eq!((released.len(), failures.len()), (1, 0));
+        add(&mut Call::new(&mut d), &[v4()], "live").unwrap();
+        let mut c = Call::new(&mut d);
+        let (released, failures) = gc(&mut c, &[("live".into(), "eth0".into())]).unwrap();
+        assert_eq!((released.len(), failures.len()), (200, 0), "{failures:?}");
+        assert_eq!(index_keys(&d).len(), 201 - WRITES_PER_CALL);
+        // The next GC goes on; the live entry stays.
+        for _ in 0..10 {
+            gc(&mut Call::new(&mut d), &[("live".into(), "eth0".into())]).unwrap();
+        }
         assert_eq!(index_keys(&d), [&Owner::new("live", "eth0").key()]);
         assert_eq!(held_by(&d, "live", "eth0").unwrap().len(), 1);
     }
@@ -348,20 +450,25 @@ mod tests {
     #[test]
     fn the_references_release_and_walks_pass_the_index_by() {
         let mut d = MemDisk::default();
-        allocate(&mut d, 0, &set(), "c1", "eth0", None).unwrap();
+        add(&mut Call::new(&mut d), &[v4()], "c1").unwrap();
+        // A container id may look like an address.
+        add(&mut Call::new(&mut d), &[v4()], "10.1.0.2").unwrap();
         d.0.insert("10.1.3.3".into(), "legacy".into());
-        release(&mut d, "nobody", "eth0").unwrap();
-        allocate(&mut d, 0, &set(), "c2", "eth1", None).unwrap();
         for (key, value) in &d.0 {
             if key.starts_with(PREFIX) || key == MARKER {
                 // Its walks take only names that parse as addresses, and
                 // its release deletes by exact content.
                 assert!(key.parse::<IpAddr>().is_err());
-                for (id, ifname) in [("c1", "eth0"), ("c2", "eth1"), ("legacy", "")] {
+                for (id, ifname) in [("c1", "eth0"), ("10.1.0.2", "eth0"), ("legacy", "")] {
                     assert_ne!(value.trim(), format!("{id}\r\n{ifname}"));
                     assert_ne!(value.trim(), id);
                 }
             }
         }
+        // Nor does our own release by content take an entry for a
+        // reservation.
+        let entries_before = index_keys(&d).len();
+        release(&mut Call::new(&mut d), "wasm-cni", "eth0").unwrap();
+        assert_eq!(index_keys(&d).len(), entries_before);
     }
 }

@@ -116,6 +116,10 @@ impl Plugin for HostLocal {
             },
             None => Default::default(),
         };
+        // A store the reference filled is indexed a little every ADD.
+        if !index::complete(&disk) {
+            index::build(&mut disk);
+        }
         Ok(CniResult {
             ips,
             routes: conf.routes,

@@ -14,7 +14,8 @@
 //! async runtime's thread.
 
 use rustix::fs::{
-    AtFlags, Dir, FileType, Mode, OFlags, fstat, mkdirat, openat, renameat, unlinkat,
+    AtFlags, Dir, FileType, Mode, OFlags, RenameFlags, fstat, mkdirat, openat, renameat,
+    renameat_with, unlinkat,
 };
 use rustix::io::Errno;
 use std::fs::File;
@@ -215,10 +216,36 @@ impl StoreDir {
     }
 
     /// Create an entry only if the name is free: false when it was taken.
+    /// Written under a temporary name and renamed into place only if the
+    /// name is still free (`RENAME_NOREPLACE`): a call killed midway leaves
+    /// no empty reservation (a file no DEL would release, whose address
+    /// only GC would free), at most a dot-file no listing takes.
     pub fn create_new(&self, key: &str, value: &[u8]) -> io::Result<bool> {
+        let key = component(key)?;
+        let tmp = self.temporary(value)?;
+        let placed = renameat_with(
+            &self.fd,
+            tmp.as_str(),
+            &self.fd,
+            key,
+            RenameFlags::NOREPLACE,
+        );
+        if placed.is_err() {
+            let _ = unlinkat(&self.fd, tmp.as_str(), AtFlags::empty());
+        }
+        match placed {
+            Ok(()) => Ok(true),
+            Err(Errno::EXIST) => Ok(false),
+            // A file system without RENAME_NOREPLACE: created in place.
+            Err(Errno::INVAL | Errno::NOSYS) => self.create_in_place(key, value),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn create_in_place(&self, key: &str, value: &[u8]) -> io::Result<bool> {
         let fd = match openat(
             &self.fd,
-            component(key)?,
+            key,
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(FILE_MODE),
         ) {
@@ -233,10 +260,9 @@ impl StoreDir {
         Ok(true)
     }
 
-    /// Create or replace an entry atomically (a temporary file renamed over
-    /// it).
-    pub fn replace(&self, key: &str, value: &[u8]) -> io::Result<()> {
-        let key = component(key)?;
+    /// `value` in a new file of a temporary name (a dot-file: no key), its
+    /// name.
+    fn temporary(&self, value: &[u8]) -> io::Result<String> {
         let mut b = [0u8; 8];
         rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty())?;
         let tmp = format!(".wasm-cni-{}", u64::from_ne_bytes(b));
@@ -246,13 +272,23 @@ impl StoreDir {
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(FILE_MODE),
         )?;
-        let written = File::from(fd).write_all(value).and_then(|()| {
-            renameat(&self.fd, tmp.as_str(), &self.fd, key).map_err(io::Error::from)
-        });
-        if written.is_err() {
+        if let Err(e) = File::from(fd).write_all(value) {
+            let _ = unlinkat(&self.fd, tmp.as_str(), AtFlags::empty());
+            return Err(e);
+        }
+        Ok(tmp)
+    }
+
+    /// Create or replace an entry atomically (a temporary file renamed over
+    /// it).
+    pub fn replace(&self, key: &str, value: &[u8]) -> io::Result<()> {
+        let key = component(key)?;
+        let tmp = self.temporary(value)?;
+        let placed = renameat(&self.fd, tmp.as_str(), &self.fd, key).map_err(io::Error::from);
+        if placed.is_err() {
             let _ = unlinkat(&self.fd, tmp.as_str(), AtFlags::empty());
         }
-        written
+        placed
     }
 
     /// Remove an entry: false when there was none.
