@@ -321,3 +321,25 @@ fn resolv_conf_never_opens_what_is_not_a_regular_file_nor_crosses_a_mount() {
     );
     assert!(sb.ip_files("dns2").is_empty());
 }
+
+#[test]
+fn a_config_with_more_range_sets_than_an_add_can_write_is_refused_up_front() {
+    let Some(sb) = Sandbox::for_test("too_many_range_sets") else {
+        return;
+    };
+    let sets: Vec<Value> = (0..65)
+        .map(|i| json!([{"subnet": format!("10.88.{i}.0/30")}]))
+        .collect();
+    let cfg = ipam_conf(
+        "1.0.0",
+        "wide",
+        json!({"type": "host-local", "ranges": sets}),
+    );
+    let e = ipam_call(&sb, "ADD", "c1", &cfg).err(7);
+    let msg = e["msg"].as_str().unwrap();
+    assert!(
+        msg.contains("65 range sets") && msg.contains("at most 64"),
+        "{e}"
+    );
+    assert!(sb.ip_files("wide").is_empty());
+}

@@ -172,6 +172,16 @@ fn gc_removes_exactly_the_stale_attachments_rules_and_reservations() {
     let dir = sb.state_dir("gca");
     std::fs::write(dir.join("10.74.0.50"), "live").unwrap();
     std::fs::write(dir.join("10.74.0.51"), "gone").unwrap();
+    // What a call killed between writing a reservation and renaming it
+    // into place leaves (an hour ago), and one a live call is writing.
+    std::fs::write(dir.join(".wasm-cni-1"), "killed\r\neth0").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(dir.join(".wasm-cni-1"))
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600))
+        .unwrap();
+    std::fs::write(dir.join(".wasm-cni-2"), "live\r\neth1").unwrap();
     let before_b = (files(&sb.state_dir("gcb")), rule_comments(&sb));
     assert_eq!(rule_comments(&sb).len(), 3);
 
@@ -183,14 +193,16 @@ fn gc_removes_exactly_the_stale_attachments_rules_and_reservations() {
     assert_eq!(
         store_files(&dir),
         [
+            ".wasm-cni-2",
             "10.74.0.2",
             "10.74.0.50",
             "attachment-index",
             "last_reserved_ip.0",
             "lock"
         ],
-        "the stale and the legacy-gone reservations went; lock, cursor and the index's marker stay"
+        "the stale and the legacy-gone reservations and the old temporary went; lock, cursor, the index's marker and a fresh temporary stay"
     );
+    std::fs::remove_file(dir.join(".wasm-cni-2")).unwrap();
     assert_eq!(
         index_entries(&dir),
         ["wasm-cni\n10.74.0.2"],
@@ -436,4 +448,44 @@ esac
     assert!(msg.contains("remove stale rules"), "{msg}");
     assert!(msg.contains("ipam store unreadable"), "{msg}");
     assert!(asked.exists(), "IPAM's GC ran after the rules failed");
+}
+
+#[test]
+fn a_network_whose_name_is_too_long_to_show_keeps_its_rules_its_own() {
+    let Some(mut sb) = Sandbox::for_test("long_network_name") else {
+        return;
+    };
+    // Multus names networks `<namespace>-<attachment definition>`; a
+    // runtime's container ids are 64 hex digits. Together they do not fit
+    // nftables' 128 bytes of comment.
+    let network = format!("team-{}-net", "a".repeat(66));
+    let cfg = config("1.1.0", &network, "longbr", "10.76.0.0/24");
+    let (live, gone) = ("1".repeat(64), "2".repeat(64));
+    for (id, ns) in [(&live, "c1"), (&gone, "c2")] {
+        let netns = sb.container(ns);
+        sb.cni("bridge", "ADD", id, Some(&netns), "eth0", &cfg.to_string())
+            .ok();
+    }
+    let rules = rule_comments(&sb);
+    assert_eq!(rules.len(), 2, "{rules:?}");
+    assert!(sb.ping("c1", "10.76.0.1"));
+    // GC tells this network's rules by their comment: the gone one goes.
+    let mut gc = cfg.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": live, "ifname": "eth0"}]);
+    network_call(&sb, "bridge", "GC", &gc).ok();
+    let left = rule_comments(&sb);
+    assert_eq!(left.len(), 1, "{left:?}");
+    // A rule the previous version marked for the live pod (a digest of
+    // all three fields): its DEL removes that too.
+    let old = wasm_cni::kernel::nft::legacy_owner_comment(&network, &live, "eth0").unwrap();
+    let rule = format!(
+        "add rule inet wasm-cni postrouting ip saddr 10.76.0.99 masquerade comment \"{old}\""
+    );
+    let out = sb.run_in("host", &["nft", &rule]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(rule_comments(&sb).len(), 2);
+    let c1 = sb.ns_path("c1");
+    sb.cni("bridge", "DEL", &live, Some(&c1), "eth0", &cfg.to_string())
+        .ok();
+    assert!(rule_comments(&sb).is_empty());
 }

@@ -28,7 +28,16 @@ pub fn owner(id: &str, ifname: &str) -> String {
 /// What the index says `id` + `ifname` holds (and `id` alone), when it
 /// covers the store.
 fn indexed_held(disk: &dyn Disk, id: &str, ifname: &str) -> Result<Option<Vec<IpAddr>>, String> {
-    if !index::complete(disk) {
+    indexed_held_if(disk, index::complete(disk), id, ifname)
+}
+
+fn indexed_held_if(
+    disk: &dyn Disk,
+    indexed: bool,
+    id: &str,
+    ifname: &str,
+) -> Result<Option<Vec<IpAddr>>, String> {
+    if !indexed {
         return Ok(None);
     }
     let mut held = Vec::new();
@@ -105,10 +114,13 @@ pub fn collect(
 pub struct Allocation {
     pub address: IpNetwork,
     pub gateway: IpAddr,
+    /// Whether the attachment index lists it (see `index::add`).
+    pub listed: bool,
 }
 
 /// Allocate one address of `set` (index `set_index`) to `id` + `ifname`:
 /// `requested`, or the next free one after the last reserved.
+#[cfg(test)]
 pub fn allocate(
     disk: &mut dyn Disk,
     set_index: usize,
@@ -117,8 +129,25 @@ pub fn allocate(
     ifname: &str,
     requested: Option<IpAddr>,
 ) -> Result<Allocation, String> {
+    let indexed = index::complete(disk);
+    allocate_in(disk, indexed, set_index, set, id, ifname, requested)
+}
+
+/// [`allocate`], in an ADD that found the index covering the store
+/// (`indexed`) when it began: its own reservations move the cursors the
+/// index is checked by.
+pub fn allocate_in(
+    disk: &mut dyn Disk,
+    indexed: bool,
+    set_index: usize,
+    set: &RangeSet,
+    id: &str,
+    ifname: &str,
+    requested: Option<IpAddr>,
+) -> Result<Allocation, String> {
     let value = owner(id, ifname);
     let last_key = format!("{LAST_RESERVED_PREFIX}{set_index}");
+    let listed = std::cell::Cell::new(false);
     let reserve = |disk: &mut dyn Disk, ip: IpAddr| -> Result<bool, String> {
         let key = ip.to_string();
         // Looked at first, under the lock: a walk past taken addresses
@@ -127,7 +156,7 @@ pub fn allocate(
         if !matches!(disk.get(&key), Ok(None)) {
             return Ok(false);
         }
-        index::add(disk, &Owner::new(id, ifname), ip);
+        listed.set(index::add(disk, &Owner::new(id, ifname), ip));
         if !disk.create(&key, &value)? {
             return Ok(false);
         }
@@ -155,11 +184,12 @@ pub fn allocate(
         return Ok(Allocation {
             address: IpNetwork::new(ip, r.subnet.prefix()).expect("prefix"),
             gateway: r.gateway,
+            listed: listed.get(),
         });
     }
     // The index alone, once it covers the store: reading every entry on
     // every ADD is what it saves (see `index`).
-    let held = match indexed_held(disk, id, ifname)? {
+    let held = match indexed_held_if(disk, indexed, id, ifname)? {
         Some(held) => held,
         None => held_by(disk, id, ifname)?,
     };
@@ -171,7 +201,11 @@ pub fn allocate(
     let last = disk.get(&last_key)?.and_then(|s| s.trim().parse().ok());
     for (address, gateway) in set.iter_from(last) {
         if reserve(disk, address.ip())? {
-            return Ok(Allocation { address, gateway });
+            return Ok(Allocation {
+                address,
+                gateway,
+                listed: listed.get(),
+            });
         }
     }
     Err(format!("no IP addresses available in range set: {set}"))

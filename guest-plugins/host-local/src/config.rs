@@ -123,6 +123,15 @@ impl IpamConf {
                 "no IP ranges specified: set \"ipam.subnet\" or \"ipam.ranges\"",
             ));
         }
+        // An ADD writes three entries per range set (reservation, cursor,
+        // index entry) and a call may write 256: more sets than this would
+        // fail every ADD on the store's write limit instead of here.
+        if raw_sets.len() > MAX_RANGE_SETS {
+            return Err(invalid(format!(
+                "{} range sets in \"ipam.ranges\" (with \"runtimeConfig.ipRanges\"): at most {MAX_RANGE_SETS}",
+                raw_sets.len()
+            )));
+        }
         let ranges = raw_sets
             .iter()
             .enumerate()
@@ -151,6 +160,9 @@ impl IpamConf {
         })
     }
 }
+
+/// Range sets a config may have (one address each per ADD).
+pub const MAX_RANGE_SETS: usize = 64;
 
 fn parse_requested(s: &str) -> Result<IpAddr, CniError> {
     s.split('/')

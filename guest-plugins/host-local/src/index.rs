@@ -7,28 +7,39 @@
 //! spent beyond the kernel's own growth. Beside the reference's files,
 //! wasm-cni keeps one entry per attachment, `attachment.<hash>`, listing
 //! its addresses, and a marker, `attachment-index`, that says every
-//! reservation of the store is listed (a store the reference or an older
-//! wasm-cni filled is indexed by a later ADD first, at most
-//! [`WRITES_PER_CALL`] entries a call, the marker last).
+//! reservation of the store is listed. The marker records each set's
+//! `last_reserved_ip.<n>` as wasm-cni left it: every reservation moves its
+//! set's cursor, the reference's too, so a cursor that moved says another
+//! writer reserved since, and calls read the whole store until an ADD has
+//! indexed it again. A store the reference or an older wasm-cni filled is
+//! indexed at the end of each ADD, at most [`WRITES_PER_CALL`] entries a
+//! call, the marker last.
 //!
 //! The index is a hint, never a grant: an address it lists counts only
-//! when its reservation file still names the attachment (another writer,
-//! such as the reference plugin run again on this node, does not keep the
-//! index), and a DEL the index knows nothing about reads the whole store,
-//! as before. What another writer adds after the marker is missed only by
-//! the duplicate check of a second ADD of the same attachment.
+//! while its reservation file still names the attachment, a DEL the index
+//! knows nothing about reads the whole store, as before, and every step
+//! of keeping it is best effort (an entry not written leaves the
+//! attachment to that full read). What it cannot see: another writer that
+//! reserved exactly the address a cursor already named (a range walked all
+//! the way round, or a static address asked for again right after it was
+//! released): a second ADD of that attachment is not refused, and its DEL
+//! misses that address, which GC then releases. A marker found out of
+//! date is removed, so a cursor that comes back to the value it recorded
+//! cannot make it true again before an indexing has finished.
 //!
 //! The reference ignores these files: their names are not addresses (its
 //! walks skip them) and their contents never equal `<id>\r\n<ifname>` or
 //! `<id>` (what its release deletes by).
 
-use crate::allocator::Disk;
+use crate::allocator::{Disk, LAST_RESERVED_PREFIX};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 
 pub const PREFIX: &str = "attachment.";
 pub const MARKER: &str = "attachment-index";
-const MARKER_VALUE: &str = "wasm-cni attachment index 1";
+/// The marker's first line; then each `last_reserved_ip.<n>` as wasm-cni
+/// last left it (`<key> <address>`).
+const MARKER_VERSION: &str = "wasm-cni attachment index 2";
 /// An entry's first line: no container id holds a line break, so no entry
 /// is ever what the reference's release deletes by.
 const HEADER: &str = "wasm-cni";
@@ -89,11 +100,70 @@ fn parse(value: &str) -> Vec<IpAddr> {
     lines.filter_map(|l| l.trim().parse().ok()).collect()
 }
 
-/// Whether every reservation is listed: the index may be asked. A marker
-/// that cannot be read (planted as something else) is no marker.
+/// Whether every reservation is listed: the index may be asked. Every
+/// reservation moves its set's `last_reserved_ip.<n>` (the reference's
+/// too), so a cursor that is not what the marker recorded says another
+/// writer reserved since: not until an ADD has indexed the store again.
+/// A marker that cannot be read (planted as something else) is none.
 pub fn complete(disk: &dyn Disk) -> bool {
-    disk.get(MARKER)
-        .is_ok_and(|v| v.as_deref() == Some(MARKER_VALUE))
+    let Ok(Some(marker)) = disk.get(MARKER) else {
+        return false;
+    };
+    let mut lines = marker.lines();
+    lines.next() == Some(MARKER_VERSION)
+        && lines.all(|l| {
+            l.split_once(' ').is_some_and(|(cursor, at)| {
+                cursor.starts_with(LAST_RESERVED_PREFIX)
+                    && disk
+                        .get(cursor)
+                        .is_ok_and(|v| v.as_deref().map(str::trim) == Some(at))
+            })
+        })
+}
+
+/// [`complete`], for a call that may write: a marker that is there but no
+/// longer true is removed, so that only an indexing that finishes writes
+/// one again (a cursor moved back to the value it recorded, by an address
+/// asked for or a walk that wrapped, would otherwise make it true while
+/// owners are still missing from the index).
+pub fn complete_or_discard(disk: &mut dyn Disk) -> bool {
+    if complete(disk) {
+        return true;
+    }
+    if matches!(disk.get(MARKER), Ok(Some(_))) {
+        let _ = disk.delete(MARKER);
+    }
+    false
+}
+
+/// The marker for `cursors` (`last_reserved_ip.<n>` and their values).
+fn marker<'a>(cursors: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut m = MARKER_VERSION.to_string();
+    for (cursor, at) in cursors {
+        m.push('\n');
+        m.push_str(cursor);
+        m.push(' ');
+        m.push_str(at.trim());
+    }
+    m
+}
+
+/// An ADD that found the index complete and listed every address it
+/// reserved, after its reservations: the marker records the cursors of
+/// its `sets` range sets as they are now (an ADD that could not list one
+/// leaves the marker behind its cursors: the next ADD indexes again)
+/// (best effort: a marker not rewritten only makes the next calls read
+/// the whole store, and the next ADD index it again).
+pub fn record(disk: &mut dyn Disk, sets: usize) {
+    let mut cursors = Vec::new();
+    for n in 0..sets {
+        let key = format!("{LAST_RESERVED_PREFIX}{n}");
+        if let Ok(Some(at)) = disk.get(&key) {
+            cursors.push((key, at));
+        }
+    }
+    let m = marker(cursors.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let _ = disk.put(MARKER, &m);
 }
 
 /// The addresses the index lists for `owner` whose reservations still
@@ -118,7 +188,8 @@ pub fn held(disk: &dyn Disk, owner: &Owner) -> Result<Option<Vec<IpAddr>>, Strin
 /// killed in between lists an address it does not hold (which [`held`]
 /// skips) rather than hold one it does not list. Best effort: an entry
 /// that cannot be written leaves the attachment to a DEL's full read.
-pub fn add(disk: &mut dyn Disk, owner: &Owner, ip: IpAddr) {
+/// Whether it is listed now.
+pub fn add(disk: &mut dyn Disk, owner: &Owner, ip: IpAddr) -> bool {
     let key = owner.key();
     let mut ips = disk
         .get(&key)
@@ -126,10 +197,11 @@ pub fn add(disk: &mut dyn Disk, owner: &Owner, ip: IpAddr) {
         .flatten()
         .map(|v| parse(&v))
         .unwrap_or_default();
-    if !ips.contains(&ip) {
-        ips.push(ip);
-        let _ = disk.put(&key, &entry(&ips));
+    if ips.contains(&ip) {
+        return true;
     }
+    ips.push(ip);
+    disk.put(&key, &entry(&ips)).is_ok()
 }
 
 /// `ips` are no longer `owner`'s (an ADD undoing its reservations).
@@ -194,7 +266,11 @@ pub fn build(disk: &mut dyn Disk) {
         }
         writes += 1;
     }
-    let _ = disk.put(MARKER, MARKER_VALUE);
+    let cursors = entries
+        .iter()
+        .filter(|(k, _)| k.starts_with(LAST_RESERVED_PREFIX))
+        .map(|(k, v)| (k.as_str(), v.as_str()));
+    let _ = disk.put(MARKER, &marker(cursors));
 }
 
 /// GC, after the reservations not in `kept` were released: drop entries
@@ -217,7 +293,7 @@ pub fn collect(disk: &mut dyn Disk, entries: &[(String, String)], kept: &HashSet
 mod tests {
     use super::*;
     use crate::allocator::tests::{Call, MemDisk};
-    use crate::allocator::{allocate, collect as gc, held_by, release, unreserve};
+    use crate::allocator::{allocate_in, collect as gc, held_by, release, unreserve};
     use crate::range::{RangeSet, RawRange};
 
     fn set(subnet: &str) -> RangeSet {
@@ -242,13 +318,18 @@ mod tests {
 
     /// An ADD as host-local makes it: one address per set, then a little
     /// indexing.
-    fn add(c: &mut Call, sets: &[RangeSet], id: &str) -> Result<Vec<IpAddr>, String> {
-        let mut ips = Vec::new();
+    fn add(c: &mut dyn Disk, sets: &[RangeSet], id: &str) -> Result<Vec<IpAddr>, String> {
+        let indexed = complete_or_discard(c);
+        let (mut ips, mut all_listed) = (Vec::new(), true);
         for (i, s) in sets.iter().enumerate() {
-            ips.push(allocate(c, i, s, id, "eth0", None)?.address.ip());
+            let a = allocate_in(c, indexed, i, s, id, "eth0", None)?;
+            all_listed &= a.listed;
+            ips.push(a.address.ip());
         }
-        if !complete(c) {
+        if !indexed {
             build(c);
+        } else if all_listed {
+            record(c, sets.len());
         }
         Ok(ips)
     }
@@ -470,5 +551,142 @@ mod tests {
         let entries_before = index_keys(&d).len();
         release(&mut Call::new(&mut d), "wasm-cni", "eth0").unwrap();
         assert_eq!(index_keys(&d).len(), entries_before);
+    }
+
+    /// What the reference plugin does for an ADD: the reservation, and the
+    /// set's cursor.
+    fn reference_add(d: &mut MemDisk, set: usize, ip: &str, id: &str) {
+        d.0.insert(ip.into(), format!("{id}\r\neth0"));
+        d.0.insert(format!("last_reserved_ip.{set}"), ip.into());
+    }
+
+    #[test]
+    fn another_writer_since_the_marker_makes_calls_read_the_store_again() {
+        let sets = [set("10.1.0.0/24"), set("fd00::/64")];
+        let mut d = MemDisk::default();
+        add(&mut Call::new(&mut d), &sets, "c0").unwrap();
+        add(&mut Call::new(&mut d), &sets, "c1").unwrap();
+        assert!(complete(&d));
+        // The node switched back to the reference for a while: it released
+        // c1 (the index still lists its addresses) and added c1 again with
+        // other addresses, and added c2.
+        d.0.remove("10.1.0.3");
+        d.0.remove("fd00::3");
+        reference_add(&mut d, 0, "10.1.0.9", "c1");
+        reference_add(&mut d, 1, "fd00::9", "c1");
+        reference_add(&mut d, 0, "10.1.0.10", "c2");
+        assert!(!complete(&d), "the cursors moved");
+        // A duplicate ADD is refused as the reference refuses it, and a DEL
+        // releases what the reference reserved.
+        let dup = add(&mut Call::new(&mut d), &sets[..1], "c2").unwrap_err();
+        assert!(dup.contains("duplicate allocation"), "{dup}");
+        assert_eq!(release(&mut Call::new(&mut d), "c1", "eth0").unwrap(), 2);
+        assert!(!d.0.values().any(|v| v.starts_with("c1")));
+        // The next ADD indexes the store again.
+        add(&mut Call::new(&mut d), &sets, "c3").unwrap();
+        assert!(complete(&d));
+        d.1.set(0);
+        assert_eq!(held_by(&d, "c2", "eth0").unwrap(), [ip("10.1.0.10")]);
+        assert_eq!(d.1.get(), 0);
+    }
+
+    #[test]
+    fn a_marker_of_another_format_is_no_index() {
+        let mut d = MemDisk::default();
+        add(&mut Call::new(&mut d), &[v4()], "c1").unwrap();
+        d.0.insert(MARKER.into(), "wasm-cni attachment index 1".into());
+        assert!(!complete(&d));
+        d.0.insert(MARKER.into(), format!("{MARKER_VERSION}\nlock 1"));
+        assert!(!complete(&d), "only cursors are compared");
+    }
+
+    #[test]
+    fn an_add_of_the_most_range_sets_a_config_may_have_fits_a_calls_writes() {
+        // An inherited store (indexing writes too) and 64 range sets.
+        let mut d = inherited(100);
+        let sets: Vec<RangeSet> = (0..crate::config::MAX_RANGE_SETS)
+            .map(|i| set(&format!("10.2.{i}.0/30")))
+            .collect();
+        let mut c = Call::new(&mut d);
+        assert_eq!(add(&mut c, &sets, "wide").unwrap().len(), sets.len());
+        assert!(c.writes <= 256, "{}", c.writes);
+    }
+
+    /// A store whose index entries cannot be written.
+    struct NoEntries<'a>(&'a mut MemDisk);
+
+    impl Disk for NoEntries<'_> {
+        fn entries(&self) -> Result<Vec<(String, String)>, String> {
+            self.0.entries()
+        }
+        fn get(&self, k: &str) -> Result<Option<String>, String> {
+            self.0.get(k)
+        }
+        fn create(&mut self, k: &str, v: &str) -> Result<bool, String> {
+            self.0.create(k, v)
+        }
+        fn put(&mut self, k: &str, v: &str) -> Result<(), String> {
+            if k.starts_with(PREFIX) {
+                return Err("denied: a call writes at most 256 entries".into());
+            }
+            self.0.put(k, v)
+        }
+        fn delete(&mut self, k: &str) -> Result<bool, String> {
+            self.0.delete(k)
+        }
+    }
+
+    #[test]
+    fn an_add_that_could_not_list_its_address_leaves_the_index_incomplete() {
+        let mut d = MemDisk::default();
+        add(&mut Call::new(&mut d), &[v4()], "c0").unwrap();
+        assert!(complete(&d));
+        add(&mut NoEntries(&mut d), &[v4()], "c1").unwrap();
+        assert!(
+            !complete(&d),
+            "its cursor moved, and the marker was not rewritten"
+        );
+        // So a second ADD of c1 reads the store, and is refused.
+        let dup = add(&mut Call::new(&mut d), &[v4()], "c1").unwrap_err();
+        assert!(dup.contains("duplicate allocation"), "{dup}");
+    }
+
+    #[test]
+    fn a_marker_out_of_date_is_removed_not_revived_by_a_cursor_coming_back() {
+        let mut d = MemDisk::default();
+        add(&mut Call::new(&mut d), &[set("10.1.0.0/24")], "c1").unwrap();
+        release(&mut Call::new(&mut d), "c1", "eth0").unwrap();
+        // 40 pods the reference added: more than one ADD indexes.
+        for i in 0..40 {
+            reference_add(&mut d, 0, &format!("10.1.0.{}", 3 + i), &format!("r{i}"));
+        }
+        // An ADD that asks for the address the marker recorded moves the
+        // cursor back to it while the index is still being built.
+        let mut c = Call::new(&mut d);
+        let indexed = complete_or_discard(&mut c);
+        assert!(!indexed);
+        allocate_in(
+            &mut c,
+            indexed,
+            0,
+            &set("10.1.0.0/24"),
+            "s1",
+            "eth0",
+            Some(ip("10.1.0.2")),
+        )
+        .unwrap();
+        build(&mut c);
+        assert_eq!(d.0["last_reserved_ip.0"], "10.1.0.2");
+        assert!(
+            !complete(&d),
+            "the old marker went; the new one is not written yet"
+        );
+        // Every reference pod is found until the index is whole.
+        let dup = add(&mut Call::new(&mut d), &[set("10.1.0.0/24")], "r9").unwrap_err();
+        assert!(dup.contains("duplicate allocation"), "{dup}");
+        add(&mut Call::new(&mut d), &[set("10.1.0.0/24")], "s2").unwrap();
+        assert!(complete(&d));
+        let dup = add(&mut Call::new(&mut d), &[set("10.1.0.0/24")], "r8").unwrap_err();
+        assert!(dup.contains("duplicate allocation"), "{dup}");
     }
 }

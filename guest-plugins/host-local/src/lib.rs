@@ -63,6 +63,8 @@ impl Plugin for HostLocal {
     fn add(req: Request) -> Result<CniResult, CniError> {
         let conf = IpamConf::load(&req)?;
         let mut disk = LockedStore::acquire()?;
+        let indexed = index::complete_or_discard(&mut disk);
+        let mut all_listed = true;
         let mut requested = conf.requested.clone();
         let mut ips = Vec::new();
         let mut taken: Vec<String> = Vec::new();
@@ -74,8 +76,17 @@ impl Plugin for HostLocal {
                 .iter()
                 .position(|ip| set.contains(*ip))
                 .map(|i| requested.remove(i));
-            match allocator::allocate(&mut disk, idx, set, &req.container_id, &req.ifname, want) {
+            match allocator::allocate_in(
+                &mut disk,
+                indexed,
+                idx,
+                set,
+                &req.container_id,
+                &req.ifname,
+                want,
+            ) {
                 Ok(a) => {
+                    all_listed &= a.listed;
                     taken.push(a.address.ip().to_string());
                     ips.push(IpConfig {
                         address: IpPrefix::from(a.address),
@@ -116,9 +127,12 @@ impl Plugin for HostLocal {
             },
             None => Default::default(),
         };
-        // A store the reference filled is indexed a little every ADD.
-        if !index::complete(&disk) {
+        // The marker follows this ADD's cursors; a store the reference
+        // filled (or wrote to since) is indexed a little every ADD.
+        if !indexed {
             index::build(&mut disk);
+        } else if all_listed {
+            index::record(&mut disk, conf.ranges.len());
         }
         Ok(CniResult {
             ips,

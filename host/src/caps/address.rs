@@ -44,12 +44,11 @@ impl NetCtx {
             .masquerade_rules(deadline)
             .await
             .map_err(|e| CapError::io("masquerade rules", e))?;
-        let ours = crate::kernel::nft::network_prefix(self.shared.lock().grant.network());
+        let network = self.shared.lock().grant.network().to_string();
         let subnet = IpNetwork::new(net.network(), net.prefix()).expect("a prefix that fit");
-        match rules
-            .iter()
-            .find(|(comment, a)| subnet.contains(a.ip()) && !comment.starts_with(&ours))
-        {
+        match rules.iter().find(|(comment, a)| {
+            subnet.contains(a.ip()) && !crate::kernel::nft::of_network(comment, &network)
+        }) {
             Some((comment, a)) => Err(CapError::denied(format!(
                 "address {net}: the node masquerades {a} in its subnet for another attachment ({comment:?})"
             ))),

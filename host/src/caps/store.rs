@@ -32,6 +32,10 @@ const ROLLBACK_LOCK_WAIT: Duration = Duration::from_secs(3);
 /// The largest value an entry may hold.
 const MAX_VALUE: usize = 4096;
 
+/// A temporary lives from its write to its rename, microseconds: one
+/// older than this is a killed call's, and GC removes it.
+const TEMPORARY_AGE: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// An entry a call wrote or removed: what it held before and after the
 /// call's write (`None`: no entry).
 #[derive(Debug, Clone)]
@@ -246,7 +250,18 @@ impl store::Host for StoreCtx {
             ));
         }
         self.lock = Some(match self.dir(self.phase == Phase::Add).await? {
-            Some(dir) => Lock::Held(lock(&dir, self.lock_deadline, &self.what()).await?),
+            Some(dir) => {
+                let held = lock(&dir, self.lock_deadline, &self.what()).await?;
+                if self.phase == Phase::Gc {
+                    // Temporaries of calls killed midway (see
+                    // `StoreDir::create_new`): older than any call lives.
+                    let swept = blocking(move || dir.sweep_temporaries(TEMPORARY_AGE)).await;
+                    if let Err(e) = swept {
+                        crate::log::warn(&format!("GC: {}: {e}", self.what()));
+                    }
+                }
+                Lock::Held(held)
+            }
             None => Lock::Nothing,
         });
         Ok(Resource::new_own(0))

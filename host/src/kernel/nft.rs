@@ -45,16 +45,47 @@ pub fn owner_comment(network: &str, container_id: &str, ifname: &str) -> String 
     // Keep the network readable when it fits, so a rule's network can be
     // told from its comment (`network_prefix`).
     let attachment = crate::owner::tag(&[container_id, ifname], 0);
-    let named = format!(
-        "{}{}",
-        network_prefix(network),
-        &attachment["wasm-cni ".len()..]
-    );
+    let attachment = &attachment["wasm-cni ".len()..];
+    let named = format!("{}{attachment}", network_prefix(network));
     if named.len() <= COMMENT_MAX {
         named
     } else {
-        plain
+        // A network name too long to show beside the attachment's digest:
+        // its own digest then, so the rule can still be told to be this
+        // network's (a comment that was a digest of all three fields was
+        // taken for another network's, and refused this network's gateway
+        // beside its own masquerade).
+        format!("{}{attachment}", network_digest_prefix(network))
     }
+}
+
+/// The comment earlier versions gave an attachment whose marks now show
+/// the network's digest (a digest of all three fields, which GC cannot
+/// tell by network): a DEL removes rules under it too, so pods added
+/// before the upgrade leave nothing. `None` where the comment never
+/// changed.
+pub fn legacy_owner_comment(network: &str, container_id: &str, ifname: &str) -> Option<String> {
+    let current = owner_comment(network, container_id, ifname);
+    current
+        .starts_with(&network_digest_prefix(network))
+        .then(|| crate::owner::tag(&[network, container_id, ifname], COMMENT_MAX))
+}
+
+/// Whether a rule's comment marks it as `network`'s: by its name, or by
+/// the digest of a name too long to show (names have no `:`, so neither
+/// is ever taken for the other).
+pub fn of_network(comment: &str, network: &str) -> bool {
+    comment.starts_with(&network_prefix(network))
+        || comment.starts_with(&network_digest_prefix(network))
+}
+
+fn network_digest_prefix(network: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(network.as_bytes());
+    // 128 bits: two networks never share it by chance, nor by a search
+    // for a collision (the comment then still fits: 124 bytes).
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("wasm-cni net-sha256:{hex} ")
 }
 
 /// Masquerade traffic from each address leaving its subnet, except to
@@ -414,13 +445,10 @@ fn remove_over_netlink(comment: &str) -> io::Result<Option<usize>> {
 }
 
 /// Remove every rule of `network` whose comment is not in `keep` (the
-/// comments of its valid attachments): GC. Rules whose comment is only a
-/// digest of all three fields (a network name too long to show) cannot be
-/// told apart by network and stay.
+/// comments of its valid attachments): GC.
 pub fn retain(network: &str, keep: &[String], deadline: Instant) -> io::Result<usize> {
-    let prefix = network_prefix(network);
-    let inet = super::hostport::retain(&prefix, keep, deadline)?;
-    let spoof = super::spoof_check::retain(&prefix, keep, deadline)?;
+    let inet = super::hostport::retain(network, keep, deadline)?;
+    let spoof = super::spoof_check::retain(network, keep, deadline)?;
     Ok(inet + spoof)
 }
 
@@ -539,8 +567,29 @@ mod tests {
             "{c}"
         );
         assert_ne!(c, owner_comment("mynet", &id, "eth1"));
-        let huge = owner_comment(&"n".repeat(100), &id, "eth0");
-        assert!(huge.len() <= COMMENT_MAX && huge.starts_with("wasm-cni sha256:"));
+        // A network name too long to show beside a container id's digest
+        // is shown as its own digest, and still tells whose the rule is.
+        for long in ["n".repeat(49), "n".repeat(74), "n".repeat(200)] {
+            let c = owner_comment(&long, &id, "eth0");
+            assert!(c.len() <= COMMENT_MAX, "{c}");
+            assert!(of_network(&c, &long), "{c}");
+            assert!(!of_network(&c, "mynet") && !of_network(&c, &"n".repeat(48)));
+            assert_ne!(c, owner_comment(&long, &id, "eth1"));
+        }
+        // Comments as earlier versions wrote them are unchanged where they
+        // told the network (rules of running pods stay theirs).
+        let edge = "n".repeat(48);
+        assert_eq!(
+            owner_comment(&edge, &id, "eth0"),
+            format!("wasm-cni {edge} {id} eth0")
+        );
+        assert!(of_network(&owner_comment("mynet", &id, "eth0"), "mynet"));
+        // What earlier versions wrote for the long ones, for DEL to remove.
+        let long = "n".repeat(74);
+        let old = legacy_owner_comment(&long, &id, "eth0").unwrap();
+        assert!(old.starts_with("wasm-cni sha256:") && old.len() <= COMMENT_MAX);
+        assert_eq!(legacy_owner_comment("mynet", &id, "eth0"), None);
+        assert_eq!(legacy_owner_comment(&edge, &id, "eth0"), None);
         assert_eq!(
             owner_comment("mynet", "c1", "eth0"),
             "wasm-cni mynet c1 eth0"

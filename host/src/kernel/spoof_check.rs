@@ -121,10 +121,10 @@ pub fn remove(comment: &str, deadline: Instant) -> io::Result<usize> {
 
 /// Remove the rules whose comment begins with `prefix` (a network's) and
 /// is not in `keep`; how many there were.
-pub fn retain(prefix: &str, keep: &[String], deadline: Instant) -> io::Result<usize> {
+pub fn retain(network: &str, keep: &[String], deadline: Instant) -> io::Result<usize> {
     let handles: Vec<u32> = chain_rules(NfFamily::Bridge, TABLE, CHAIN, deadline)?
         .into_iter()
-        .filter(|(c, _)| c.starts_with(prefix) && !keep.contains(c))
+        .filter(|(c, _)| super::nft::of_network(c, network) && !keep.contains(c))
         .map(|(_, h)| h)
         .collect();
     delete_rules(NfFamily::Bridge, TABLE, CHAIN, &handles, deadline)?;

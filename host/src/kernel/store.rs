@@ -291,6 +291,37 @@ impl StoreDir {
         placed
     }
 
+    /// Remove the temporaries (`.wasm-cni-*`) older than `age`: what a
+    /// call killed between writing one and renaming it into place left
+    /// (GC's work). How many went.
+    pub fn sweep_temporaries(&self, age: std::time::Duration) -> io::Result<usize> {
+        let now = std::time::SystemTime::now();
+        let mut swept = 0;
+        for ent in Dir::read_from(&self.fd)? {
+            let ent = ent?;
+            if !ent.file_name().to_bytes().starts_with(b".wasm-cni-") {
+                continue;
+            }
+            // Asked of the file itself: some file systems give no type in
+            // the listing. One that cannot be looked at is left.
+            let Ok(st) = rustix::fs::statat(&self.fd, ent.file_name(), AtFlags::SYMLINK_NOFOLLOW)
+            else {
+                continue;
+            };
+            if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+                continue;
+            }
+            let modified =
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(st.st_mtime.max(0) as u64);
+            if now.duration_since(modified).is_ok_and(|d| d > age)
+                && unlinkat(&self.fd, ent.file_name(), AtFlags::empty()).is_ok()
+            {
+                swept += 1;
+            }
+        }
+        Ok(swept)
+    }
+
     /// Remove an entry: false when there was none.
     pub fn remove(&self, key: &str) -> io::Result<bool> {
         match unlinkat(&self.fd, component(key)?, AtFlags::empty()) {
@@ -352,6 +383,38 @@ mod tests {
         }
         assert!(StoreDir::open(&root, Path::new("../x"), true).is_err());
         assert!(StoreDir::open(&root, Path::new("/etc"), true).is_err());
+    }
+
+    #[test]
+    fn gc_sweeps_only_old_temporaries() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = StoreDir::open(tmp.path(), Path::new("n"), true)
+            .unwrap()
+            .unwrap();
+        let dir = tmp.path().join("n");
+        for name in [".wasm-cni-1", ".wasm-cni-2", ".other", "10.0.0.2"] {
+            std::fs::write(dir.join(name), b"c\r\neth0").unwrap();
+        }
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for name in [".wasm-cni-1", ".other", "10.0.0.2"] {
+            std::fs::File::options()
+                .write(true)
+                .open(dir.join(name))
+                .unwrap()
+                .set_modified(hour_ago)
+                .unwrap();
+        }
+        assert_eq!(
+            s.sweep_temporaries(std::time::Duration::from_secs(600))
+                .unwrap(),
+            1
+        );
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".other", ".wasm-cni-2", "10.0.0.2"]);
     }
 
     #[test]

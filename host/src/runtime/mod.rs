@@ -502,6 +502,22 @@ impl Runtime {
                 let e = format!("remove the rules of {owner:?}: {e}");
                 fail(&mut outcome, e);
             }
+            // Rules an earlier version marked otherwise (a network name too
+            // long to show: see `nft::legacy_owner_comment`).
+            if command == Command::Del
+                && let Some(old) = crate::kernel::nft::legacy_owner_comment(
+                    network,
+                    &call.env.container_id,
+                    &call.env.ifname,
+                )
+            {
+                let deadline = std::time::Instant::now() + crate::undo::rollback::FIREWALL_TIME;
+                let removed = kernel.unmasquerade(&old, deadline).await;
+                let unmapped = kernel.unmap_ports(&old, deadline).await;
+                if let Err(e) = removed.and(unmapped) {
+                    fail(&mut outcome, format!("remove the rules of {old:?}: {e}"));
+                }
+            }
             if let Err(e) = crate::caps::port_mapping::release_route_localnet(
                 &*kernel,
                 &loopback,
@@ -577,6 +593,13 @@ impl Runtime {
         }
         match outcome {
             Err(e) if command == Command::Add => {
+                // The firewall change in flight first: it notes the tables
+                // it created in the journal when it ends, and the rollback
+                // takes the journal (a job that ended after was seen to
+                // leave the node's first masquerade table behind).
+                if let Err(e) = crate::caps::firewall::finish(&shared).await {
+                    crate::log::debug(&format!("rollback: the firewall change had failed: {e}"));
+                }
                 let state_undone = if module.uses_attachment_state {
                     attachment_state::rollback(&states, &state_file, prior_state).await
                 } else {

@@ -289,11 +289,12 @@ fn attachment_chains(objects: &[Value]) -> Vec<(&str, &str)> {
 /// Remove the host ports and postrouting rules of the attachments marked
 /// with `prefix` (a network's) but not with any of `keep`: GC, in one
 /// listing and one transaction. How many mappings and rules went.
-pub fn retain(prefix: &str, keep: &[String], deadline: Instant) -> io::Result<usize> {
+pub fn retain(network: &str, keep: &[String], deadline: Instant) -> io::Result<usize> {
     let Some(objects) = listed::table(deadline)? else {
         return Ok(0);
     };
-    let stale = |owner: &str| owner.starts_with(prefix) && !keep.iter().any(|k| k == owner);
+    let stale =
+        |owner: &str| super::nft::of_network(owner, network) && !keep.iter().any(|k| k == owner);
     let chains: Vec<&str> = attachment_chains(&objects)
         .into_iter()
         .filter(|(_, owner)| stale(owner))

@@ -782,10 +782,10 @@ impl Kernel for SimKernel {
     ) -> KFuture<'a, usize> {
         self.answer(|s| {
             s.s.firewall("garbage-collect rules");
-            let prefix = super::nft::network_prefix(network);
             let before = s.s.rules.len();
-            s.s.rules
-                .retain(|r| !r.owner().starts_with(&prefix) || keep.iter().any(|k| k == r.owner()));
+            s.s.rules.retain(|r| {
+                !super::nft::of_network(r.owner(), network) || keep.iter().any(|k| k == r.owner())
+            });
             Ok(before - s.s.rules.len())
         })
     }
