@@ -1,9 +1,10 @@
 //! Undo a failed ADD from its journal, with the call's own handles on the
 //! node, whatever state the guest's store was left in.
 //!
-//! In order: the firewall change in flight is awaited (it is bounded by the
-//! call's deadline and killed there, so it cannot commit later) and this
-//! attachment's rules removed; IPAM DEL, when IPAM ADD was started; the
+//! The caller has awaited the firewall change in flight before it took the
+//! journal (the change notes the tables it made in the call's journal when
+//! it ends; it is bounded by the call's deadline and killed there, so it
+//! cannot commit later). In order: this attachment's rules removed; IPAM DEL, when IPAM ADD was started; the
 //! links the call made (its veths, and any link still under a name only
 //! this call uses); then, holding the network's lock exclusively, the
 //! bridges it made or changed. A bridge with a port this call did not make
@@ -48,7 +49,7 @@ pub struct Rollback<'a> {
 }
 
 impl Rollback<'_> {
-    pub async fn run(mut self, mut journal: Journal) -> Vec<String> {
+    pub async fn run(mut self, journal: Journal) -> Vec<String> {
         let mut failures = Vec::new();
         let mut fail = |what: String| {
             crate::log::error(&format!("rollback: {what}"));
@@ -66,11 +67,6 @@ impl Rollback<'_> {
             crate::audit::rollback(what, true);
         };
 
-        if let Some(job) = journal.firewall_job.take()
-            && let Err(e) = job.wait().await
-        {
-            crate::log::debug(&format!("rollback: the firewall change had failed: {e}"));
-        }
         if journal.rules_added || journal.ports_mapped {
             let deadline = std::time::Instant::now() + FIREWALL_TIME;
             let removed = if journal.rules_added {
